@@ -1,0 +1,39 @@
+// One catalogue of stable error codes. Codes never change meaning once released;
+// the message text may be improved. `test/errors.test.ts` checks the catalogue.
+
+export const ErrorCode = {
+  // configuration and command line
+  CONFIG_INVALID: "CONFIG_INVALID",
+  CONFIG_UNREADABLE: "CONFIG_UNREADABLE",
+  // NATS protocol (texts in `NatsErr` below are what nats-server sends)
+  PROTO_UNKNOWN_OP: "PROTO_UNKNOWN_OP",
+  PROTO_CONTROL_LINE: "PROTO_CONTROL_LINE",
+  PROTO_MAX_PAYLOAD: "PROTO_MAX_PAYLOAD",
+  PROTO_INVALID_SUBJECT: "PROTO_INVALID_SUBJECT",
+  PROTO_BAD_ARGS: "PROTO_BAD_ARGS",
+  PROTO_AUTH: "PROTO_AUTH",
+  PROTO_MAX_CONNECTIONS: "PROTO_MAX_CONNECTIONS",
+  PROTO_SLOW_CONSUMER: "PROTO_SLOW_CONSUMER",
+  PROTO_STALE: "PROTO_STALE",
+  PROTO_PERMISSION: "PROTO_PERMISSION",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class Mq9Error extends Error {
+  override name = "Mq9Error";
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+export class ConfigError extends Mq9Error {
+  override name = "ConfigError";
+  /** The config key (flag, file key or env variable) that is wrong. */
+  readonly key: string;
+  constructor(key: string, reason: string, options?: { cause?: unknown }) {
+    super(ErrorCode.CONFIG_INVALID, `${key}: ${reason}`, options);
+    this.key = key;
+  }
+}

@@ -1,0 +1,372 @@
+// Server-side NATS protocol parser, in the manner of nats-server's parser.go:
+// a state machine fed with whatever chunks the socket delivers. Operation names
+// are recognised byte by byte (so `FOO` fails at `F`); argument lines and payloads
+// are handed to the handler as views into the read buffer, and copied only when a
+// frame is split across reads. Views are valid only during the handler call.
+
+export const MAX_CONTROL_LINE = 4096;
+
+export const Op = {
+  CONNECT: 1,
+  PUB: 2,
+  HPUB: 3,
+  SUB: 4,
+  UNSUB: 5,
+  PING: 6,
+  PONG: 7,
+  OK: 8,
+  ERR: 9,
+} as const;
+export type Op = (typeof Op)[keyof typeof Op];
+
+export interface ParserHandler {
+  onConnect(json: string): void;
+  /** `msg` holds headers then payload; `hdrLen` is -1 for PUB. */
+  onPub(subject: Uint8Array, reply: Uint8Array | null, hdrLen: number, msg: Uint8Array): void;
+  onSub(subject: Uint8Array, queue: Uint8Array | null, sid: Uint8Array): void;
+  onUnsub(sid: Uint8Array, max: number): void;
+  onPing(): void;
+  onPong(): void;
+  /** A frame is not valid NATS; `fatal` ones leave the stream unparseable. */
+  onParseError(err: ParseError): void;
+}
+
+export const ParseErrorKind = {
+  UNKNOWN_OP: "Unknown Protocol Operation",
+  CONTROL_LINE: "Maximum Control Line Exceeded",
+  MAX_PAYLOAD: "Maximum Payload Violation",
+  BAD_ARGS: "Invalid Arguments",
+  BAD_FRAME: "Invalid Message Frame",
+} as const;
+export type ParseErrorKind = (typeof ParseErrorKind)[keyof typeof ParseErrorKind];
+
+export class ParseError extends Error {
+  override name = "ParseError";
+  constructor(
+    readonly kind: ParseErrorKind,
+    readonly detail: string,
+    /** A short quoted piece of the input, for logs. */
+    readonly snippet: string,
+  ) {
+    super(`${kind}: ${detail} near '${snippet}'`);
+  }
+}
+
+// Every prefix of every operation name, packed 6 bits a letter, so an unknown
+// operation is rejected at its first wrong byte.
+const OP_NAMES: Record<string, Op> = {
+  CONNECT: Op.CONNECT,
+  PUB: Op.PUB,
+  HPUB: Op.HPUB,
+  SUB: Op.SUB,
+  UNSUB: Op.UNSUB,
+  PING: Op.PING,
+  PONG: Op.PONG,
+  "+OK": Op.OK,
+  "-ERR": Op.ERR,
+};
+const pack = (acc: number, byte: number): number => acc * 64 + (byte & 0x3f);
+const OP_PREFIXES = new Set<number>();
+const OP_BY_PACKED = new Map<number, Op>();
+for (const [name, op] of Object.entries(OP_NAMES)) {
+  let acc = 0;
+  for (let i = 0; i < name.length; i++) {
+    acc = pack(acc, name.charCodeAt(i));
+    OP_PREFIXES.add(acc);
+  }
+  OP_BY_PACKED.set(acc, op);
+}
+
+const S = {
+  OP: 0,
+  ARG: 1,
+  PAYLOAD: 2,
+  END_R: 3,
+  END_N: 4,
+  CLOSED: 5,
+} as const;
+type S = (typeof S)[keyof typeof S];
+
+const CR = 13;
+const LF = 10;
+const SPACE = 32;
+const TAB = 9;
+
+export class Parser {
+  private state: S = S.OP;
+  private opAcc = 0;
+  private op: Op = Op.PING;
+  /** Argument line bytes gathered across reads (only used for split lines). */
+  private argBuf: Buffer | null = null;
+  private argLen = 0;
+  // Pending message frame.
+  private subject: Uint8Array = EMPTY;
+  private reply: Uint8Array | null = null;
+  private hdrLen = -1;
+  private size = 0;
+  /** Payload copy for a frame split across reads. */
+  private msgBuf: Buffer | null = null;
+  private msgLen = 0;
+  private payloadView: Uint8Array = EMPTY;
+  // Reused argument slots, to avoid an array per frame.
+  private readonly args: Uint8Array[] = [EMPTY, EMPTY, EMPTY, EMPTY, EMPTY];
+
+  constructor(
+    private readonly handler: ParserHandler,
+    /** The largest payload (headers included) accepted. */
+    public maxPayload: number,
+  ) {}
+
+  /** Stop parsing for good (the connection is closing). */
+  close(): void {
+    this.state = S.CLOSED;
+  }
+
+  /** A handler may close the parser while it runs. */
+  isClosed(): boolean {
+    return this.state === S.CLOSED;
+  }
+
+  parse(buf: Buffer): void {
+    const len = buf.length;
+    let i = 0;
+    while (i < len) {
+      switch (this.state) {
+        case S.OP: {
+          let b = buf[i]!;
+          if (b >= 0x61 && b <= 0x7a) b -= 0x20; // case-insensitive, as nats-server
+          if (this.opAcc === 0 && (b === CR || b === LF)) {
+            i++; // tolerate stray line ends between frames
+            continue;
+          }
+          if (b === SPACE || b === TAB || b === CR || b === LF) {
+            const op = OP_BY_PACKED.get(this.opAcc);
+            if (op === undefined) return this.fail(ParseErrorKind.UNKNOWN_OP, "incomplete operation", buf, i);
+            this.op = op;
+            this.opAcc = 0;
+            this.state = S.ARG;
+            this.argLen = 0;
+            if (b === SPACE || b === TAB) i++;
+            continue; // CR/LF: an argument-less operation, ends in ARG
+          }
+          this.opAcc = pack(this.opAcc, b);
+          if (b < 0x21 || b > 0x5a || !OP_PREFIXES.has(this.opAcc)) return this.fail(ParseErrorKind.UNKNOWN_OP, "unknown operation", buf, i);
+          i++;
+          continue;
+        }
+        case S.ARG: {
+          const lf = buf.indexOf(LF, i);
+          if (lf < 0) {
+            this.saveArg(buf, i, len);
+            if (this.argLen > MAX_CONTROL_LINE) return this.fail(ParseErrorKind.CONTROL_LINE, `over ${MAX_CONTROL_LINE} bytes`, buf, i);
+            return;
+          }
+          let line: Uint8Array;
+          if (this.argLen > 0) {
+            this.saveArg(buf, i, lf);
+            line = this.argBuf!.subarray(0, this.argLen);
+          } else {
+            line = buf.subarray(i, lf);
+          }
+          if (line.length > MAX_CONTROL_LINE) return this.fail(ParseErrorKind.CONTROL_LINE, `over ${MAX_CONTROL_LINE} bytes`, buf, i);
+          let end = line.length;
+          if (end > 0 && line[end - 1] === CR) end--;
+          this.argLen = 0;
+          i = lf + 1;
+          if (!this.dispatchLine(line, end)) return;
+          continue;
+        }
+        case S.PAYLOAD: {
+          if (this.msgBuf === null && len - i >= this.size) {
+            this.payloadView = buf.subarray(i, i + this.size);
+            i += this.size;
+          } else {
+            if (this.msgBuf === null) {
+              this.msgBuf = Buffer.allocUnsafe(this.size);
+              this.msgLen = 0;
+            }
+            const take = Math.min(this.size - this.msgLen, len - i);
+            this.msgBuf.set(buf.subarray(i, i + take), this.msgLen);
+            this.msgLen += take;
+            i += take;
+            if (this.msgLen < this.size) return;
+            this.payloadView = this.msgBuf;
+          }
+          this.state = S.END_R;
+          continue;
+        }
+        case S.END_R: {
+          const b = buf[i]!;
+          if (b === CR) {
+            this.state = S.END_N;
+            i++;
+            continue;
+          }
+          if (b === LF) {
+            this.state = S.END_N;
+            continue;
+          }
+          return this.fail(ParseErrorKind.BAD_FRAME, "payload longer than its declared size", buf, i);
+        }
+        case S.END_N: {
+          if (buf[i] !== LF) return this.fail(ParseErrorKind.BAD_FRAME, "payload longer than its declared size", buf, i);
+          i++;
+          this.state = S.OP;
+          const msg = this.payloadView;
+          this.payloadView = EMPTY;
+          this.msgBuf = null;
+          this.handler.onPub(this.subject, this.reply, this.hdrLen, msg);
+          if (this.isClosed()) return;
+          continue;
+        }
+        case S.CLOSED:
+          return;
+      }
+    }
+  }
+
+  private saveArg(buf: Buffer, from: number, to: number): void {
+    const n = to - from;
+    if (this.argBuf === null || this.argBuf.length < this.argLen + n) {
+      const grown = Buffer.allocUnsafe(Math.max(256, (this.argLen + n) * 2));
+      if (this.argBuf !== null) grown.set(this.argBuf.subarray(0, this.argLen));
+      this.argBuf = grown;
+    }
+    this.argBuf.set(buf.subarray(from, to), this.argLen);
+    this.argLen += n;
+    // A split line's arguments live in argBuf; subject/reply views must outlive the
+    // next saveArg, so a frame keeps its own copy (see dispatchLine).
+  }
+
+  /** Returns false when parsing must stop. */
+  private dispatchLine(line: Uint8Array, end: number): boolean {
+    const h = this.handler;
+    switch (this.op) {
+      case Op.PING:
+      case Op.PONG:
+      case Op.OK:
+        if (end !== 0) return this.failLine(ParseErrorKind.BAD_ARGS, "unexpected arguments", line, end);
+        this.state = S.OP;
+        if (this.op === Op.PING) h.onPing();
+        else if (this.op === Op.PONG) h.onPong();
+        return !this.isClosed();
+      case Op.ERR:
+        this.state = S.OP; // clients have no business sending -ERR; ignore it
+        return true;
+      case Op.CONNECT:
+        this.state = S.OP;
+        h.onConnect(Buffer.from(line.buffer, line.byteOffset, end).toString("utf8"));
+        return !this.isClosed();
+      case Op.PUB:
+      case Op.HPUB:
+        return this.pubArgs(line, end);
+      case Op.SUB: {
+        const n = this.split(line, end, 3);
+        if (n !== 2 && n !== 3) return this.failLine(ParseErrorKind.BAD_ARGS, "SUB takes <subject> [queue] <sid>", line, end);
+        this.state = S.OP;
+        const a = this.args;
+        if (n === 2) h.onSub(a[0]!, null, a[1]!);
+        else h.onSub(a[0]!, a[1]!, a[2]!);
+        return !this.isClosed();
+      }
+      case Op.UNSUB: {
+        const n = this.split(line, end, 2);
+        if (n !== 1 && n !== 2) return this.failLine(ParseErrorKind.BAD_ARGS, "UNSUB takes <sid> [max]", line, end);
+        let max = 0;
+        if (n === 2) {
+          max = parseSize(this.args[1]!);
+          if (max < 0) return this.failLine(ParseErrorKind.BAD_ARGS, "UNSUB max is not a number", line, end);
+        }
+        this.state = S.OP;
+        h.onUnsub(this.args[0]!, max);
+        return !this.isClosed();
+      }
+    }
+  }
+
+  private pubArgs(line: Uint8Array, end: number): boolean {
+    const isH = this.op === Op.HPUB;
+    const n = this.split(line, end, isH ? 4 : 3);
+    const a = this.args;
+    let hdr = -1;
+    let size: number;
+    if (isH) {
+      if (n !== 3 && n !== 4) return this.failLine(ParseErrorKind.BAD_ARGS, "HPUB takes <subject> [reply] <header size> <total size>", line, end);
+      hdr = parseSize(a[n - 2]!);
+      size = parseSize(a[n - 1]!);
+      if (hdr < 0 || size < 0 || hdr > size) return this.failLine(ParseErrorKind.BAD_ARGS, "bad HPUB sizes", line, end);
+    } else {
+      if (n !== 2 && n !== 3) return this.failLine(ParseErrorKind.BAD_ARGS, "PUB takes <subject> [reply] <size>", line, end);
+      size = parseSize(a[n - 1]!);
+      if (size < 0) return this.failLine(ParseErrorKind.BAD_ARGS, "bad PUB size", line, end);
+    }
+    if (size > this.maxPayload) return this.failLine(ParseErrorKind.MAX_PAYLOAD, `${size} > ${this.maxPayload}`, line, end);
+    // If the line came from argBuf, the views would be overwritten by the next split
+    // line before the payload arrives, so the frame keeps copies.
+    const fromArgBuf = this.argBuf !== null && line.buffer === this.argBuf.buffer;
+    this.subject = fromArgBuf ? Uint8Array.prototype.slice.call(a[0]!) : a[0]!;
+    const hasReply = isH ? n === 4 : n === 3;
+    this.reply = hasReply ? (fromArgBuf ? Uint8Array.prototype.slice.call(a[1]!) : a[1]!) : null;
+    this.hdrLen = hdr;
+    this.size = size;
+    this.state = S.PAYLOAD;
+    return true;
+  }
+
+  /** Splits on spaces/tabs into this.args; returns the count, or -1 if over `max`. */
+  private split(line: Uint8Array, end: number, max: number): number {
+    let n = 0;
+    let start = -1;
+    for (let i = 0; i < end; i++) {
+      const b = line[i];
+      if (b === SPACE || b === TAB) {
+        if (start >= 0) {
+          if (n === max) return -1;
+          this.args[n++] = line.subarray(start, i);
+          start = -1;
+        }
+      } else if (start < 0) {
+        start = i;
+      }
+    }
+    if (start >= 0) {
+      if (n === max) return -1;
+      this.args[n++] = line.subarray(start, end);
+    }
+    return n;
+  }
+
+  private failLine(kind: ParseErrorKind, detail: string, line: Uint8Array, end: number): boolean {
+    this.state = S.CLOSED;
+    this.handler.onParseError(new ParseError(kind, detail, snippet(line, 0, end)));
+    return false;
+  }
+
+  private fail(kind: ParseErrorKind, detail: string, buf: Uint8Array, at: number): void {
+    this.state = S.CLOSED;
+    this.handler.onParseError(new ParseError(kind, detail, snippet(buf, at, buf.length)));
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Parses a non-negative decimal; -1 if it is not one (or is absurdly long). */
+export function parseSize(b: Uint8Array): number {
+  const n = b.length;
+  if (n === 0 || n > 15) return -1;
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    const d = b[i]! - 48;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+function snippet(b: Uint8Array, from: number, to: number): string {
+  const end = Math.min(to, from + 32);
+  return Buffer.from(b.buffer, b.byteOffset + from, end - from)
+    .toString("latin1")
+    .replace(/\r/g, "\\r")
+    .replace(/\n/g, "\\n");
+}

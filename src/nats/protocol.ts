@@ -1,0 +1,37 @@
+// Protocol texts as nats-server sends them: clients match on these strings.
+
+export const NatsErr = {
+  UNKNOWN_OP: "Unknown Protocol Operation",
+  MAX_CONTROL_LINE: "Maximum Control Line Exceeded",
+  MAX_PAYLOAD: "Maximum Payload Violation",
+  INVALID_SUBJECT: "Invalid Subject",
+  INVALID_PUBLISH_SUBJECT: "Invalid Publish Subject",
+  AUTHORIZATION: "Authorization Violation",
+  AUTH_TIMEOUT: "Authentication Timeout",
+  MAX_CONNECTIONS: "maximum connections exceeded",
+  STALE: "Stale Connection",
+  PROTOCOL: "Protocol Violation",
+  NO_RESPONDERS_NEEDS_HEADERS: "no responders requires headers support",
+} as const;
+export type NatsErrText = (typeof NatsErr)[keyof typeof NatsErr] | `Permissions Violation for Subscription to ${string}`;
+
+export const permissionViolationSub = (subject: string): NatsErrText =>
+  `Permissions Violation for Subscription to ${subject}`;
+
+export interface ServerInfo {
+  server_id: string;
+  server_name: string;
+  version: string;
+  proto: 1;
+  go: string;
+  host: string;
+  port: number;
+  headers: true;
+  max_payload: number;
+  client_id: number;
+  client_ip: string;
+  auth_required?: true;
+}
+
+/** The 503 status header nats-server sends a requester nobody answers. */
+export const NO_RESPONDERS_HEADER = Buffer.from("NATS/1.0 503\r\n\r\n");

@@ -1,0 +1,221 @@
+// Subject → subscriptions index, after nats-server's sublist.go: a trie whose
+// levels hold a map of literal tokens plus dedicated `*` and `>` slots. Match
+// results are cached per literal subject (bounded); a change to the index drops
+// only the cached subjects it affects.
+
+export interface Subscription {
+  readonly subject: string;
+  readonly queue: string | null;
+}
+
+export interface MatchResult<T extends Subscription> {
+  /** Plain subscriptions: each gets the message. */
+  readonly plain: T[];
+  /** Queue subscriptions grouped by queue name: one member of each gets it. */
+  readonly queues: T[][];
+}
+
+interface Node<T extends Subscription> {
+  next: Level<T> | null;
+  plain: T[];
+  queues: Map<string, T[]> | null;
+}
+
+interface Level<T extends Subscription> {
+  literal: Map<string, Node<T>>;
+  star: Node<T> | null;
+  full: Node<T> | null;
+}
+
+const newLevel = <T extends Subscription>(): Level<T> => ({ literal: new Map(), star: null, full: null });
+const newNode = <T extends Subscription>(): Node<T> => ({ next: null, plain: [], queues: null });
+
+export const CACHE_SIZE = 1024;
+
+export class Sublist<T extends Subscription> {
+  private readonly root: Level<T> = newLevel();
+  private readonly cache = new Map<string, MatchResult<T>>();
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  insert(sub: T): void {
+    const tokens = sub.subject.split(".");
+    let level = this.root;
+    let node: Node<T> | null = null;
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i]!;
+      if (t === "*") node = level.star ??= newNode();
+      else if (t === ">") node = level.full ??= newNode();
+      else {
+        node = level.literal.get(t) ?? null;
+        if (node === null) level.literal.set(t, (node = newNode()));
+      }
+      if (i < tokens.length - 1) level = node.next ??= newLevel();
+    }
+    const n = node!;
+    if (sub.queue === null) n.plain.push(sub);
+    else {
+      n.queues ??= new Map();
+      const members = n.queues.get(sub.queue);
+      if (members) members.push(sub);
+      else n.queues.set(sub.queue, [sub]);
+    }
+    this.count++;
+    this.invalidate(sub.subject);
+  }
+
+  /** Returns false if the subscription was not in the index. */
+  remove(sub: T): boolean {
+    const tokens = sub.subject.split(".");
+    const path: Array<[Level<T>, string, Node<T>]> = [];
+    let level: Level<T> | null = this.root;
+    let node: Node<T> | null = null;
+    for (let i = 0; i < tokens.length; i++) {
+      if (level === null) return false;
+      const t = tokens[i]!;
+      node = t === "*" ? level.star : t === ">" ? level.full : (level.literal.get(t) ?? null);
+      if (node === null) return false;
+      path.push([level, t, node]);
+      level = node.next;
+    }
+    const n = node!;
+    let removed = false;
+    if (sub.queue === null) removed = removeFrom(n.plain, sub);
+    else if (n.queues) {
+      const members = n.queues.get(sub.queue);
+      if (members) {
+        removed = removeFrom(members, sub);
+        if (members.length === 0) n.queues.delete(sub.queue);
+        if (n.queues.size === 0) n.queues = null;
+      }
+    }
+    if (!removed) return false;
+    this.count--;
+    // Prune empty nodes bottom-up so the trie does not grow with churn.
+    for (let i = path.length - 1; i >= 0; i--) {
+      const [lvl, t, nd] = path[i]!;
+      const childEmpty = nd.next === null || isEmptyLevel(nd.next);
+      if (nd.plain.length > 0 || nd.queues !== null || !childEmpty) break;
+      if (t === "*") lvl.star = null;
+      else if (t === ">") lvl.full = null;
+      else lvl.literal.delete(t);
+    }
+    this.invalidate(sub.subject);
+    return true;
+  }
+
+  /** Subscriptions matching a literal subject. Do not mutate the result. */
+  match(subject: string): MatchResult<T> {
+    const hit = this.cache.get(subject);
+    if (hit !== undefined) return hit;
+    const plain: T[] = [];
+    const queues = new Map<string, T[]>();
+    matchLevel(this.root, subject.split("."), 0, plain, queues);
+    const result: MatchResult<T> = { plain, queues: [...queues.values()] };
+    if (this.cache.size >= CACHE_SIZE) {
+      // Evict the oldest entry (Map keeps insertion order).
+      this.cache.delete(this.cache.keys().next().value!);
+    }
+    this.cache.set(subject, result);
+    return result;
+  }
+
+  /** True if any subscription matches (no allocation when cached). */
+  hasInterest(subject: string): boolean {
+    const r = this.match(subject);
+    return r.plain.length > 0 || r.queues.length > 0;
+  }
+
+  private invalidate(pattern: string): void {
+    if (this.cache.size === 0) return;
+    if (!pattern.includes("*") && !pattern.includes(">")) {
+      this.cache.delete(pattern);
+      return;
+    }
+    const ptoks = pattern.split(".");
+    for (const subject of this.cache.keys()) {
+      if (subjectMatches(ptoks, subject.split("."))) this.cache.delete(subject);
+    }
+  }
+}
+
+function matchLevel<T extends Subscription>(
+  level: Level<T>,
+  tokens: string[],
+  i: number,
+  plain: T[],
+  queues: Map<string, T[]>,
+): void {
+  const last = i === tokens.length - 1;
+  if (level.full !== null) collect(level.full, plain, queues);
+  if (level.star !== null) {
+    if (last) collect(level.star, plain, queues);
+    else if (level.star.next !== null) matchLevel(level.star.next, tokens, i + 1, plain, queues);
+  }
+  const node = level.literal.get(tokens[i]!);
+  if (node !== undefined) {
+    if (last) collect(node, plain, queues);
+    else if (node.next !== null) matchLevel(node.next, tokens, i + 1, plain, queues);
+  }
+}
+
+function collect<T extends Subscription>(node: Node<T>, plain: T[], queues: Map<string, T[]>): void {
+  for (const s of node.plain) plain.push(s);
+  if (node.queues === null) return;
+  for (const [name, members] of node.queues) {
+    const acc = queues.get(name);
+    if (acc) for (const m of members) acc.push(m);
+    else queues.set(name, members.slice());
+  }
+}
+
+function removeFrom<T>(list: T[], item: T): boolean {
+  const i = list.indexOf(item);
+  if (i < 0) return false;
+  list.splice(i, 1);
+  return true;
+}
+
+function isEmptyLevel<T extends Subscription>(l: Level<T>): boolean {
+  return l.literal.size === 0 && l.star === null && l.full === null;
+}
+
+/** Does a pattern (tokens, may hold `*`/`>`) match a literal subject (tokens)? */
+export function subjectMatches(pattern: string[], subject: string[]): boolean {
+  for (let i = 0; i < pattern.length; i++) {
+    const p = pattern[i]!;
+    if (p === ">") return subject.length > i;
+    if (i >= subject.length) return false;
+    if (p !== "*" && p !== subject[i]) return false;
+  }
+  return pattern.length === subject.length;
+}
+
+/** A subscription subject: non-empty tokens, no white space, `>` only as the last token. */
+export function isValidSubject(subject: string): boolean {
+  if (subject.length === 0) return false;
+  let tokenStart = 0;
+  for (let i = 0; i <= subject.length; i++) {
+    const c = i < subject.length ? subject.charCodeAt(i) : 46;
+    if (c === 46 /* . */) {
+      const len = i - tokenStart;
+      if (len === 0) return false;
+      // `>` must be the last token; `foo*` is a literal token, as in nats-server.
+      if (len === 1 && subject.charCodeAt(tokenStart) === 62 /* > */ && i !== subject.length) return false;
+      tokenStart = i + 1;
+    } else if (c === 32 || c === 9 || c === 13 || c === 10) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** A publish subject: valid and without wildcards. */
+export function isValidLiteralSubject(subject: string): boolean {
+  if (!isValidSubject(subject)) return false;
+  for (const t of subject.split(".")) if (t === "*" || t === ">") return false;
+  return true;
+}

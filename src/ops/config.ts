@@ -1,0 +1,221 @@
+// Every setting in one table: its name, default, unit and check. Each can be
+// given as a flag (--max-payload), in the JSON config file (max_payload) or in the
+// environment (MQ9_EDGE_MAX_PAYLOAD). Precedence: flag > environment > file > default.
+
+import { readFileSync } from "node:fs";
+import { ConfigError, ErrorCode, Mq9Error } from "../errors.js";
+
+type Kind = "string" | "int" | "size" | "seconds" | "level";
+
+interface Spec {
+  kind: Kind;
+  default: string | number;
+  help: string;
+  min?: number;
+  max?: number;
+  secret?: boolean;
+}
+
+const LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+const SPECS = {
+  host: { kind: "string", default: "127.0.0.1", help: "address to listen on for NATS clients" },
+  port: { kind: "int", default: 4222, min: 0, max: 65535, help: "NATS port (0 = any free port)" },
+  dataDir: { kind: "string", default: "./data", help: "folder for the mailbox store" },
+  maxPayload: { kind: "size", default: 1024 * 1024, min: 1, max: 64 * 1024 * 1024, help: "largest message accepted, headers included (bytes; 512KiB, 1MiB, ...)" },
+  maxConnections: { kind: "int", default: 1024, min: 1, help: "connections accepted at once" },
+  maxPending: { kind: "size", default: 16 * 1024 * 1024, min: 64 * 1024, help: "outbound bytes a client may fall behind before it is cut off as a slow consumer" },
+  pingInterval: { kind: "seconds", default: 120, min: 0.05, help: "seconds between server pings to an idle client" },
+  maxPingsOut: { kind: "int", default: 2, min: 1, help: "unanswered pings before a client is closed as stale" },
+  authTimeout: { kind: "seconds", default: 2, min: 0.05, help: "seconds a client has to send CONNECT when auth is on" },
+  authToken: { kind: "string", default: "", secret: true, help: "token clients must present (CONNECT auth_token)" },
+  user: { kind: "string", default: "", help: "user name clients must present (with --password)" },
+  password: { kind: "string", default: "", secret: true, help: "password for --user" },
+  logLevel: { kind: "level", default: "info", help: `log level: ${LEVELS.join(", ")}` },
+} as const satisfies Record<string, Spec>;
+
+export type ConfigKey = keyof typeof SPECS;
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  maxPayload: number;
+  maxConnections: number;
+  maxPending: number;
+  /** Milliseconds. */
+  pingInterval: number;
+  maxPingsOut: number;
+  /** Milliseconds. */
+  authTimeout: number;
+  authToken: string;
+  user: string;
+  password: string;
+  logLevel: (typeof LEVELS)[number];
+}
+
+const KEYS = Object.keys(SPECS) as ConfigKey[];
+const kebab = (k: string): string => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+export const flagName = (k: ConfigKey): string => `--${kebab(k)}`;
+export const fileKey = (k: ConfigKey): string => snake(k);
+export const envName = (k: ConfigKey): string => `MQ9_EDGE_${snake(k).toUpperCase()}`;
+
+const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, k: 1e3, kb: 1e3, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3 };
+
+function coerce(key: string, spec: Spec, raw: unknown): string | number {
+  const bad = (why: string): never => {
+    throw new ConfigError(key, why);
+  };
+  const range = (v: number): number => {
+    if (spec.min !== undefined && v < spec.min) bad(`must be at least ${spec.min}, got ${v}`);
+    if (spec.max !== undefined && v > spec.max) bad(`must be at most ${spec.max}, got ${v}`);
+    return v;
+  };
+  switch (spec.kind) {
+    case "string":
+      if (typeof raw !== "string") bad(`must be a string, got ${JSON.stringify(raw)}`);
+      return raw as string;
+    case "level":
+      if (typeof raw !== "string" || !(LEVELS as readonly string[]).includes(raw)) bad(`must be one of ${LEVELS.join(", ")}, got ${JSON.stringify(raw)}`);
+      return raw as string;
+    case "int": {
+      const v = typeof raw === "number" ? raw : typeof raw === "string" && /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(v)) bad(`must be a whole number, got ${JSON.stringify(raw)}`);
+      return range(v);
+    }
+    case "size": {
+      if (typeof raw === "number") {
+        if (!Number.isSafeInteger(raw)) bad(`must be a whole number of bytes, got ${raw}`);
+        return range(raw);
+      }
+      const m = typeof raw === "string" ? /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(raw) : null;
+      const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+      if (!m || unit === undefined) bad(`must be a size such as 1048576, 512KiB or 1MiB, got ${JSON.stringify(raw)}`);
+      return range(Math.floor(Number(m![1]) * unit!));
+    }
+    case "seconds": {
+      const m = typeof raw === "number" ? null : typeof raw === "string" ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(raw) : null;
+      let secs: number;
+      if (typeof raw === "number") secs = raw;
+      else if (m) secs = Number(m[1]) * ({ ms: 0.001, s: 1, m: 60, h: 3600 } as Record<string, number>)[m[2] ?? "s"]!;
+      else return bad(`must be seconds such as 30, 1.5, 500ms or 2m, got ${JSON.stringify(raw)}`);
+      if (!Number.isFinite(secs)) bad(`must be a number of seconds, got ${JSON.stringify(raw)}`);
+      return Math.round(range(secs) * 1000);
+    }
+  }
+}
+
+export interface LoadedConfig {
+  command: string;
+  config: Config;
+  /** Where each value came from, for `check-config` and the startup log. */
+  sources: Record<ConfigKey, "default" | "file" | "env" | "flag">;
+  positional: string[];
+}
+
+/** Reads a JSON config file; unknown keys and bad values are errors naming the key. */
+export function readConfigFile(path: string): Partial<Record<ConfigKey, unknown>> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new Mq9Error(ErrorCode.CONFIG_UNREADABLE, `config file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(path, `not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(path, "must hold a JSON object");
+  const out: Partial<Record<ConfigKey, unknown>> = {};
+  for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
+    const key = KEYS.find((c) => fileKey(c) === k);
+    if (key === undefined) throw new ConfigError(`${path}: ${k}`, `unknown setting (known: ${KEYS.map(fileKey).join(", ")})`);
+    out[key] = v;
+  }
+  return out;
+}
+
+/**
+ * Parses argv (without node and script) and the environment into a validated config.
+ * Throws ConfigError naming the offending key.
+ */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const flags: Partial<Record<ConfigKey, string>> = {};
+  const positional: string[] = [];
+  let configPath: string | undefined = env["MQ9_EDGE_CONFIG"];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith("--")) {
+      positional.push(a);
+      continue;
+    }
+    const eq = a.indexOf("=");
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    const value = (): string => {
+      if (eq > 0) return a.slice(eq + 1);
+      const v = argv[++i];
+      if (v === undefined) throw new ConfigError(name, "needs a value");
+      return v;
+    };
+    if (name === "--config") {
+      configPath = value();
+      continue;
+    }
+    const key = KEYS.find((k) => flagName(k) === name);
+    if (key === undefined) throw new ConfigError(name, "unknown flag (see --help)");
+    flags[key] = value();
+  }
+  const file = configPath !== undefined ? readConfigFile(configPath) : {};
+  const config = {} as Record<ConfigKey, string | number>;
+  const sources = {} as LoadedConfig["sources"];
+  for (const k of KEYS) {
+    const spec: Spec = SPECS[k];
+    const e = env[envName(k)];
+    if (flags[k] !== undefined) {
+      config[k] = coerce(flagName(k), spec, flags[k]);
+      sources[k] = "flag";
+    } else if (e !== undefined) {
+      config[k] = coerce(envName(k), spec, e);
+      sources[k] = "env";
+    } else if (file[k] !== undefined) {
+      config[k] = coerce(fileKey(k), spec, file[k]);
+      sources[k] = "file";
+    } else {
+      config[k] = spec.kind === "seconds" ? Math.round((spec.default as number) * 1000) : spec.default;
+      sources[k] = "default";
+    }
+  }
+  const c = config as unknown as Config;
+  if ((c.user === "") !== (c.password === "")) throw new ConfigError(c.user === "" ? flagName("user") : flagName("password"), "--user and --password go together");
+  if (c.authToken !== "" && c.user !== "") throw new ConfigError(flagName("authToken"), "use either a token or user/password, not both");
+  return { command: positional[0] ?? "serve", config: c, sources, positional: positional.slice(1) };
+}
+
+/** The configuration with secrets masked, for logs. */
+export function redacted(c: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of KEYS) {
+    const spec: Spec = SPECS[k];
+    out[k] = spec.secret && c[k] !== "" ? "***" : c[k];
+  }
+  return out;
+}
+
+export function usage(): string {
+  const rows = KEYS.map((k) => {
+    const spec: Spec = SPECS[k];
+    const d = spec.kind === "string" && spec.default === "" ? "" : ` (default ${spec.default})`;
+    return `  ${flagName(k).padEnd(20)} ${spec.help}${d}\n  ${"".padEnd(20)} file: ${fileKey(k)}, env: ${envName(k)}`;
+  });
+  return [
+    "usage: mq9-edge [serve] [flags]        run the broker",
+    "       mq9-edge check-config FILE     validate a config file",
+    "       mq9-edge --version | --help",
+    "",
+    "flags:",
+    "  --config FILE        JSON file of settings (keys as listed below); env MQ9_EDGE_CONFIG",
+    ...rows,
+  ].join("\n");
+}
