@@ -108,6 +108,8 @@ export class Parser {
   private msgBuf: Buffer | null = null;
   private msgLen = 0;
   private payloadView: Uint8Array = EMPTY;
+  /** The pending frame owns copies of its subject, reply and payload. */
+  private framePinned = false;
   // Reused argument slots, to avoid an array per frame.
   private readonly args: Uint8Array[] = [EMPTY, EMPTY, EMPTY, EMPTY, EMPTY];
 
@@ -127,7 +129,25 @@ export class Parser {
     return this.state === S.CLOSED;
   }
 
+  /** Feeds one read. The caller may reuse `buf` afterwards. */
   parse(buf: Buffer): void {
+    this.run(buf);
+    if (this.state === S.PAYLOAD || this.state === S.END_R || this.state === S.END_N) this.pinFrame();
+  }
+
+  /**
+   * A frame continues in the next read: copy what it still references in this read
+   * (or in argBuf, which the next split line overwrites).
+   */
+  private pinFrame(): void {
+    if (this.framePinned) return;
+    this.framePinned = true;
+    this.subject = copy(this.subject);
+    if (this.reply !== null) this.reply = copy(this.reply);
+    if (this.msgBuf === null && this.payloadView.length > 0) this.payloadView = copy(this.payloadView);
+  }
+
+  private run(buf: Buffer): void {
     const len = buf.length;
     let i = 0;
     while (i < len) {
@@ -234,8 +254,6 @@ export class Parser {
     }
     this.argBuf.set(buf.subarray(from, to), this.argLen);
     this.argLen += n;
-    // A split line's arguments live in argBuf; subject/reply views must outlive the
-    // next saveArg, so a frame keeps its own copy (see dispatchLine).
   }
 
   /** Returns false when parsing must stop. */
@@ -301,12 +319,9 @@ export class Parser {
       if (size < 0) return this.failLine(ParseErrorKind.BAD_ARGS, "bad PUB size", line, end);
     }
     if (size > this.maxPayload) return this.failLine(ParseErrorKind.MAX_PAYLOAD, `${size} > ${this.maxPayload}`, line, end);
-    // If the line came from argBuf, the views would be overwritten by the next split
-    // line before the payload arrives, so the frame keeps copies.
-    const fromArgBuf = this.argBuf !== null && line.buffer === this.argBuf.buffer;
-    this.subject = fromArgBuf ? Uint8Array.prototype.slice.call(a[0]!) : a[0]!;
-    const hasReply = isH ? n === 4 : n === 3;
-    this.reply = hasReply ? (fromArgBuf ? Uint8Array.prototype.slice.call(a[1]!) : a[1]!) : null;
+    this.subject = a[0]!;
+    this.reply = (isH ? n === 4 : n === 3) ? a[1]! : null;
+    this.framePinned = false;
     this.hdrLen = hdr;
     this.size = size;
     this.state = S.PAYLOAD;
@@ -349,6 +364,8 @@ export class Parser {
 }
 
 const EMPTY = new Uint8Array(0);
+// Not Buffer#slice, which returns a view.
+const copy = (v: Uint8Array): Uint8Array => Uint8Array.prototype.slice.call(v);
 
 /** Parses a non-negative decimal; -1 if it is not one (or is absurdly long). */
 export function parseSize(b: Uint8Array): number {
