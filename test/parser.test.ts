@@ -23,7 +23,14 @@ function recorder(): { events: Event[]; handler: ParserHandler } {
     handler: {
       onConnect: (json) => events.push(["CONNECT", json]),
       // Copy at once: views are only valid during the call.
-      onPub: (subj, reply, hdr, msg) => events.push(["PUB", s(subj), reply === null ? null : s(reply), hdr, s(msg)]),
+      onPub: (f) =>
+        events.push([
+          "PUB",
+          f.args.toString("latin1", f.subjectStart, f.subjectEnd),
+          f.replyStart < 0 ? null : f.args.toString("latin1", f.replyStart, f.replyEnd),
+          f.hdrLen,
+          f.msg.toString("latin1", f.msgStart, f.msgEnd),
+        ]),
       onSub: (subj, queue, sid) => events.push(["SUB", s(subj), queue === null ? null : s(queue), s(sid)]),
       onUnsub: (sid, max) => events.push(["UNSUB", s(sid), max]),
       onPing: () => events.push(["PING"]),

@@ -5,7 +5,7 @@
 
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
-import { Parser, ParseErrorKind, type ParseError, type ParserHandler } from "./parser.js";
+import { Parser, ParseErrorKind, type ParseError, type ParserHandler, type PubFrame } from "./parser.js";
 import type { Subscription } from "./sublist.js";
 import { NatsErr, type NatsErrText } from "./protocol.js";
 import type { NatsServer } from "./server.js";
@@ -28,8 +28,6 @@ export class ClientSub implements Subscription {
 }
 
 const OUT_SIZE = 32 * 1024;
-const MSG = Buffer.from("MSG ");
-const HMSG = Buffer.from("HMSG ");
 const PING = Buffer.from("PING\r\n");
 const PONG = Buffer.from("PONG\r\n");
 const OK = Buffer.from("+OK\r\n");
@@ -117,14 +115,14 @@ export class ClientConn implements ParserHandler {
     if (this.verbose) this.sendRaw(OK);
   }
 
-  onPub(subject: Uint8Array, reply: Uint8Array | null, hdrLen: number, msg: Uint8Array): void {
+  onPub(f: PubFrame): void {
     if (!this.mayOperate()) return;
-    const subj = this.subjectString(subject);
+    const subj = this.subjectString(f.args, f.subjectStart, f.subjectEnd);
     if (this.pedantic && !this.server.isPublishable(subj)) {
       this.sendErr(NatsErr.INVALID_PUBLISH_SUBJECT);
       return;
     }
-    this.server.route(this, subj, subject, reply, hdrLen, msg);
+    this.server.route(this, subj, f);
     if (this.verbose) this.sendRaw(OK);
   }
 
@@ -184,61 +182,70 @@ export class ClientConn implements ParserHandler {
     return false;
   }
 
-  private subjectString(b: Uint8Array): string {
+  private subjectString(b: Buffer, start: number, end: number): string {
     const last = this.lastSubject;
-    if (b.length === last.length) {
+    const n = end - start;
+    if (n === last.length) {
       let i = 0;
-      while (i < b.length && b[i] === last[i]) i++;
-      if (i === b.length) return this.lastSubjectStr;
+      while (i < n && b[start + i] === last[i]) i++;
+      if (i === n) return this.lastSubjectStr;
     }
-    this.lastSubject = Buffer.from(b); // copy: `b` is a view into the read buffer
-    this.lastSubjectStr = this.lastSubject.toString("latin1");
+    this.lastSubject = Buffer.from(b.subarray(start, end)); // a copy: `b` is the read buffer
+    this.lastSubjectStr = b.toString("latin1", start, end);
     return this.lastSubjectStr;
   }
 
   // ---- outbound ----
 
-  /** Queues a MSG/HMSG for one subscription. Subject and reply are raw bytes. */
-  sendMsg(sub: ClientSub, subject: Uint8Array, reply: Uint8Array | null, hdrLen: number, msg: Uint8Array): void {
+  /** Queues a MSG/HMSG of frame `f` for one subscription. */
+  sendMsg(sub: ClientSub, f: PubFrame): void {
     if (this.closed) return;
+    const hdrLen = f.hdrLen;
     const withHeaders = hdrLen >= 0 && this.headers;
-    const body = hdrLen > 0 && !this.headers ? msg.subarray(hdrLen) : msg;
+    // A client that did not ask for headers gets the payload alone, as from nats-server.
+    const bodyStart = hdrLen > 0 && !this.headers ? f.msgStart + hdrLen : f.msgStart;
+    const bodyLen = f.msgEnd - bodyStart;
+    const subjLen = f.subjectEnd - f.subjectStart;
+    const replyLen = f.replyStart < 0 ? -1 : f.replyEnd - f.replyStart;
     const sid = sub.sidBytes;
-    const need = 5 + subject.length + 1 + sid.length + 1 + (reply === null ? 0 : reply.length + 1) + 24 + body.length + 2;
-    let out = this.reserve(need);
+    const need = 5 + subjLen + 1 + sid.length + 1 + replyLen + 1 + 24 + bodyLen + 2;
+    const out = this.reserve(need);
     if (out === null) return;
     let p = this.pos;
     if (withHeaders) {
-      out.set(HMSG, p);
+      out[p] = 72; // H
+      out[p + 1] = 77; // M
+      out[p + 2] = 83; // S
+      out[p + 3] = 71; // G
+      out[p + 4] = 32;
       p += 5;
     } else {
-      out.set(MSG, p);
+      out[p] = 77;
+      out[p + 1] = 83;
+      out[p + 2] = 71;
+      out[p + 3] = 32;
       p += 4;
     }
-    out.set(subject, p);
-    p += subject.length;
+    p = put(out, p, f.args, f.subjectStart, f.subjectEnd);
     out[p++] = 32;
-    out.set(sid, p);
-    p += sid.length;
+    p = put(out, p, sid, 0, sid.length);
     out[p++] = 32;
-    if (reply !== null) {
-      out.set(reply, p);
-      p += reply.length;
+    if (replyLen >= 0) {
+      p = put(out, p, f.args, f.replyStart, f.replyEnd);
       out[p++] = 32;
     }
     if (withHeaders) {
       p = writeInt(out, p, hdrLen);
       out[p++] = 32;
     }
-    p = writeInt(out, p, body.length);
+    p = writeInt(out, p, bodyLen);
     out[p++] = 13;
     out[p++] = 10;
-    out.set(body, p);
-    p += body.length;
+    p = put(out, p, f.msg, bodyStart, f.msgEnd);
     out[p++] = 13;
     out[p++] = 10;
     this.pos = p;
-    this.server.markDirty(this);
+    if (!this.dirty) this.server.markDirty(this);
   }
 
   sendRaw(bytes: Uint8Array): void {
@@ -326,6 +333,18 @@ export class ClientConn implements ParserHandler {
 
 function latin1(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.length).toString("latin1");
+}
+
+/** Copies src[start, end) to out at p; returns the new position. */
+function put(out: Buffer, p: number, src: Uint8Array, start: number, end: number): number {
+  const n = end - start;
+  if (n < 24) {
+    // A byte loop beats a native copy call for short pieces (subjects, sids).
+    for (let i = 0; i < n; i++) out[p + i] = src[start + i]!;
+  } else {
+    out.set(new Uint8Array(src.buffer, src.byteOffset + start, n), p); // not subarray: cheaper view
+  }
+  return p + n;
 }
 
 /** Writes a non-negative integer in decimal; returns the new position. */

@@ -19,15 +19,34 @@ export const Op = {
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
+/**
+ * One PUB/HPUB frame as offsets into buffers, so no object is made per message.
+ * The parser reuses one instance; it is valid only during `onPub`.
+ */
+export interface PubFrame {
+  /** Holds the subject and reply bytes. */
+  args: Buffer;
+  subjectStart: number;
+  subjectEnd: number;
+  /** -1 when the frame has no reply subject. */
+  replyStart: number;
+  replyEnd: number;
+  /** Header bytes at the start of the message; -1 for PUB. */
+  hdrLen: number;
+  /** Holds the message (headers then payload). */
+  msg: Buffer;
+  msgStart: number;
+  msgEnd: number;
+}
+
 export interface ParserHandler {
   onConnect(json: string): void;
-  /** `msg` holds headers then payload; `hdrLen` is -1 for PUB. */
-  onPub(subject: Uint8Array, reply: Uint8Array | null, hdrLen: number, msg: Uint8Array): void;
+  onPub(frame: PubFrame): void;
   onSub(subject: Uint8Array, queue: Uint8Array | null, sid: Uint8Array): void;
   onUnsub(sid: Uint8Array, max: number): void;
   onPing(): void;
   onPong(): void;
-  /** A frame is not valid NATS; `fatal` ones leave the stream unparseable. */
+  /** A frame is not valid NATS; the parser stops after reporting it. */
   onParseError(err: ParseError): void;
 }
 
@@ -99,19 +118,26 @@ export class Parser {
   /** Argument line bytes gathered across reads (only used for split lines). */
   private argBuf: Buffer | null = null;
   private argLen = 0;
-  // Pending message frame.
-  private subject: Uint8Array = EMPTY;
-  private reply: Uint8Array | null = null;
-  private hdrLen = -1;
+  private readonly frame: PubFrame = {
+    args: EMPTY_BUF,
+    subjectStart: 0,
+    subjectEnd: 0,
+    replyStart: -1,
+    replyEnd: -1,
+    hdrLen: -1,
+    msg: EMPTY_BUF,
+    msgStart: 0,
+    msgEnd: 0,
+  };
   private size = 0;
   /** Payload copy for a frame split across reads. */
   private msgBuf: Buffer | null = null;
   private msgLen = 0;
-  private payloadView: Uint8Array = EMPTY;
   /** The pending frame owns copies of its subject, reply and payload. */
   private framePinned = false;
-  // Reused argument slots, to avoid an array per frame.
-  private readonly args: Uint8Array[] = [EMPTY, EMPTY, EMPTY, EMPTY, EMPTY];
+  // Argument positions of the current line, reused to avoid arrays per frame.
+  private readonly argStart = [0, 0, 0, 0, 0];
+  private readonly argEnd = [0, 0, 0, 0, 0];
 
   constructor(
     private readonly handler: ParserHandler,
@@ -142,9 +168,22 @@ export class Parser {
   private pinFrame(): void {
     if (this.framePinned) return;
     this.framePinned = true;
-    this.subject = copy(this.subject);
-    if (this.reply !== null) this.reply = copy(this.reply);
-    if (this.msgBuf === null && this.payloadView.length > 0) this.payloadView = copy(this.payloadView);
+    const f = this.frame;
+    const from = f.subjectStart;
+    const to = f.replyStart >= 0 ? Math.max(f.subjectEnd, f.replyEnd) : f.subjectEnd;
+    const from2 = f.replyStart >= 0 ? Math.min(from, f.replyStart) : from;
+    f.args = Buffer.from(f.args.subarray(from2, to));
+    f.subjectStart -= from2;
+    f.subjectEnd -= from2;
+    if (f.replyStart >= 0) {
+      f.replyStart -= from2;
+      f.replyEnd -= from2;
+    }
+    if (this.msgBuf === null && f.msgEnd > f.msgStart) {
+      f.msg = Buffer.from(f.msg.subarray(f.msgStart, f.msgEnd));
+      f.msgEnd -= f.msgStart;
+      f.msgStart = 0;
+    }
   }
 
   private run(buf: Buffer): void {
@@ -181,24 +220,32 @@ export class Parser {
             if (this.argLen > MAX_CONTROL_LINE) return this.fail(ParseErrorKind.CONTROL_LINE, `over ${MAX_CONTROL_LINE} bytes`, buf, i);
             return;
           }
-          let line: Uint8Array;
+          let src: Buffer;
+          let start: number;
+          let end: number;
           if (this.argLen > 0) {
             this.saveArg(buf, i, lf);
-            line = this.argBuf!.subarray(0, this.argLen);
+            src = this.argBuf!;
+            start = 0;
+            end = this.argLen;
           } else {
-            line = buf.subarray(i, lf);
+            src = buf;
+            start = i;
+            end = lf;
           }
-          if (line.length > MAX_CONTROL_LINE) return this.fail(ParseErrorKind.CONTROL_LINE, `over ${MAX_CONTROL_LINE} bytes`, buf, i);
-          let end = line.length;
-          if (end > 0 && line[end - 1] === CR) end--;
+          if (end - start > MAX_CONTROL_LINE) return this.fail(ParseErrorKind.CONTROL_LINE, `over ${MAX_CONTROL_LINE} bytes`, buf, i);
+          if (end > start && src[end - 1] === CR) end--;
           this.argLen = 0;
           i = lf + 1;
-          if (!this.dispatchLine(line, end)) return;
+          if (!this.dispatchLine(src, start, end)) return;
           continue;
         }
         case S.PAYLOAD: {
+          const f = this.frame;
           if (this.msgBuf === null && len - i >= this.size) {
-            this.payloadView = buf.subarray(i, i + this.size);
+            f.msg = buf;
+            f.msgStart = i;
+            f.msgEnd = i + this.size;
             i += this.size;
           } else {
             if (this.msgBuf === null) {
@@ -206,11 +253,13 @@ export class Parser {
               this.msgLen = 0;
             }
             const take = Math.min(this.size - this.msgLen, len - i);
-            this.msgBuf.set(buf.subarray(i, i + take), this.msgLen);
+            buf.copy(this.msgBuf, this.msgLen, i, i + take);
             this.msgLen += take;
             i += take;
             if (this.msgLen < this.size) return;
-            this.payloadView = this.msgBuf;
+            f.msg = this.msgBuf;
+            f.msgStart = 0;
+            f.msgEnd = this.size;
           }
           this.state = S.END_R;
           continue;
@@ -232,10 +281,8 @@ export class Parser {
           if (buf[i] !== LF) return this.fail(ParseErrorKind.BAD_FRAME, "payload longer than its declared size", buf, i);
           i++;
           this.state = S.OP;
-          const msg = this.payloadView;
-          this.payloadView = EMPTY;
           this.msgBuf = null;
-          this.handler.onPub(this.subject, this.reply, this.hdrLen, msg);
+          this.handler.onPub(this.frame);
           if (this.isClosed()) return;
           continue;
         }
@@ -252,18 +299,18 @@ export class Parser {
       if (this.argBuf !== null) grown.set(this.argBuf.subarray(0, this.argLen));
       this.argBuf = grown;
     }
-    this.argBuf.set(buf.subarray(from, to), this.argLen);
+    buf.copy(this.argBuf, this.argLen, from, to);
     this.argLen += n;
   }
 
   /** Returns false when parsing must stop. */
-  private dispatchLine(line: Uint8Array, end: number): boolean {
+  private dispatchLine(src: Buffer, start: number, end: number): boolean {
     const h = this.handler;
     switch (this.op) {
       case Op.PING:
       case Op.PONG:
       case Op.OK:
-        if (end !== 0) return this.failLine(ParseErrorKind.BAD_ARGS, "unexpected arguments", line, end);
+        if (end !== start) return this.failLine(ParseErrorKind.BAD_ARGS, "unexpected arguments", src, start, end);
         this.state = S.OP;
         if (this.op === Op.PING) h.onPing();
         else if (this.op === Op.PONG) h.onPong();
@@ -273,87 +320,98 @@ export class Parser {
         return true;
       case Op.CONNECT:
         this.state = S.OP;
-        h.onConnect(Buffer.from(line.buffer, line.byteOffset, end).toString("utf8"));
+        h.onConnect(src.toString("utf8", start, end));
         return !this.isClosed();
       case Op.PUB:
       case Op.HPUB:
-        return this.pubArgs(line, end);
+        return this.pubArgs(src, start, end);
       case Op.SUB: {
-        const n = this.split(line, end, 3);
-        if (n !== 2 && n !== 3) return this.failLine(ParseErrorKind.BAD_ARGS, "SUB takes <subject> [queue] <sid>", line, end);
+        const n = this.split(src, start, end, 3);
+        if (n !== 2 && n !== 3) return this.failLine(ParseErrorKind.BAD_ARGS, "SUB takes <subject> [queue] <sid>", src, start, end);
         this.state = S.OP;
-        const a = this.args;
-        if (n === 2) h.onSub(a[0]!, null, a[1]!);
-        else h.onSub(a[0]!, a[1]!, a[2]!);
+        const arg = (k: number): Uint8Array => src.subarray(this.argStart[k]!, this.argEnd[k]!);
+        if (n === 2) h.onSub(arg(0), null, arg(1));
+        else h.onSub(arg(0), arg(1), arg(2));
         return !this.isClosed();
       }
       case Op.UNSUB: {
-        const n = this.split(line, end, 2);
-        if (n !== 1 && n !== 2) return this.failLine(ParseErrorKind.BAD_ARGS, "UNSUB takes <sid> [max]", line, end);
+        const n = this.split(src, start, end, 2);
+        if (n !== 1 && n !== 2) return this.failLine(ParseErrorKind.BAD_ARGS, "UNSUB takes <sid> [max]", src, start, end);
         let max = 0;
         if (n === 2) {
-          max = parseSize(this.args[1]!);
-          if (max < 0) return this.failLine(ParseErrorKind.BAD_ARGS, "UNSUB max is not a number", line, end);
+          max = parseSize(src, this.argStart[1]!, this.argEnd[1]!);
+          if (max < 0) return this.failLine(ParseErrorKind.BAD_ARGS, "UNSUB max is not a number", src, start, end);
         }
         this.state = S.OP;
-        h.onUnsub(this.args[0]!, max);
+        h.onUnsub(src.subarray(this.argStart[0]!, this.argEnd[0]!), max);
         return !this.isClosed();
       }
     }
   }
 
-  private pubArgs(line: Uint8Array, end: number): boolean {
+  private pubArgs(src: Buffer, start: number, end: number): boolean {
     const isH = this.op === Op.HPUB;
-    const n = this.split(line, end, isH ? 4 : 3);
-    const a = this.args;
+    const n = this.split(src, start, end, isH ? 4 : 3);
+    const as = this.argStart;
+    const ae = this.argEnd;
     let hdr = -1;
     let size: number;
     if (isH) {
-      if (n !== 3 && n !== 4) return this.failLine(ParseErrorKind.BAD_ARGS, "HPUB takes <subject> [reply] <header size> <total size>", line, end);
-      hdr = parseSize(a[n - 2]!);
-      size = parseSize(a[n - 1]!);
-      if (hdr < 0 || size < 0 || hdr > size) return this.failLine(ParseErrorKind.BAD_ARGS, "bad HPUB sizes", line, end);
+      if (n !== 3 && n !== 4) return this.failLine(ParseErrorKind.BAD_ARGS, "HPUB takes <subject> [reply] <header size> <total size>", src, start, end);
+      hdr = parseSize(src, as[n - 2]!, ae[n - 2]!);
+      size = parseSize(src, as[n - 1]!, ae[n - 1]!);
+      if (hdr < 0 || size < 0 || hdr > size) return this.failLine(ParseErrorKind.BAD_ARGS, "bad HPUB sizes", src, start, end);
     } else {
-      if (n !== 2 && n !== 3) return this.failLine(ParseErrorKind.BAD_ARGS, "PUB takes <subject> [reply] <size>", line, end);
-      size = parseSize(a[n - 1]!);
-      if (size < 0) return this.failLine(ParseErrorKind.BAD_ARGS, "bad PUB size", line, end);
+      if (n !== 2 && n !== 3) return this.failLine(ParseErrorKind.BAD_ARGS, "PUB takes <subject> [reply] <size>", src, start, end);
+      size = parseSize(src, as[n - 1]!, ae[n - 1]!);
+      if (size < 0) return this.failLine(ParseErrorKind.BAD_ARGS, "bad PUB size", src, start, end);
     }
-    if (size > this.maxPayload) return this.failLine(ParseErrorKind.MAX_PAYLOAD, `${size} > ${this.maxPayload}`, line, end);
-    this.subject = a[0]!;
-    this.reply = (isH ? n === 4 : n === 3) ? a[1]! : null;
+    if (size > this.maxPayload) return this.failLine(ParseErrorKind.MAX_PAYLOAD, `${size} > ${this.maxPayload}`, src, start, end);
+    const f = this.frame;
+    f.args = src;
+    f.subjectStart = as[0]!;
+    f.subjectEnd = ae[0]!;
+    if (isH ? n === 4 : n === 3) {
+      f.replyStart = as[1]!;
+      f.replyEnd = ae[1]!;
+    } else {
+      f.replyStart = f.replyEnd = -1;
+    }
+    f.hdrLen = hdr;
     this.framePinned = false;
-    this.hdrLen = hdr;
     this.size = size;
     this.state = S.PAYLOAD;
     return true;
   }
 
-  /** Splits on spaces/tabs into this.args; returns the count, or -1 if over `max`. */
-  private split(line: Uint8Array, end: number, max: number): number {
+  /** Splits on spaces/tabs into argStart/argEnd; returns the count, or -1 if over `max`. */
+  private split(src: Buffer, start: number, end: number, max: number): number {
     let n = 0;
-    let start = -1;
-    for (let i = 0; i < end; i++) {
-      const b = line[i];
+    let tok = -1;
+    for (let i = start; i < end; i++) {
+      const b = src[i];
       if (b === SPACE || b === TAB) {
-        if (start >= 0) {
+        if (tok >= 0) {
           if (n === max) return -1;
-          this.args[n++] = line.subarray(start, i);
-          start = -1;
+          this.argStart[n] = tok;
+          this.argEnd[n++] = i;
+          tok = -1;
         }
-      } else if (start < 0) {
-        start = i;
+      } else if (tok < 0) {
+        tok = i;
       }
     }
-    if (start >= 0) {
+    if (tok >= 0) {
       if (n === max) return -1;
-      this.args[n++] = line.subarray(start, end);
+      this.argStart[n] = tok;
+      this.argEnd[n++] = end;
     }
     return n;
   }
 
-  private failLine(kind: ParseErrorKind, detail: string, line: Uint8Array, end: number): boolean {
+  private failLine(kind: ParseErrorKind, detail: string, src: Uint8Array, start: number, end: number): boolean {
     this.state = S.CLOSED;
-    this.handler.onParseError(new ParseError(kind, detail, snippet(line, 0, end)));
+    this.handler.onParseError(new ParseError(kind, detail, snippet(src, start, end)));
     return false;
   }
 
@@ -363,16 +421,14 @@ export class Parser {
   }
 }
 
-const EMPTY = new Uint8Array(0);
-// Not Buffer#slice, which returns a view.
-const copy = (v: Uint8Array): Uint8Array => Uint8Array.prototype.slice.call(v);
+const EMPTY_BUF = Buffer.alloc(0);
 
-/** Parses a non-negative decimal; -1 if it is not one (or is absurdly long). */
-export function parseSize(b: Uint8Array): number {
-  const n = b.length;
-  if (n === 0 || n > 15) return -1;
+/** Parses a non-negative decimal in b[start, end); -1 if it is not one (or is absurdly long). */
+export function parseSize(b: Uint8Array, start: number, end: number): number {
+  const n = end - start;
+  if (n <= 0 || n > 15) return -1;
   let v = 0;
-  for (let i = 0; i < n; i++) {
+  for (let i = start; i < end; i++) {
     const d = b[i]! - 48;
     if (d < 0 || d > 9) return -1;
     v = v * 10 + d;

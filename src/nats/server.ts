@@ -7,6 +7,7 @@ import net from "node:net";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import { ClientConn, ClientSub, type CloseReason } from "./client.js";
+import type { PubFrame } from "./parser.js";
 import { Sublist, isValidSubject, isValidLiteralSubject } from "./sublist.js";
 import { NatsErr, NO_RESPONDERS_HEADER, type NatsErrText, type ServerInfo } from "./protocol.js";
 
@@ -30,13 +31,16 @@ export interface NatsServerOptions {
 /** A namespace of subjects (by prefix) served by something other than plain routing. */
 export interface SubjectHandler {
   readonly prefix: string;
-  /** Handles a publish to a subject under the prefix. Views are valid only during the call. */
-  publish(client: ClientConn, subject: string, reply: Uint8Array | null, hdrLen: number, msg: Uint8Array): void;
   /**
-   * A subscription under the prefix: return null to accept it (the handler delivers to it
-   * from then on and sets `sub.handler`), or the error to send.
+   * Handles a publish to a subject under the prefix; false hands it to plain routing.
+   * The frame is valid only during the call.
    */
-  subscribe(sub: ClientSub): NatsErrText | null;
+  publish(client: ClientConn, subject: string, f: PubFrame): boolean;
+  /**
+   * A subscription under the prefix: null accepts it (the handler delivers to it from then
+   * on and sets `sub.handler`), "plain" hands it to plain routing, else the error to send.
+   */
+  subscribe(sub: ClientSub): NatsErrText | null | "plain";
   unsubscribe(sub: ClientSub): void;
 }
 
@@ -183,12 +187,9 @@ export class NatsServer {
     const old = c.subs.get(sub.sid);
     if (old !== undefined) this.unsubscribe(old); // a reused sid replaces the old subscription
     const handler = this.handlerFor(sub.subject);
-    if (handler !== null) {
-      const err = handler.subscribe(sub);
-      if (err !== null) return err;
-    } else {
-      this.sublist.insert(sub);
-    }
+    const verdict = handler === null ? "plain" : handler.subscribe(sub);
+    if (verdict === "plain") this.sublist.insert(sub);
+    else if (verdict !== null) return verdict;
     c.subs.set(sub.sid, sub);
     return null;
   }
@@ -204,41 +205,43 @@ export class NatsServer {
     return null;
   }
 
-  /**
-   * Delivers a client's publish. `subject` is the string form of `subjectBytes`;
-   * the byte views are valid only during this call.
-   */
-  route(from: ClientConn, subject: string, subjectBytes: Uint8Array, reply: Uint8Array | null, hdrLen: number, msg: Uint8Array): void {
+  /** Delivers a client's publish; `subject` is the string form of the frame's subject. */
+  route(from: ClientConn, subject: string, f: PubFrame): void {
     this.stats.msgsIn++;
-    const handler = this.handlers.length === 0 ? null : this.handlerFor(subject);
-    if (handler !== null) {
-      handler.publish(from, subject, reply, hdrLen, msg);
-      return;
+    if (this.handlers.length > 0) {
+      const handler = this.handlerFor(subject);
+      if (handler !== null && handler.publish(from, subject, f)) return;
     }
-    const delivered = this.deliver(from, subject, subjectBytes, reply, hdrLen, msg);
-    if (delivered === 0 && reply !== null && from.noResponders) this.sendNoResponders(from, reply);
+    const delivered = this.deliver(from, subject, f);
+    if (delivered === 0 && f.replyStart >= 0 && from.noResponders) this.sendNoResponders(from, f);
   }
 
   /** Publishes a message the server itself originates (replies, events). */
-  publish(subject: string, reply: string | null, headers: Uint8Array | null, payload: Uint8Array): void {
-    let msg = payload;
-    let hdrLen = -1;
-    if (headers !== null) {
-      msg = Buffer.concat([headers, payload]);
-      hdrLen = headers.length;
-    }
-    this.deliver(null, subject, Buffer.from(subject, "latin1"), reply === null ? null : Buffer.from(reply, "latin1"), hdrLen, msg);
+  publish(subject: string, headers: Uint8Array | null, payload: Uint8Array): void {
+    const args = Buffer.from(subject, "latin1");
+    const msg = headers === null ? Buffer.from(payload.buffer, payload.byteOffset, payload.length) : Buffer.concat([headers, payload]);
+    this.deliver(null, subject, {
+      args,
+      subjectStart: 0,
+      subjectEnd: args.length,
+      replyStart: -1,
+      replyEnd: -1,
+      hdrLen: headers === null ? -1 : headers.length,
+      msg,
+      msgStart: 0,
+      msgEnd: msg.length,
+    });
   }
 
   /** Fans a message out to plain and queue subscribers; returns how many got it. */
-  private deliver(from: ClientConn | null, subject: string, subjectBytes: Uint8Array, reply: Uint8Array | null, hdrLen: number, msg: Uint8Array): number {
+  private deliver(from: ClientConn | null, subject: string, f: PubFrame): number {
     const r = this.sublist.match(subject);
     let n = 0;
     const plain = r.plain;
     for (let i = 0; i < plain.length; i++) {
       const sub = plain[i]!;
       if (sub.client === from && !from.echo) continue;
-      this.deliverTo(sub, subjectBytes, reply, hdrLen, msg);
+      this.deliverTo(sub, f);
       n++;
     }
     const queues = r.queues;
@@ -249,7 +252,7 @@ export class NatsServer {
       for (let k = 0; k < members.length; k++) {
         const sub = members[(start + k) % members.length]!;
         if (sub.client === from && !from.echo) continue;
-        this.deliverTo(sub, subjectBytes, reply, hdrLen, msg);
+        this.deliverTo(sub, f);
         n++;
         break;
       }
@@ -257,21 +260,31 @@ export class NatsServer {
     return n;
   }
 
-  deliverTo(sub: ClientSub, subject: Uint8Array, reply: Uint8Array | null, hdrLen: number, msg: Uint8Array): void {
+  deliverTo(sub: ClientSub, f: PubFrame): void {
     this.stats.msgsOut++;
-    this.stats.bytesOut += msg.length;
-    sub.client.sendMsg(sub, subject, reply, hdrLen, msg);
+    this.stats.bytesOut += f.msgEnd - f.msgStart;
+    sub.client.sendMsg(sub, f);
     if (sub.max > 0 && ++sub.delivered >= sub.max) this.unsubscribe(sub);
   }
 
   /** nats-server's 503: an HMSG to the requester's own subscription matching the reply. */
-  private sendNoResponders(from: ClientConn, reply: Uint8Array): void {
-    const replyStr = Buffer.from(reply.buffer, reply.byteOffset, reply.length).toString("latin1");
-    const r = this.sublist.match(replyStr);
+  private sendNoResponders(from: ClientConn, f: PubFrame): void {
+    const reply = f.args.toString("latin1", f.replyStart, f.replyEnd);
+    const r = this.sublist.match(reply);
     let sub = r.plain.find((s) => s.client === from);
     if (sub === undefined) for (const members of r.queues) sub ??= members.find((s) => s.client === from);
     if (sub === undefined) return;
-    this.deliverTo(sub, reply, null, NO_RESPONDERS_HEADER.length, NO_RESPONDERS_HEADER);
+    this.deliverTo(sub, {
+      args: f.args,
+      subjectStart: f.replyStart,
+      subjectEnd: f.replyEnd,
+      replyStart: -1,
+      replyEnd: -1,
+      hdrLen: NO_RESPONDERS_HEADER.length,
+      msg: NO_RESPONDERS_HEADER,
+      msgStart: 0,
+      msgEnd: NO_RESPONDERS_HEADER.length,
+    });
   }
 
   /** A connection has output to flush: now after the current read, or soon otherwise. */

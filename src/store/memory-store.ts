@@ -1,0 +1,355 @@
+// The in-memory twin of the LMDB store: the same contract (types.ts), nothing on disk.
+// Used by tests and as the reference the conformance suite holds both stores to, so it
+// favours plain data structures over speed.
+
+import { ErrorCode, Mq9Error } from "../errors.js";
+import {
+  afterPositions,
+  checkAddress,
+  checkAppendLimits,
+  checkGroup,
+  checkKeyString,
+  checkMailboxLimit,
+  checkMessage,
+  checkMsgId,
+  checkSpec,
+  deadline,
+  mailboxNotFound,
+  MAX_META_KEY_BYTES,
+  newToken,
+  readable,
+  resolveLimits,
+  storeClosed,
+} from "./limits.js";
+import type { StoreLimits } from "./limits.js";
+import { compactProgress, isDone, markDone, MailboxType, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
+import type {
+  ExpireResult,
+  GroupState,
+  Instant,
+  MailboxMeta,
+  MailboxSpec,
+  MailboxStore,
+  MetaValue,
+  NewMessage,
+  PriorityRank,
+  ReadOptions,
+  StoredMessage,
+  StoreStats,
+} from "./types.js";
+
+interface Box {
+  meta: Omit<MailboxMeta, "messages" | "bytes">;
+  messages: number;
+  bytes: number;
+  /** Messages per rank, ascending msgId. */
+  byRank: [StoredMessage[], StoredMessage[], StoredMessage[]];
+  keys: Map<string, StoredMessage>;
+  groups: Map<string, GroupState>;
+}
+
+const DEFAULT_EXPIRE_MAX = 10_000;
+
+export function createMemoryStore(limits: Partial<StoreLimits> = {}): MemoryMailboxStore {
+  return new MemoryMailboxStore(resolveLimits(limits));
+}
+
+export class MemoryMailboxStore implements MailboxStore {
+  private readonly boxes = new Map<string, Box>();
+  private readonly meta = new Map<string, MetaValue>();
+  private readonly perRank = [0, 1, 2].map(() => ({ messages: 0, bytes: 0 }));
+  private nextMsgId = 1;
+  private closed = false;
+
+  constructor(readonly limits: StoreLimits) {}
+
+  async createMailbox(spec: MailboxSpec, at: Instant): Promise<{ mailbox: MailboxMeta; isNew: boolean }> {
+    this.open();
+    const s = checkSpec(spec);
+    const box = this.boxes.get(s.address);
+    const expiresAt = deadline(at.now, s.ttlSec);
+    if (box) {
+      box.meta = { ...box.meta, ttlSec: s.ttlSec, expiresAt };
+      return { mailbox: view(box), isNew: false };
+    }
+    checkMailboxLimit(this.boxes.size, this.limits);
+    const created: Box = {
+      meta: { ...s, createdAt: at.wallMs, expiresAt, token: newToken() },
+      messages: 0,
+      bytes: 0,
+      byRank: [[], [], []],
+      keys: new Map(),
+      groups: new Map(),
+    };
+    this.boxes.set(s.address, created);
+    return { mailbox: view(created), isNew: true };
+  }
+
+  getMailbox(address: string): MailboxMeta | undefined {
+    this.open();
+    const box = this.boxes.get(address);
+    return box && view(box);
+  }
+
+  listMailboxes(opts: { publicOnly?: boolean } = {}): MailboxMeta[] {
+    this.open();
+    return [...this.boxes.values()]
+      .filter((b) => !opts.publicOnly || b.meta.public)
+      .map(view)
+      .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  }
+
+  async deleteMailbox(address: string): Promise<boolean> {
+    this.open();
+    return this.removeBox(address) !== undefined;
+  }
+
+  async append(address: string, msg: NewMessage, at: Instant): Promise<StoredMessage> {
+    this.open();
+    const m = checkMessage(msg);
+    const box = this.boxes.get(address);
+    if (!box) throw mailboxNotFound(address);
+    const replaced = new Set<StoredMessage>();
+    if (m.key !== null) {
+      const old = box.keys.get(m.key);
+      if (old) replaced.add(old);
+    }
+    if (box.meta.type === MailboxType.latest) for (const old of box.byRank[m.priority]) replaced.add(old);
+    let removedBytes = 0;
+    for (const r of replaced) removedBytes += size(r);
+    checkAppendLimits(
+      address,
+      { mailboxMessages: box.messages, mailboxBytes: box.bytes, storeBytes: this.totalBytes(), removedMessages: replaced.size, removedBytes, size: m.size },
+      this.limits,
+    );
+    for (const r of replaced) this.removeMessage(box, r);
+    const stored: StoredMessage = {
+      msgId: this.nextMsgId++,
+      address,
+      priority: m.priority,
+      createTime: Math.floor(at.wallMs / 1000),
+      headers: m.headers && m.headers.slice(),
+      payload: m.payload.slice(),
+      key: m.key,
+      tags: m.tags,
+      expiresAt: deadline(at.now, m.ttlSec),
+      visibleAt: deadline(at.now, m.delaySec),
+    };
+    box.byRank[m.priority].push(stored);
+    if (stored.key !== null) box.keys.set(stored.key, stored);
+    box.messages++;
+    box.bytes += m.size;
+    this.perRank[m.priority]!.messages++;
+    this.perRank[m.priority]!.bytes += m.size;
+    return copy(stored);
+  }
+
+  read(address: string, opts: ReadOptions): StoredMessage[] {
+    this.open();
+    const box = this.boxes.get(address);
+    if (!box) throw mailboxNotFound(address);
+    const after = afterPositions(opts.after);
+    const limit = opts.limit ?? Infinity;
+    const out: StoredMessage[] = [];
+    for (const rank of PRIORITY_RANKS) {
+      if (opts.priorities && !opts.priorities.includes(rank)) continue;
+      const from = Math.max(after[rank], opts.group ? opts.group[rank].floor : 0);
+      for (const m of box.byRank[rank]) {
+        if (out.length >= limit) return out;
+        if (m.msgId <= from) continue;
+        if (opts.group && isDone(opts.group, rank, m.msgId)) continue;
+        if (readable(m, opts.now, opts.key, opts.tags)) out.push(copy(m));
+      }
+    }
+    return out;
+  }
+
+  getMessage(address: string, msgId: number): StoredMessage | undefined {
+    this.open();
+    const found = this.find(address, msgId);
+    return found && copy(found.message);
+  }
+
+  async deleteMessage(address: string, msgId: number): Promise<boolean> {
+    this.open();
+    checkMsgId(msgId);
+    const found = this.find(address, msgId);
+    if (!found) return false;
+    this.removeMessage(found.box, found.message);
+    return true;
+  }
+
+  async expire(now: number, max = DEFAULT_EXPIRE_MAX): Promise<ExpireResult> {
+    this.open();
+    // The same order as the LMDB expiry index: by time, mailboxes before messages.
+    type Item = { at: number; kind: 0 | 1; box: Box; message?: StoredMessage };
+    const due: Item[] = [];
+    for (const box of this.boxes.values()) {
+      if (box.meta.expiresAt !== 0 && box.meta.expiresAt <= now) due.push({ at: box.meta.expiresAt, kind: 0, box });
+      for (const list of box.byRank) {
+        for (const m of list) if (m.expiresAt !== 0 && m.expiresAt <= now) due.push({ at: m.expiresAt, kind: 1, box, message: m });
+      }
+    }
+    due.sort((a, b) => a.at - b.at || a.kind - b.kind || cmp(a.box.meta.address, b.box.meta.address) || (a.message?.msgId ?? 0) - (b.message?.msgId ?? 0));
+    const mailboxes: MailboxMeta[] = [];
+    let messages = 0;
+    for (const item of due.slice(0, max)) {
+      if (item.kind === 0) {
+        const gone = this.removeBox(item.box.meta.address);
+        if (gone) mailboxes.push(gone);
+      } else if (this.boxes.get(item.box.meta.address) === item.box && this.find(item.box.meta.address, item.message!.msgId)) {
+        this.removeMessage(item.box, item.message!);
+        messages++;
+      }
+    }
+    return { mailboxes, messages, more: due.length > max };
+  }
+
+  getGroup(address: string, group: string): GroupState | undefined {
+    this.open();
+    return this.boxes.get(address)?.groups.get(group);
+  }
+
+  async saveGroup(address: string, group: string, state: GroupState): Promise<GroupState> {
+    this.open();
+    checkGroup(group);
+    const box = this.boxes.get(address);
+    if (!box) throw mailboxNotFound(address);
+    let next: GroupState;
+    try {
+      next = normalizeGroupState(state);
+    } catch (err) {
+      throw new Mq9Error(ErrorCode.STORE_INVALID_INPUT, (err as Error).message);
+    }
+    next = this.compact(box, next);
+    box.groups.set(group, next);
+    return next;
+  }
+
+  async ackGroup(address: string, group: string, msgIds: readonly number[]): Promise<GroupState> {
+    this.open();
+    checkGroup(group);
+    for (const id of msgIds) checkMsgId(id);
+    const box = this.boxes.get(address);
+    if (!box) throw mailboxNotFound(address);
+    let state = box.groups.get(group) ?? newGroupState();
+    for (const id of msgIds) {
+      const found = this.find(address, id);
+      if (found) state = markDone(state, found.message.priority, id);
+    }
+    state = this.compact(box, state);
+    box.groups.set(group, state);
+    return state;
+  }
+
+  async deleteGroup(address: string, group: string): Promise<boolean> {
+    this.open();
+    return this.boxes.get(address)?.groups.delete(group) ?? false;
+  }
+
+  stats(): StoreStats {
+    this.open();
+    let messages = 0;
+    for (const p of this.perRank) messages += p.messages;
+    const bytes = this.totalBytes();
+    return {
+      mailboxes: this.boxes.size,
+      messages,
+      bytes,
+      perPriority: [{ ...this.perRank[0]! }, { ...this.perRank[1]! }, { ...this.perRank[2]! }],
+      lastMsgId: this.nextMsgId - 1,
+      storeBytes: bytes,
+      mapSize: 0,
+    };
+  }
+
+  getMeta(key: string): MetaValue | undefined {
+    this.open();
+    const v = this.meta.get(key);
+    return v === undefined ? undefined : structuredClone(v);
+  }
+
+  async setMeta(key: string, value: MetaValue): Promise<void> {
+    this.open();
+    checkKeyString("meta key", key, MAX_META_KEY_BYTES);
+    this.meta.set(key, structuredClone(value));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  // -------------------------------------------------------------------------------------
+
+  private open(): void {
+    if (this.closed) throw storeClosed();
+  }
+
+  private totalBytes(): number {
+    return this.perRank[0]!.bytes + this.perRank[1]!.bytes + this.perRank[2]!.bytes;
+  }
+
+  private find(address: string, msgId: number): { box: Box; message: StoredMessage } | undefined {
+    const box = this.boxes.get(address);
+    if (!box) return undefined;
+    for (const list of box.byRank) {
+      const i = indexById(list, msgId);
+      if (i >= 0) return { box, message: list[i]! };
+    }
+    return undefined;
+  }
+
+  private removeMessage(box: Box, m: StoredMessage): void {
+    const list = box.byRank[m.priority];
+    list.splice(indexById(list, m.msgId), 1);
+    if (m.key !== null && box.keys.get(m.key) === m) box.keys.delete(m.key);
+    box.messages--;
+    box.bytes -= size(m);
+    this.perRank[m.priority]!.messages--;
+    this.perRank[m.priority]!.bytes -= size(m);
+  }
+
+  private removeBox(address: string): MailboxMeta | undefined {
+    const box = this.boxes.get(address);
+    if (!box) return undefined;
+    const before = view(box);
+    for (const list of box.byRank) for (const m of list.slice()) this.removeMessage(box, m);
+    this.boxes.delete(address);
+    return before;
+  }
+
+  private compact(box: Box, state: GroupState): GroupState {
+    const lastIssued = this.nextMsgId - 1;
+    return state.map((p, rank) =>
+      compactProgress(p, box.byRank[rank as PriorityRank].filter((m) => m.msgId > p.floor).map((m) => m.msgId), lastIssued),
+    ) as unknown as GroupState;
+  }
+}
+
+function view(box: Box): MailboxMeta {
+  return { ...box.meta, messages: box.messages, bytes: box.bytes };
+}
+
+function size(m: StoredMessage): number {
+  return m.payload.byteLength + (m.headers?.byteLength ?? 0);
+}
+
+/** A copy the caller may modify without touching the store. */
+function copy(m: StoredMessage): StoredMessage {
+  return { ...m, headers: m.headers && m.headers.slice(), payload: m.payload.slice(), tags: m.tags.slice() };
+}
+
+function indexById(list: readonly StoredMessage[], msgId: number): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid]!.msgId < msgId) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < list.length && list[lo]!.msgId === msgId ? lo : -1;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
