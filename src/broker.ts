@@ -1,14 +1,35 @@
-// Composition root: builds the broker from its configuration, runs it until
-// SIGTERM/SIGINT, then stops accepting, flushes what it holds and exits 0.
+// Composition root: builds the broker from its configuration (store → mq9 → NATS),
+// runs it until SIGTERM/SIGINT, then stops accepting, flushes what it holds, closes
+// the store and exits 0.
 
-import type { LoadedConfig } from "./ops/config.js";
+import type { Logger } from "pino";
+import type { Config, LoadedConfig } from "./ops/config.js";
 import { redacted } from "./ops/config.js";
 import { createLogger } from "./ops/log.js";
 import { VERSION } from "./ops/version.js";
 import { NatsServer } from "./nats/server.js";
+import { openLmdbStore } from "./store/lmdb-store.js";
+import type { MailboxStore } from "./store/types.js";
+import { TimelineClock, systemTime, type TimeSources } from "./mq9/clock.js";
+import { Delivery } from "./mq9/delivery.js";
+import { Expiry, loadCheckpoint } from "./mq9/expiry.js";
+import { Mq9Handler } from "./mq9/handler.js";
+import { PublicList } from "./mq9/public-list.js";
+import { DEFAULT_MQ9_OPTIONS, Mq9Service } from "./mq9/service.js";
 
-export async function runBroker({ config: c, sources }: LoadedConfig): Promise<number> {
-  const log = createLogger(c.logLevel);
+export interface Broker {
+  nats: NatsServer;
+  store: MailboxStore;
+  service: Mq9Service;
+  expiry: Expiry;
+  address: { host: string; port: number };
+  close(): Promise<void>;
+}
+
+/** Starts a broker over an open store (the caller owns neither the store nor the process). */
+export async function startBroker(c: Config, store: MailboxStore, log: Logger, time: TimeSources = systemTime): Promise<Broker> {
+  const clock = new TimelineClock(loadCheckpoint(store), time);
+  if (clock.downtimeMs > 0) log.info({ downtimeMs: clock.downtimeMs }, "counting the time the broker was down towards TTLs");
   const nats = new NatsServer(
     {
       host: c.host,
@@ -27,15 +48,59 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
     },
     log,
   );
-  let addr;
+  const publicList = new PublicList(nats);
+  const delivery = new Delivery(store, nats, clock, log);
+  const service = new Mq9Service(store, clock, delivery, publicList, { ...DEFAULT_MQ9_OPTIONS, defaultTtlSec: Math.round(c.defaultTtl / 1000) });
+  nats.addHandler(new Mq9Handler(nats, service, delivery, publicList));
+  const expiry = new Expiry(store, clock, publicList, log);
+  // What ran out while the broker was down goes before anyone can see it.
+  await expiry.sweep();
+  await expiry.checkpoint();
+  const address = await nats.listen();
+  expiry.start();
+  return {
+    nats,
+    store,
+    service,
+    expiry,
+    address,
+    async close() {
+      await nats.close();
+      await expiry.stop();
+    },
+  };
+}
+
+export async function runBroker({ config: c, sources }: LoadedConfig): Promise<number> {
+  const log = createLogger(c.logLevel);
+  let store: MailboxStore;
   try {
-    addr = await nats.listen();
+    store = await openLmdbStore({
+      path: c.dataDir,
+      maxMailboxes: c.maxMailboxes,
+      maxMessagesPerMailbox: c.maxMailboxMessages,
+      maxBytesPerMailbox: c.maxMailboxBytes,
+      maxStoreBytes: c.maxStoreBytes,
+    });
   } catch (err) {
-    log.fatal({ err, host: c.host, port: c.port }, "cannot listen");
+    log.fatal({ err, dataDir: c.dataDir }, "cannot open the mailbox store; it was left as it is");
     log.flush();
     return 1;
   }
-  log.info({ host: addr.host, port: addr.port, version: VERSION, config: redacted(c), sources }, "ready");
+  let broker: Broker;
+  try {
+    broker = await startBroker(c, store, log);
+  } catch (err) {
+    log.fatal({ err, host: c.host, port: c.port }, "cannot start");
+    await store.close().catch(() => undefined);
+    log.flush();
+    return 1;
+  }
+  const st = store.stats();
+  log.info(
+    { host: broker.address.host, port: broker.address.port, version: VERSION, mailboxes: st.mailboxes, messages: st.messages, config: redacted(c), sources },
+    "ready",
+  );
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -43,18 +108,21 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
       if (stopping) return;
       stopping = true;
       log.info({ signal }, "stopping");
-      nats.close().then(
-        () => {
-          log.info("stopped");
-          log.flush();
-          resolve(0);
-        },
-        (err: unknown) => {
-          log.error({ err }, "error while stopping");
-          log.flush();
-          resolve(1);
-        },
-      );
+      broker
+        .close()
+        .then(() => store.close())
+        .then(
+          () => {
+            log.info("stopped");
+            log.flush();
+            resolve(0);
+          },
+          (err: unknown) => {
+            log.error({ err }, "error while stopping");
+            log.flush();
+            resolve(1);
+          },
+        );
     };
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);

@@ -4,11 +4,7 @@
 
 export const MQ9_PREFIX = "$mq9.AI.";
 
-export const Priority = { critical: 0, urgent: 1, normal: 2 } as const;
-export type PriorityName = keyof typeof Priority;
-export type PriorityRank = (typeof Priority)[PriorityName];
-export const PRIORITY_NAMES: readonly PriorityName[] = ["critical", "urgent", "normal"];
-export const ALL_PRIORITIES: readonly PriorityRank[] = [0, 1, 2];
+import { Priority, PRIORITY_RANKS, type PriorityName, type PriorityRank } from "../store/types.js";
 
 const RESERVED_LAST = new Set(["critical", "urgent", "normal", "notify"]);
 export const MAX_ADDRESS = 128;
@@ -124,7 +120,7 @@ export function parseSubscription(subject: string): SubTarget | { error: string 
   else if (a === "INBOX" && t.length >= 3) rest = t.slice(1);
   else return { error: "not a subscribable mq9 subject" };
   const last = rest[rest.length - 1]!;
-  let priorities: readonly PriorityRank[] = ALL_PRIORITIES;
+  let priorities: readonly PriorityRank[] = PRIORITY_RANKS;
   // A trailing `.*` means every priority of the mailbox named before it.
   if (last === "*" && rest.length > 1) rest = rest.slice(0, -1);
   else if (a === "MAILBOX") {

@@ -257,6 +257,22 @@ export class ClientConn implements ParserHandler {
     this.server.markDirty(this);
   }
 
+  /** Bytes written to this client but not yet taken by the kernel. */
+  pendingBytes(): number {
+    return this.pos + (this.socket.destroyed ? 0 : this.socket.writableLength);
+  }
+
+  /**
+   * Calls `resume` once the client has taken what it was sent (socket drained), or on the
+   * next turn when the socket is not backed up. Never called once the connection closed.
+   */
+  whenWritable(resume: () => void): void {
+    this.flush();
+    if (this.closed) return;
+    if (this.socket.writableNeedDrain) this.socket.once("drain", () => this.closed || resume());
+    else setImmediate(() => this.closed || resume());
+  }
+
   sendPing(): void {
     this.sendRaw(PING);
   }

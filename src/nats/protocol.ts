@@ -13,10 +13,12 @@ export const NatsErr = {
   PROTOCOL: "Protocol Violation",
   NO_RESPONDERS_NEEDS_HEADERS: "no responders requires headers support",
 } as const;
-export type NatsErrText = (typeof NatsErr)[keyof typeof NatsErr] | `Permissions Violation for Subscription to ${string}`;
+export type NatsErrText = (typeof NatsErr)[keyof typeof NatsErr] | `Permissions Violation for ${"Subscription" | "Publish"} to "${string}"`;
 
-export const permissionViolationSub = (subject: string): NatsErrText =>
-  `Permissions Violation for Subscription to ${subject}`;
+// nats-server's exact form: nats.js hands it to the subscription it names, and nats.go
+// treats it as transient rather than closing the connection as it does for other -ERRs.
+export const permissionViolationSub = (subject: string): NatsErrText => `Permissions Violation for Subscription to "${subject}"`;
+export const permissionViolationPub = (subject: string): NatsErrText => `Permissions Violation for Publish to "${subject}"`;
 
 export interface ServerInfo {
   server_id: string;

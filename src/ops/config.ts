@@ -32,6 +32,11 @@ const SPECS = {
   user: { kind: "string", default: "", help: "user name clients must present (with --password)" },
   password: { kind: "string", default: "", secret: true, help: "password for --user" },
   logLevel: { kind: "level", default: "info", help: `log level: ${LEVELS.join(", ")}` },
+  defaultTtl: { kind: "seconds", default: 86_400, min: 0, help: "seconds a mailbox lives when CREATE gives no ttl (0 = never expires)" },
+  maxMailboxes: { kind: "int", default: 100_000, min: 0, help: "mailboxes in the store (0 = no limit)" },
+  maxMailboxMessages: { kind: "int", default: 100_000, min: 0, help: "messages in one mailbox (0 = no limit)" },
+  maxMailboxBytes: { kind: "size", default: 64 * 1024 * 1024, min: 0, help: "message bytes in one mailbox (0 = no limit)" },
+  maxStoreBytes: { kind: "size", default: 1024 * 1024 * 1024, min: 0, help: "message bytes in the whole store (0 = no limit)" },
 } as const satisfies Record<string, Spec>;
 
 export type ConfigKey = keyof typeof SPECS;
@@ -51,6 +56,12 @@ export interface Config {
   user: string;
   password: string;
   logLevel: (typeof LEVELS)[number];
+  /** Milliseconds. */
+  defaultTtl: number;
+  maxMailboxes: number;
+  maxMailboxMessages: number;
+  maxMailboxBytes: number;
+  maxStoreBytes: number;
 }
 
 const KEYS = Object.keys(SPECS) as ConfigKey[];

@@ -1,0 +1,406 @@
+// Mailbox delivery: replay then live, in priority order, paced by each client.
+//
+// Every reader (one plain subscription, or one queue group) has a position in the
+// mailbox. A reader that is behind "pumps": it reads the next batch from the store
+// in delivery order (critical, urgent, normal; oldest first) and writes it while
+// the client has room, then waits for the socket to drain. A reader that has caught
+// up gets each new message directly as soon as it is durable. Because a reader is
+// either pumping or caught up, nothing new can overtake or interleave with a replay:
+// whatever arrives while it pumps is read from the store in order. A slow mailbox
+// reader is paused, never cut off: the store holds what it has not taken yet.
+//
+// Plain readers keep their position in memory (a new SUB replays again). Queue
+// groups keep theirs in the store, so a message a group was given is not given to
+// it again after a restart.
+
+import type { Logger } from "pino";
+import type { ClientSub } from "../nats/client.js";
+import type { PubFrame } from "../nats/parser.js";
+import type { NatsServer } from "../nats/server.js";
+import { ErrorCode, Mq9Error } from "../errors.js";
+import {
+  PRIORITY_NAMES,
+  isDone,
+  markDone,
+  newGroupState,
+  type GroupState,
+  type MailboxStore,
+  type PriorityRank,
+  type StoredMessage,
+} from "../store/types.js";
+import type { Clock } from "./clock.js";
+import { deliveryHeaders } from "./headers.js";
+import { MQ9_PREFIX } from "./subjects.js";
+
+/** Messages read from the store per batch. */
+const BATCH = 256;
+/** A client with more than this pending is left to drain before it gets more. */
+const ROOM_BYTES = 512 * 1024;
+
+export type Dialect = "push" | "inbox";
+
+interface Member {
+  readonly sub: ClientSub;
+  readonly dialect: Dialect;
+}
+
+abstract class Reader {
+  caughtUp = false;
+  pumping = false;
+  closed = false;
+  constructor(
+    readonly delivery: Delivery,
+    readonly address: string,
+    readonly priorities: readonly PriorityRank[],
+  ) {}
+
+  wants(rank: PriorityRank): boolean {
+    return this.priorities.includes(rank);
+  }
+
+  /** Reads and sends until caught up or out of room. */
+  pump(): void {
+    if (this.pumping || this.closed) return;
+    this.pumping = true;
+    this.caughtUp = false;
+    for (;;) {
+      const waitOn = this.blockedOn();
+      if (waitOn !== null) {
+        // Stays `pumping`: live messages wait in the store until the pump resumes.
+        waitOn.client.whenWritable(() => {
+          this.pumping = false;
+          this.pump();
+        });
+        return;
+      }
+      let batch: StoredMessage[];
+      try {
+        batch = this.delivery.readBatch(this);
+      } catch (err) {
+        this.delivery.log.error({ err, address: this.address }, "mailbox read failed; retrying");
+        setTimeout(() => {
+          this.pumping = false;
+          this.pump();
+        }, 1000).unref();
+        return;
+      }
+      for (const m of batch) {
+        if (!this.give(m) || this.closed) {
+          this.pumping = false;
+          this.afterPump();
+          return;
+        }
+      }
+      if (batch.length < BATCH) break;
+    }
+    this.pumping = false;
+    this.caughtUp = true;
+    this.afterPump();
+  }
+
+  /** A message just became durable. */
+  live(m: StoredMessage): void {
+    if (this.closed || !this.wants(m.priority)) return;
+    if (!this.caughtUp || this.pumping) return; // the pump will read it from the store
+    if (this.blockedOn() !== null) {
+      this.pump(); // waits for room, then reads this message from the store
+      return;
+    }
+    if (this.accepts(m)) this.give(m);
+    this.afterPump();
+  }
+
+  /** A delayed message became visible: it may sit behind this reader's position. */
+  visible(m: StoredMessage): void {
+    if (this.closed || !this.wants(m.priority)) return;
+    if (!this.caughtUp || this.pumping || this.blockedOn() !== null) {
+      this.pump();
+      return;
+    }
+    this.giveLate(m);
+    this.afterPump();
+  }
+
+  /** A member whose client must drain before anything can be sent, or null. */
+  protected abstract blockedOn(): ClientSub | null;
+  /** Whether `m` is past this reader's position. */
+  protected abstract accepts(m: StoredMessage): boolean;
+  /** Sends `m` and moves the position past it; false if nobody could take it. */
+  protected abstract give(m: StoredMessage): boolean;
+  /** Sends a message that became visible late, behind the position. */
+  protected abstract giveLate(m: StoredMessage): void;
+  protected afterPump(): void {}
+  abstract position(): { after?: readonly [number, number, number]; group?: GroupState };
+}
+
+class PlainReader extends Reader {
+  private readonly after: [number, number, number] = [0, 0, 0];
+  constructor(
+    delivery: Delivery,
+    address: string,
+    priorities: readonly PriorityRank[],
+    readonly member: Member,
+  ) {
+    super(delivery, address, priorities);
+  }
+
+  protected blockedOn(): ClientSub | null {
+    return this.member.sub.client.pendingBytes() > ROOM_BYTES ? this.member.sub : null;
+  }
+
+  protected accepts(m: StoredMessage): boolean {
+    return m.msgId > this.after[m.priority];
+  }
+
+  protected give(m: StoredMessage): boolean {
+    if (m.msgId > this.after[m.priority]) this.after[m.priority] = m.msgId;
+    this.giveLate(m);
+    return true;
+  }
+
+  protected giveLate(m: StoredMessage): void {
+    this.delivery.send(this.member, m);
+    if (this.member.sub.client.subs.get(this.member.sub.sid) !== this.member.sub) this.closed = true; // UNSUB max reached
+  }
+
+  position(): { after: readonly [number, number, number] } {
+    return { after: this.after };
+  }
+}
+
+class GroupReader extends Reader {
+  readonly members: Member[] = [];
+  private next = 0;
+  private unsaved: number[] = [];
+  private saving = false;
+
+  constructor(
+    delivery: Delivery,
+    address: string,
+    priorities: readonly PriorityRank[],
+    /** The group's name in the store. */
+    readonly storeName: string,
+    public state: GroupState,
+  ) {
+    super(delivery, address, priorities);
+  }
+
+  /** The member to give the next message to, round robin among those with room. */
+  private pick(): Member | null {
+    const n = this.members.length;
+    for (let k = 0; k < n; k++) {
+      const m = this.members[(this.next + k) % n]!;
+      if (m.sub.client.pendingBytes() <= ROOM_BYTES) {
+        this.next = (this.next + k + 1) % n;
+        return m;
+      }
+    }
+    return null;
+  }
+
+  protected blockedOn(): ClientSub | null {
+    if (this.members.length === 0) return null;
+    for (const m of this.members) if (m.sub.client.pendingBytes() <= ROOM_BYTES) return null;
+    // Every member is full: wait on the one with the least pending.
+    let best = this.members[0]!;
+    for (const m of this.members) if (m.sub.client.pendingBytes() < best.sub.client.pendingBytes()) best = m;
+    return best.sub;
+  }
+
+  protected accepts(m: StoredMessage): boolean {
+    return !isDone(this.state, m.priority, m.msgId);
+  }
+
+  protected give(m: StoredMessage): boolean {
+    const member = this.pick();
+    if (member === null) return false;
+    this.state = markDone(this.state, m.priority, m.msgId);
+    this.unsaved.push(m.msgId);
+    this.delivery.send(member, m);
+    if (member.sub.client.subs.get(member.sub.sid) !== member.sub) this.delivery.leaveGroup(this, member.sub);
+    return true;
+  }
+
+  protected giveLate(m: StoredMessage): void {
+    if (!isDone(this.state, m.priority, m.msgId)) this.give(m);
+  }
+
+  protected override afterPump(): void {
+    this.save();
+  }
+
+  /** Persists what was given; one store write per batch, never two at once. */
+  save(): void {
+    if (this.saving || this.unsaved.length === 0) return;
+    const ids = this.unsaved;
+    this.unsaved = [];
+    this.saving = true;
+    this.delivery.store.ackGroup(this.address, this.storeName, ids).then(
+      (compacted) => {
+        this.saving = false;
+        this.state = mergeProgress(this.state, compacted);
+        this.save();
+      },
+      (err: unknown) => {
+        this.saving = false;
+        // The mailbox is gone (expired or deleted): nothing left to keep progress for.
+        if (!(err instanceof Mq9Error && err.code === ErrorCode.MAILBOX_NOT_FOUND)) {
+          this.unsaved.unshift(...ids);
+          this.delivery.log.error({ err, address: this.address, group: this.storeName }, "cannot save queue group progress");
+        }
+      },
+    );
+  }
+
+  position(): { group: GroupState } {
+    return { group: this.state };
+  }
+}
+
+/** Both are true facts about what is done: keep the union. */
+function mergeProgress(a: GroupState, b: GroupState): GroupState {
+  return [0, 1, 2].map((r) => {
+    const floor = Math.max(a[r]!.floor, b[r]!.floor);
+    const done = [...new Set([...a[r]!.done, ...b[r]!.done])].filter((id) => id > floor).sort((x, y) => x - y);
+    return { floor, done };
+  }) as unknown as GroupState;
+}
+
+interface Watch {
+  readers: Reader[];
+}
+
+export class Delivery {
+  private readonly watches = new Map<string, Watch>();
+  private readonly readerOf = new Map<ClientSub, Reader>();
+  private readonly groups = new Map<string, GroupReader>();
+  // Delivery subjects, per dialect, address and priority, as bytes.
+  private readonly subjects = new Map<string, Buffer>();
+
+  constructor(
+    readonly store: MailboxStore,
+    private readonly server: NatsServer,
+    private readonly clock: Clock,
+    readonly log: Logger,
+  ) {}
+
+  /** Starts delivering a mailbox to a subscription: replay first, then live. */
+  subscribe(sub: ClientSub, address: string, priorities: readonly PriorityRank[], dialect: Dialect): void {
+    const member: Member = { sub, dialect };
+    let reader: Reader;
+    if (sub.queue === null) {
+      reader = new PlainReader(this, address, priorities, member);
+      this.watch(address).readers.push(reader);
+    } else {
+      // One group per mailbox, queue name and priority filter.
+      const storeName = priorities.length === 3 ? `q:${sub.queue}` : `q:${sub.queue}#${priorities.join("")}`;
+      const key = `${address}\n${storeName}`;
+      let group = this.groups.get(key);
+      if (group === undefined) {
+        const state = this.store.getGroup(address, storeName) ?? newGroupState(0);
+        group = new GroupReader(this, address, priorities, storeName, state);
+        this.groups.set(key, group);
+        this.watch(address).readers.push(group);
+      }
+      group.members.push(member);
+      reader = group;
+    }
+    this.readerOf.set(sub, reader);
+    // Replay on the next turn, so the subscription's +OK (verbose) goes out first.
+    setImmediate(() => reader.pump());
+  }
+
+  unsubscribe(sub: ClientSub): void {
+    const reader = this.readerOf.get(sub);
+    if (reader === undefined) return;
+    this.readerOf.delete(sub);
+    if (reader instanceof GroupReader) this.leaveGroup(reader, sub);
+    else this.dropReader(reader);
+  }
+
+  leaveGroup(group: GroupReader, sub: ClientSub): void {
+    const i = group.members.findIndex((m) => m.sub === sub);
+    if (i >= 0) group.members.splice(i, 1);
+    this.readerOf.delete(sub);
+    if (group.members.length > 0) return;
+    group.save();
+    this.groups.delete(`${group.address}\n${group.storeName}`);
+    this.dropReader(group);
+  }
+
+  private dropReader(reader: Reader): void {
+    reader.closed = true;
+    const w = this.watches.get(reader.address);
+    if (w === undefined) return;
+    const i = w.readers.indexOf(reader);
+    if (i >= 0) w.readers.splice(i, 1);
+    if (w.readers.length === 0) this.watches.delete(reader.address);
+  }
+
+  private watch(address: string): Watch {
+    let w = this.watches.get(address);
+    if (w === undefined) this.watches.set(address, (w = { readers: [] }));
+    return w;
+  }
+
+  /** A message is durable: hand it to every caught-up reader of its mailbox. */
+  appended(m: StoredMessage): void {
+    const w = this.watches.get(m.address);
+    if (w === undefined) return;
+    for (const r of w.readers.slice()) r.live(m);
+  }
+
+  /** A delayed message became visible. */
+  visible(m: StoredMessage): void {
+    const w = this.watches.get(m.address);
+    if (w === undefined) return;
+    for (const r of w.readers.slice()) r.visible(m);
+  }
+
+  /** Has the mailbox any reader (for metrics and tests)? */
+  readers(address: string): number {
+    return this.watches.get(address)?.readers.length ?? 0;
+  }
+
+  readBatch(reader: Reader): StoredMessage[] {
+    try {
+      return this.store.read(reader.address, { now: this.clock.now(), priorities: reader.priorities, limit: BATCH, ...reader.position() });
+    } catch (err) {
+      if (err instanceof Mq9Error && err.code === ErrorCode.MAILBOX_NOT_FOUND) return [];
+      throw err;
+    }
+  }
+
+  send(member: Member, m: StoredMessage): void {
+    const subject = this.subjectBytes(member.dialect, m.address, m.priority);
+    const name = PRIORITY_NAMES[m.priority];
+    const hdr = deliveryHeaders(m.msgId, name, m.address, m.headers);
+    const msg = Buffer.allocUnsafe(hdr.length + m.payload.length);
+    msg.set(hdr, 0);
+    msg.set(m.payload, hdr.length);
+    const frame: PubFrame = {
+      args: subject,
+      subjectStart: 0,
+      subjectEnd: subject.length,
+      replyStart: -1,
+      replyEnd: -1,
+      hdrLen: hdr.length,
+      msg,
+      msgStart: 0,
+      msgEnd: msg.length,
+    };
+    this.server.deliverTo(member.sub, frame);
+  }
+
+  private subjectBytes(dialect: Dialect, address: string, rank: PriorityRank): Buffer {
+    const key = `${dialect}\n${address}\n${rank}`;
+    let b = this.subjects.get(key);
+    if (b === undefined) {
+      const base = dialect === "push" ? `${MQ9_PREFIX}MAILBOX.MSG.` : `${MQ9_PREFIX}INBOX.`;
+      b = Buffer.from(`${base}${address}.${PRIORITY_NAMES[rank]}`, "latin1");
+      if (this.subjects.size > 10_000) this.subjects.clear();
+      this.subjects.set(key, b);
+    }
+    return b;
+  }
+}

@@ -1,0 +1,146 @@
+// The mq9 namespace on the NATS server: every publish and subscription under
+// `$mq9.AI.` comes here. Commands are NATS requests; the reply goes to the request's
+// reply subject through ordinary routing, so every client's request multiplexer
+// works. A command without a reply subject is still carried out; if it fails, the
+// client gets an -ERR in nats-server's permissions form (which clients keep open on).
+
+import type { ClientConn, ClientSub } from "../nats/client.js";
+import type { PubFrame } from "../nats/parser.js";
+import { permissionViolationPub, permissionViolationSub, type NatsErrText } from "../nats/protocol.js";
+import type { NatsServer, SubjectHandler } from "../nats/server.js";
+import { ErrorCode, Mq9Error } from "../errors.js";
+import { MQ9_PREFIX, parseCommand, parseSubscription, type Mq9Command } from "./subjects.js";
+import type { Delivery } from "./delivery.js";
+import type { PublicList } from "./public-list.js";
+import type { Mq9Service, Reply } from "./service.js";
+
+const COMMAND_CACHE = 4096;
+
+export class Mq9Handler implements SubjectHandler {
+  readonly prefix = MQ9_PREFIX;
+  // Publishers repeat subjects; parse each once.
+  private readonly commands = new Map<string, Mq9Command | null>();
+
+  constructor(
+    private readonly server: NatsServer,
+    private readonly service: Mq9Service,
+    private readonly delivery: Delivery,
+    private readonly publicList: PublicList,
+  ) {}
+
+  private command(subject: string): Mq9Command | null {
+    let cmd = this.commands.get(subject);
+    if (cmd === undefined) {
+      cmd = parseCommand(subject);
+      if (this.commands.size >= COMMAND_CACHE) this.commands.clear();
+      this.commands.set(subject, cmd);
+    }
+    return cmd;
+  }
+
+  publish(client: ClientConn, subject: string, f: PubFrame): boolean {
+    const cmd = this.command(subject);
+    if (cmd !== null && cmd.kind === "broadcast") return false; // plain live pub/sub
+    const replyTo = f.replyStart < 0 ? null : f.args.toString("latin1", f.replyStart, f.replyEnd);
+    // Copies: the frame's buffers belong to the socket read and the reply may come later.
+    const hdrLen = f.hdrLen > 0 ? f.hdrLen : 0;
+    const headers = hdrLen > 0 ? Buffer.from(f.msg.subarray(f.msgStart, f.msgStart + hdrLen)) : null;
+    const payload = Buffer.from(f.msg.subarray(f.msgStart + hdrLen, f.msgEnd));
+    let result: Reply | Promise<Reply>;
+    try {
+      result = this.run(cmd, subject, replyTo, headers, payload);
+    } catch (err) {
+      this.fail(client, subject, replyTo, err);
+      return true;
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (r) => this.respond(replyTo, r),
+        (err: unknown) => this.fail(client, subject, replyTo, err),
+      );
+    } else {
+      this.respond(replyTo, result);
+    }
+    return true;
+  }
+
+  private run(cmd: Mq9Command | null, subject: string, replyTo: string | null, headers: Buffer | null, payload: Buffer): Reply | Promise<Reply> {
+    const s = this.service;
+    if (cmd === null) throw new Mq9Error(ErrorCode.MQ9_UNKNOWN_COMMAND, `unknown mq9 command: ${subject}`);
+    switch (cmd.kind) {
+      case "create":
+        return s.create(payload);
+      case "send":
+        return s.send(cmd.address, cmd.priority, headers, payload, {
+          pull: cmd.dialect === "pull",
+          ...(cmd.notify ? { ttlSec: s.opts.notifyTtlSec } : {}),
+        });
+      case "list":
+        return s.list(cmd.address, payload);
+      case "delete":
+        return s.delete(cmd.address, cmd.msgId);
+      case "publicList":
+        if (replyTo === null) throw new Mq9Error(ErrorCode.MQ9_READ_ONLY, `${subject} is maintained by the broker; request it or subscribe to it`);
+        return s.publicMailboxes();
+      case "inboxQuery":
+        return s.inboxQuery(cmd.address, payload);
+      case "query":
+        return s.query(cmd.address, payload);
+      case "fetch":
+        return s.fetch(cmd.address, payload);
+      case "ack":
+        return s.ack(cmd.address, payload);
+      case "broadcast":
+        throw new Error("unreachable: broadcast is routed as plain NATS");
+    }
+  }
+
+  private respond(replyTo: string | null, reply: Reply): void {
+    if (replyTo === null) return;
+    this.server.publish(replyTo, null, Buffer.from(JSON.stringify(reply)));
+  }
+
+  private fail(client: ClientConn, subject: string, replyTo: string | null, err: unknown): void {
+    let text: string;
+    if (err instanceof Mq9Error) {
+      text = err.message;
+      client.log.debug({ subject, code: err.code, error: text }, "mq9 command refused");
+    } else {
+      text = `internal error: ${err instanceof Error ? err.message : String(err)}`;
+      client.log.error({ err, subject }, "mq9 command failed");
+    }
+    if (replyTo !== null) this.respond(replyTo, { error: text });
+    else client.sendErr(permissionViolationPub(subject));
+  }
+
+  subscribe(sub: ClientSub): NatsErrText | null | "plain" {
+    const target = parseSubscription(sub.subject);
+    if ("error" in target) {
+      sub.client.log.debug({ subject: sub.subject, reason: target.error }, "mq9 subscription refused");
+      return permissionViolationSub(sub.subject);
+    }
+    switch (target.kind) {
+      case "broadcast":
+        return "plain";
+      case "publicList":
+        sub.handler = this;
+        this.publicList.subscribe(sub, this.service.livePublicMailboxes());
+        return null;
+      case "mailbox":
+        try {
+          this.service.mailbox(target.address);
+        } catch (err) {
+          sub.client.log.debug({ subject: sub.subject, reason: (err as Error).message }, "mq9 subscription refused");
+          return permissionViolationSub(sub.subject);
+        }
+        sub.handler = this;
+        this.delivery.subscribe(sub, target.address, target.priorities, sub.subject.startsWith(`${MQ9_PREFIX}INBOX.`) ? "inbox" : "push");
+        return null;
+    }
+  }
+
+  unsubscribe(sub: ClientSub): void {
+    this.delivery.unsubscribe(sub);
+    this.publicList.unsubscribe(sub);
+  }
+}

@@ -1,0 +1,55 @@
+// NATS header blocks ("NATS/1.0\r\nKey: value\r\n...\r\n\r\n"): reading the mq9-*
+// options a publisher set, and building the block a mailbox delivery carries.
+
+import type { PriorityName } from "../store/types.js";
+
+const PREAMBLE = "NATS/1.0";
+
+/** Header lines of a block as [name, value] pairs; the status line is skipped. */
+export function parseHeaders(block: Uint8Array): Array<[string, string]> {
+  const text = Buffer.from(block.buffer, block.byteOffset, block.length).toString("latin1");
+  const lines = text.split("\r\n");
+  const out: Array<[string, string]> = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line === "") continue;
+    const colon = line.indexOf(":");
+    if (colon <= 0) continue;
+    out.push([line.slice(0, colon).trim(), line.slice(colon + 1).trim()]);
+  }
+  return out;
+}
+
+/** The first value of a header, case-insensitively, or undefined. */
+export function headerValue(pairs: Array<[string, string]>, name: string): string | undefined {
+  const lower = name.toLowerCase();
+  for (const [k, v] of pairs) if (k.toLowerCase() === lower) return v;
+  return undefined;
+}
+
+/** Header pairs as a JSON object (repeated names joined into arrays). */
+export function headersObject(block: Uint8Array | null): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  if (block === null) return out;
+  for (const [k, v] of parseHeaders(block)) {
+    const prev = out[k];
+    if (prev === undefined) out[k] = v;
+    else if (Array.isArray(prev)) prev.push(v);
+    else out[k] = [prev, v];
+  }
+  return out;
+}
+
+/**
+ * The header block of a mailbox delivery: mq9-msg-id, mq9-priority, mq9-mail-address,
+ * then the publisher's own header lines, byte for byte.
+ */
+export function deliveryHeaders(msgId: number, priority: PriorityName, address: string, publisher: Uint8Array | null): Buffer {
+  const ours = `${PREAMBLE}\r\nmq9-msg-id: ${msgId}\r\nmq9-priority: ${priority}\r\nmq9-mail-address: ${address}\r\n`;
+  if (publisher === null || publisher.length === 0) return Buffer.from(`${ours}\r\n`, "latin1");
+  // Keep the publisher's lines after its status line; they end with the blank line.
+  const pub = Buffer.from(publisher.buffer, publisher.byteOffset, publisher.length);
+  const firstEol = pub.indexOf("\r\n");
+  const rest = firstEol < 0 ? Buffer.from("\r\n") : pub.subarray(firstEol + 2);
+  return Buffer.concat([Buffer.from(ours, "latin1"), rest.length === 0 ? Buffer.from("\r\n") : rest]);
+}

@@ -1,0 +1,308 @@
+// The mq9 commands against the store: what CREATE, MSG, LIST, DELETE, PUBLIC.LIST,
+// the inbox dialect's QUERY and the pull dialect's FETCH/ACK/QUERY do and answer.
+// Inputs are plain values (the payload as bytes, header pairs); outputs are reply
+// objects. It knows mq9, not NATS sockets: the handler adapts it to the wire.
+
+import { randomBytes } from "node:crypto";
+import { isUtf8 } from "node:buffer";
+import { ErrorCode, Mq9Error } from "../errors.js";
+import {
+  PRIORITY_NAMES,
+  Priority,
+  newGroupState,
+  type GroupState,
+  type MailboxMeta,
+  type MailboxStore,
+  type NewMessage,
+  type PriorityRank,
+  type StoredMessage,
+} from "../store/types.js";
+import type { Clock } from "./clock.js";
+import { headerValue, headersObject, parseHeaders } from "./headers.js";
+import { nameError } from "./subjects.js";
+import type { Delivery } from "./delivery.js";
+import type { PublicList } from "./public-list.js";
+
+export interface Mq9Options {
+  /** Seconds a mailbox lives when CREATE gives no ttl. */
+  defaultTtlSec: number;
+  /** Seconds an inbox-dialect `notify` message lives. */
+  notifyTtlSec: number;
+  /** Messages a LIST returns when the request gives no limit. */
+  listLimit: number;
+}
+
+export const DEFAULT_MQ9_OPTIONS: Mq9Options = { defaultTtlSec: 86_400, notifyTtlSec: 60, listLimit: 1000 };
+
+const MAX_DESC_BYTES = 1024;
+const MAX_TTL_SEC = 10 * 365 * 86_400;
+const FETCH_MAX_WAIT_MS = 30_000;
+
+export type Reply = Record<string, unknown>;
+
+const bad = (message: string): Mq9Error => new Mq9Error(ErrorCode.MQ9_BAD_REQUEST, message);
+
+/** Parses an optional JSON object payload; empty means `{}`. */
+export function jsonObject(payload: Uint8Array): Record<string, unknown> {
+  if (payload.length === 0) return {};
+  const text = Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString("utf8");
+  if (text.trim() === "") return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new Mq9Error(ErrorCode.MQ9_INVALID_JSON, `invalid JSON: ${(err as Error).message}`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Mq9Error(ErrorCode.MQ9_INVALID_JSON, "invalid JSON: expected an object");
+  return v as Record<string, unknown>;
+}
+
+function optInt(o: Record<string, unknown>, key: string, min: number, max: number): number | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) throw bad(`${key} must be a whole number from ${min} to ${max}`);
+  return v;
+}
+
+function optString(o: Record<string, unknown>, key: string): string | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") throw bad(`${key} must be a string`);
+  return v;
+}
+
+function optBool(o: Record<string, unknown>, key: string): boolean | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") throw bad(`${key} must be true or false`);
+  return v;
+}
+
+/** 128 bits from the CSPRNG in lowercase base32 (26 characters, a-z and 2-7). */
+export function randomAddress(): string {
+  const bytes = randomBytes(17); // 136 bits read, 130 used
+  const alphabet = "abcdefghijklmnopqrstuvwxyz234567";
+  let out = "";
+  let acc = 0;
+  let bits = 0;
+  for (const b of bytes) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 5 && out.length < 26) {
+      bits -= 5;
+      out += alphabet[(acc >> bits) & 31];
+    }
+    acc &= (1 << bits) - 1;
+  }
+  return out;
+}
+
+/** A stored message as LIST, QUERY and FETCH show it. */
+export function messageItem(m: StoredMessage): Reply {
+  const item: Reply = { msg_id: m.msgId, priority: PRIORITY_NAMES[m.priority], create_time: m.createTime };
+  const p = Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.length);
+  if (isUtf8(p)) item["payload"] = p.toString("utf8");
+  else item["payload_base64"] = p.toString("base64");
+  item["headers"] = headersObject(m.headers);
+  if (m.key !== null) item["key"] = m.key;
+  if (m.tags.length > 0) item["tags"] = m.tags;
+  return item;
+}
+
+export class Mq9Service {
+  constructor(
+    readonly store: MailboxStore,
+    readonly clock: Clock,
+    private readonly delivery: Delivery,
+    private readonly publicList: PublicList,
+    readonly opts: Mq9Options,
+  ) {}
+
+  private at(): { now: number; wallMs: number } {
+    return { now: this.clock.now(), wallMs: this.clock.wallMs() };
+  }
+
+  /** The mailbox, or the "does not exist" error every command gives. */
+  mailbox(address: string): MailboxMeta {
+    const m = this.store.getMailbox(address);
+    if (m === undefined || (m.expiresAt !== 0 && m.expiresAt <= this.clock.now())) {
+      throw new Mq9Error(ErrorCode.MAILBOX_NOT_FOUND, `mailbox ${address} does not exist`);
+    }
+    return m;
+  }
+
+  async create(payload: Uint8Array): Promise<Reply> {
+    const o = jsonObject(payload);
+    const ttl = optInt(o, "ttl", 0, MAX_TTL_SEC) ?? this.opts.defaultTtlSec;
+    const isPublic = optBool(o, "public") ?? false;
+    const name = optString(o, "name");
+    const desc = optString(o, "desc") ?? "";
+    const prefix = optString(o, "prefix");
+    const type = optString(o, "type") ?? "standard";
+    if (type !== "standard" && type !== "latest") throw bad(`type must be standard or latest, got ${JSON.stringify(type)}`);
+    if (Buffer.byteLength(desc) > MAX_DESC_BYTES) throw bad(`desc is longer than ${MAX_DESC_BYTES} bytes`);
+    let address: string;
+    if (name !== undefined) {
+      if (prefix !== undefined) throw bad("prefix is for private mailboxes without a name");
+      const why = nameError(name);
+      if (why !== null) throw new Mq9Error(ErrorCode.MQ9_INVALID_NAME, `invalid mailbox name ${JSON.stringify(name)}: ${why}`);
+      address = name;
+    } else {
+      if (isPublic) throw bad("a public mailbox needs a name");
+      address = randomAddress();
+      if (prefix !== undefined) {
+        const why = nameError(`${prefix}.x`) ?? (prefix.length > 100 ? "must be at most 100 characters" : null);
+        if (why !== null) throw new Mq9Error(ErrorCode.MQ9_INVALID_NAME, `invalid prefix ${JSON.stringify(prefix)}: ${why}`);
+        address = `${prefix}.${address}`;
+      }
+    }
+    // An expired mailbox not yet swept is gone: sweep it now so CREATE starts afresh.
+    const existing = this.store.getMailbox(address);
+    if (existing !== undefined && existing.expiresAt !== 0 && existing.expiresAt <= this.clock.now()) await this.store.deleteMailbox(address);
+    const { mailbox, isNew } = await this.store.createMailbox({ address, public: isPublic, desc, type, ttlSec: ttl }, this.at());
+    if (isNew && mailbox.public) this.publicList.created(mailbox);
+    return { error: "", mail_address: address, mail_id: address, is_new: isNew, ttl: mailbox.ttlSec, token: mailbox.token };
+  }
+
+  /**
+   * Stores a message; resolves once durable. `headers` is the publisher's raw header
+   * block; mq9-ttl, mq9-key, mq9-tags, mq9-delay (and, for the pull dialect,
+   * mq9-priority) are read from it.
+   */
+  async send(address: string, priority: PriorityRank, headers: Uint8Array | null, payload: Uint8Array, opts: { pull?: boolean; ttlSec?: number } = {}): Promise<Reply> {
+    this.mailbox(address);
+    const msg: { -readonly [K in keyof NewMessage]: NewMessage[K] } = { priority, headers, payload };
+    if (opts.ttlSec !== undefined) msg.ttlSec = opts.ttlSec;
+    if (headers !== null) {
+      const pairs = parseHeaders(headers);
+      if (opts.pull) {
+        const p = headerValue(pairs, "mq9-priority");
+        // As RobustMQ: anything but urgent or critical is normal.
+        if (p === "critical" || p === "urgent") msg.priority = Priority[p];
+      }
+      const ttl = headerValue(pairs, "mq9-ttl");
+      if (ttl !== undefined) msg.ttlSec = seconds("mq9-ttl", ttl);
+      const delay = headerValue(pairs, "mq9-delay");
+      if (delay !== undefined) msg.delaySec = seconds("mq9-delay", delay);
+      const key = headerValue(pairs, "mq9-key");
+      if (key !== undefined && key !== "") msg.key = key;
+      const tags = headerValue(pairs, "mq9-tags");
+      if (tags !== undefined) msg.tags = tags.split(",").map((t) => t.trim()).filter((t) => t !== "");
+    }
+    const stored = await this.store.append(address, msg, this.at());
+    if (stored.visibleAt > 0) {
+      setTimeout(() => this.delivery.visible(stored), Math.max(0, stored.visibleAt - this.clock.now())).unref();
+    } else {
+      this.delivery.appended(stored);
+    }
+    return { error: "", msg_id: stored.msgId };
+  }
+
+  list(address: string, payload: Uint8Array): Reply {
+    const o = jsonObject(payload);
+    const limit = optInt(o, "limit", 1, 100_000) ?? this.opts.listLimit;
+    const since = optInt(o, "since_id", 0, Number.MAX_SAFE_INTEGER) ?? 0;
+    this.mailbox(address);
+    const messages = this.store.read(address, { now: this.clock.now(), limit, after: since });
+    return { error: "", mail_address: address, messages: messages.map(messageItem) };
+  }
+
+  async delete(address: string, msgId: number): Promise<Reply> {
+    this.mailbox(address);
+    const deleted = await this.store.deleteMessage(address, msgId);
+    return { error: "", deleted };
+  }
+
+  /** Public mailboxes that have not expired. */
+  livePublicMailboxes(): MailboxMeta[] {
+    const now = this.clock.now();
+    return this.store.listMailboxes({ publicOnly: true }).filter((m) => m.expiresAt === 0 || m.expiresAt > now);
+  }
+
+  publicMailboxes(): Reply {
+    const mailboxes = this.livePublicMailboxes().map((m) => ({ mail_address: m.address, desc: m.desc, ttl: m.ttlSec }));
+    return { error: "", mailboxes };
+  }
+
+  /** The inbox dialect's MAILBOX.QUERY: every stored message, for the token holder. */
+  inboxQuery(address: string, payload: Uint8Array): Reply {
+    const o = jsonObject(payload);
+    const token = optString(o, "token");
+    const m = this.mailbox(address);
+    if (token !== m.token) throw new Mq9Error(ErrorCode.MQ9_INVALID_TOKEN, "invalid token");
+    const messages = this.store.read(address, { now: this.clock.now(), limit: this.opts.listLimit });
+    return { error: "", mail_id: address, unread: messages.length, messages: messages.map(messageItem) };
+  }
+
+  /** The pull dialect's MSG.QUERY: filter by key, tags, create time; does not consume. */
+  query(address: string, payload: Uint8Array): Reply {
+    const o = jsonObject(payload);
+    const key = optString(o, "key");
+    const tags = o["tags"];
+    if (tags !== undefined && (!Array.isArray(tags) || tags.some((t) => typeof t !== "string"))) throw bad("tags must be an array of strings");
+    const since = optInt(o, "since", 0, Number.MAX_SAFE_INTEGER);
+    const limit = optInt(o, "limit", 1, 100_000) ?? 100;
+    this.mailbox(address);
+    let messages = this.store.read(address, {
+      now: this.clock.now(),
+      ...(key !== undefined ? { key } : {}),
+      ...(tags !== undefined ? { tags: tags as string[] } : {}),
+    });
+    if (since !== undefined) messages = messages.filter((m) => m.createTime >= since);
+    return { error: "", messages: messages.slice(0, limit).map(messageItem) };
+  }
+
+  /**
+   * The pull dialect's MSG.FETCH: messages in priority order from the group's stored
+   * position (or from `deliver` without a group); fetching does not move it.
+   */
+  async fetch(address: string, payload: Uint8Array): Promise<Reply> {
+    const o = jsonObject(payload);
+    const group = optString(o, "group_name");
+    const deliver = optString(o, "deliver") ?? "latest";
+    if (!["earliest", "latest", "from_id", "from_time"].includes(deliver)) throw bad(`deliver must be earliest, latest, from_id or from_time`);
+    const cfg = (o["config"] ?? {}) as Record<string, unknown>;
+    if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg)) throw bad("config must be an object");
+    const num = optInt(cfg, "num_msgs", 1, 10_000) ?? 100;
+    const maxWait = Math.min(optInt(cfg, "max_wait_ms", 0, FETCH_MAX_WAIT_MS) ?? 500, FETCH_MAX_WAIT_MS);
+    this.mailbox(address);
+    let state: GroupState;
+    const saved = group === undefined ? undefined : this.store.getGroup(address, `p:${group}`);
+    if (saved !== undefined) state = saved;
+    else if (deliver === "earliest") state = newGroupState(0);
+    else if (deliver === "from_id") state = newGroupState(Math.max(0, (optInt(o, "from_id", 0, Number.MAX_SAFE_INTEGER) ?? 0) - 1));
+    else state = newGroupState(this.store.stats().lastMsgId);
+    if (saved === undefined && group !== undefined) await this.store.saveGroup(address, `p:${group}`, state);
+    const fromTime = deliver === "from_time" && saved === undefined ? (optInt(o, "from_time", 0, Number.MAX_SAFE_INTEGER) ?? 0) : undefined;
+    const read = (): StoredMessage[] => {
+      const all = this.store.read(address, { now: this.clock.now(), group: state, limit: fromTime === undefined ? num : undefined });
+      return (fromTime === undefined ? all : all.filter((m) => m.createTime >= fromTime)).slice(0, num);
+    };
+    let messages = read();
+    const deadline = Date.now() + maxWait;
+    while (messages.length === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(25, deadline - Date.now())));
+      if (this.store.getMailbox(address) === undefined) break;
+      messages = read();
+    }
+    return { error: "", messages: messages.map((m) => ({ ...messageItem(m), header: m.headers === null ? null : [...m.headers] })) };
+  }
+
+  /** The pull dialect's MSG.ACK: that one message is done for the group; nothing else moves. */
+  async ack(address: string, payload: Uint8Array): Promise<Reply> {
+    const o = jsonObject(payload);
+    const group = optString(o, "group_name");
+    const msgId = optInt(o, "msg_id", 1, Number.MAX_SAFE_INTEGER);
+    if (group === undefined || msgId === undefined) throw bad("group_name and msg_id are required");
+    const named = optString(o, "mail_address");
+    if (named !== undefined && named !== address) throw bad(`mail_address ${named} does not match the subject's mailbox ${address}`);
+    this.mailbox(address);
+    await this.store.ackGroup(address, `p:${group}`, [msgId]);
+    return { error: "" };
+  }
+}
+
+function seconds(header: string, v: string): number {
+  if (!/^\d{1,10}$/.test(v.trim())) throw bad(`${header} must be a whole number of seconds, got ${JSON.stringify(v)}`);
+  return Number(v.trim());
+}

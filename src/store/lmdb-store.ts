@@ -1,0 +1,914 @@
+// The mailbox store on LMDB (lmdb-js). One env, named databases:
+//
+//   mailboxes  address                          -> [public, desc, type, ttlSec, createdAt, expiresAt, token,
+//                                                   [messages by rank], [bytes by rank]]   (msgpack)
+//   messages   [address, rank, msgId]           -> message record (binary, see encodeRecord)
+//   keys       [address, mq9-key]               -> [rank, msgId]                            (msgpack)
+//   expiry     [expiresAt, 0, address]          -> 1   mailbox due at expiresAt
+//              [expiresAt, 1, address, rank, msgId] -> 1   message due at expiresAt
+//   groups     [address, group]                 -> [[floor, done[]] by rank]                (msgpack)
+//   meta       "format" -> 1, "nextMsgId" -> n, ["user", key] -> value                      (msgpack)
+//
+// One `getRange` over [address, rank, …] yields a mailbox's messages in delivery order.
+// Every change is made inside one lmdb-js transaction callback, so its reads see the
+// batch's earlier writes and the counters in the mailbox records always commit together
+// with the messages they count. The in-memory copy of the mailbox records is rebuilt from
+// disk whenever a commit fails.
+//
+// Writes: calls queue operations; once per event-loop turn the queue runs as one abortable
+// transaction (group commit). With overlappingSync the next batch commits while the
+// previous one is being flushed, and each call resolves only after `flushed`: on disk.
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { open } from "lmdb";
+import type { Database, RootDatabase } from "lmdb";
+import { ErrorCode, Mq9Error } from "../errors.js";
+import {
+  afterPositions,
+  checkAddress,
+  checkAppendLimits,
+  checkGroup,
+  checkKeyString,
+  checkMailboxLimit,
+  checkMessage,
+  checkMsgId,
+  checkSpec,
+  deadline,
+  mailboxNotFound,
+  MAX_META_KEY_BYTES,
+  newToken,
+  readable,
+  resolveLimits,
+  storeClosed,
+} from "./limits.js";
+import type { CheckedMessage, StoreLimits } from "./limits.js";
+import { compactProgress, isDone, markDone, MailboxType, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
+import type {
+  ExpireResult,
+  GroupProgress,
+  GroupState,
+  Instant,
+  MailboxMeta,
+  MailboxSpec,
+  MailboxStore,
+  MetaValue,
+  NewMessage,
+  PriorityRank,
+  ReadOptions,
+  StoredMessage,
+  StoreStats,
+} from "./types.js";
+
+export interface LmdbStoreOptions extends Partial<StoreLimits> {
+  /** Directory of the env (created if missing). */
+  readonly path: string;
+  /** Initial LMDB map size in bytes (lmdb-js grows the map when it fills). Default 64 MiB. */
+  readonly mapSizeBytes?: number;
+  /**
+   * How a write becomes durable before its promise resolves:
+   * "overlapping" (default): overlappingSync, resolve after `flushed` (next commit overlaps the flush);
+   * "sync": a plain LMDB commit that fsyncs before it returns.
+   */
+  readonly durability?: "overlapping" | "sync";
+}
+
+/** On-disk format of this code; a store written by a newer format is refused. */
+const FORMAT = 1;
+const DB_NAMES = ["mailboxes", "messages", "keys", "expiry", "groups", "meta"] as const;
+const DEFAULT_MAP_SIZE = 64 * 1024 * 1024;
+const DEFAULT_EXPIRE_MAX = 10_000;
+/** A batch closes at this many operations or this many record bytes (one transaction). */
+const BATCH_MAX_OPS = 4096;
+const BATCH_MAX_BYTES = 32 * 1024 * 1024;
+
+type Key = (string | number | Uint8Array)[];
+/** Sorts after every string and number: `[address, KEY_MAX]` ends the range of keys under `[address, …]`. */
+const KEY_MAX = new Uint8Array([0xff]);
+
+/** Paths open in this process (lmdb-js would share one env between two stores). */
+const openPaths = new Set<string>();
+
+// ---------------------------------------------------------------------------------------
+// Message record: a small header, the header block, the key and tags, then the payload.
+//
+//   u8 format (1) | u8 flags | u32le createTime (s)
+//   [f64le expiresAt]           if flags & EXPIRES
+//   [f64le visibleAt]           if flags & DELAYED
+//   [u32le n | n bytes headers] if flags & HEADERS   (absent flag = headers null)
+//   [u16le n | n bytes key]     if flags & KEY
+//   [u16le count | (u16le n | n bytes tag)*] if flags & TAGS
+//   payload: every remaining byte
+
+const REC_FORMAT = 1;
+const F_HEADERS = 1;
+const F_KEY = 2;
+const F_TAGS = 4;
+const F_EXPIRES = 8;
+const F_DELAYED = 16;
+
+/** Fields of a record needed to remove it and to filter reads, without the payload. */
+interface RecordInfo {
+  createTime: number;
+  expiresAt: number;
+  visibleAt: number;
+  headers: Uint8Array | null;
+  key: string | null;
+  tags: string[];
+  payloadOffset: number;
+  size: number;
+}
+
+function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: number, visibleAt: number): Buffer {
+  const keyBytes = m.key === null ? null : Buffer.from(m.key, "utf8");
+  const tagBytes = m.tags.map((t) => Buffer.from(t, "utf8"));
+  let flags = 0;
+  let n = 6;
+  if (expiresAt !== 0) (flags |= F_EXPIRES), (n += 8);
+  if (visibleAt !== 0) (flags |= F_DELAYED), (n += 8);
+  if (m.headers !== null) (flags |= F_HEADERS), (n += 4 + m.headers.byteLength);
+  if (keyBytes !== null) (flags |= F_KEY), (n += 2 + keyBytes.length);
+  if (tagBytes.length > 0) {
+    flags |= F_TAGS;
+    n += 2;
+    for (const t of tagBytes) n += 2 + t.length;
+  }
+  const buf = Buffer.allocUnsafe(n + m.payload.byteLength);
+  buf[0] = REC_FORMAT;
+  buf[1] = flags;
+  buf.writeUInt32LE(Math.min(0xffffffff, Math.max(0, createTime)), 2);
+  let o = 6;
+  if (flags & F_EXPIRES) o = buf.writeDoubleLE(expiresAt, o);
+  if (flags & F_DELAYED) o = buf.writeDoubleLE(visibleAt, o);
+  if (m.headers !== null) {
+    o = buf.writeUInt32LE(m.headers.byteLength, o);
+    buf.set(m.headers, o);
+    o += m.headers.byteLength;
+  }
+  if (keyBytes !== null) {
+    o = buf.writeUInt16LE(keyBytes.length, o);
+    o += keyBytes.copy(buf, o);
+  }
+  if (flags & F_TAGS) {
+    o = buf.writeUInt16LE(tagBytes.length, o);
+    for (const t of tagBytes) {
+      o = buf.writeUInt16LE(t.length, o);
+      o += t.copy(buf, o);
+    }
+  }
+  buf.set(m.payload, o);
+  return buf;
+}
+
+function decodeInfo(buf: Buffer): RecordInfo {
+  if (buf[0] !== REC_FORMAT) throw new Error(`unknown message record format ${buf[0]}`);
+  const flags = buf[1]!;
+  const createTime = buf.readUInt32LE(2);
+  let o = 6;
+  let expiresAt = 0;
+  let visibleAt = 0;
+  let headers: Uint8Array | null = null;
+  let key: string | null = null;
+  const tags: string[] = [];
+  if (flags & F_EXPIRES) (expiresAt = buf.readDoubleLE(o)), (o += 8);
+  if (flags & F_DELAYED) (visibleAt = buf.readDoubleLE(o)), (o += 8);
+  if (flags & F_HEADERS) {
+    const n = buf.readUInt32LE(o);
+    headers = buf.subarray(o + 4, o + 4 + n);
+    o += 4 + n;
+  }
+  if (flags & F_KEY) {
+    const n = buf.readUInt16LE(o);
+    key = buf.toString("utf8", o + 2, o + 2 + n);
+    o += 2 + n;
+  }
+  if (flags & F_TAGS) {
+    const count = buf.readUInt16LE(o);
+    o += 2;
+    for (let i = 0; i < count; i++) {
+      const n = buf.readUInt16LE(o);
+      tags.push(buf.toString("utf8", o + 2, o + 2 + n));
+      o += 2 + n;
+    }
+  }
+  return { createTime, expiresAt, visibleAt, headers, key, tags, payloadOffset: o, size: buf.length - o + (headers?.byteLength ?? 0) };
+}
+
+function toMessage(address: string, priority: PriorityRank, msgId: number, buf: Buffer, info = decodeInfo(buf)): StoredMessage {
+  return {
+    msgId,
+    address,
+    priority,
+    createTime: info.createTime,
+    headers: info.headers,
+    payload: buf.subarray(info.payloadOffset),
+    key: info.key,
+    tags: info.tags,
+    expiresAt: info.expiresAt,
+    visibleAt: info.visibleAt,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Mailbox record
+
+type Counts = [number, number, number];
+type MailboxRecord = [boolean, string, string, number, number, number, string, Counts, Counts];
+
+interface Box {
+  meta: Omit<MailboxMeta, "messages" | "bytes">;
+  /** Messages and bytes by rank. */
+  counts: Counts;
+  bytes: Counts;
+}
+
+function boxFromRecord(address: string, r: MailboxRecord): Box {
+  const [pub, desc, type, ttlSec, createdAt, expiresAt, token, counts, bytes] = r;
+  return {
+    meta: { address, public: pub, desc, type: type as MailboxType, ttlSec, createdAt, expiresAt, token },
+    counts: [...counts],
+    bytes: [...bytes],
+  };
+}
+
+function recordOf(b: Box): MailboxRecord {
+  const m = b.meta;
+  return [m.public, m.desc, m.type, m.ttlSec, m.createdAt, m.expiresAt, m.token, b.counts, b.bytes];
+}
+
+function view(b: Box): MailboxMeta {
+  return { ...b.meta, messages: b.counts[0] + b.counts[1] + b.counts[2], bytes: b.bytes[0] + b.bytes[1] + b.bytes[2] };
+}
+
+type GroupRecord = [number, number[]][];
+
+function groupFromRecord(r: GroupRecord): GroupState {
+  return r.map(([floor, done]) => ({ floor, done })) as unknown as GroupState;
+}
+
+function recordOfGroup(s: GroupState): GroupRecord {
+  return s.map((p: GroupProgress) => [p.floor, [...p.done]]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Opening
+
+function openFailed(message: string, cause?: unknown): Mq9Error {
+  return new Mq9Error(ErrorCode.STORE_OPEN_FAILED, message, cause === undefined ? undefined : { cause });
+}
+
+/**
+ * Checks the data file as LMDB's own header check does, before lmdb-js sees it: lmdb-js
+ * 3.5.6 crashes the process (double free in its env-open error path) on any file that
+ * mdb_env_open refuses.
+ */
+function checkDataFile(file: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, "r+");
+  } catch (err) {
+    throw openFailed(`cannot open ${file} for reading and writing`, err);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size === 0) return; // LMDB initialises an empty file (a crash right at creation)
+    const head = Buffer.alloc(64);
+    fs.readSync(fd, head, 0, 64, 0);
+    const flags = head.readUInt16LE(18); // page header: pgno u64, txnid u64, pad u16, flags u16
+    const magic = head.readUInt32LE(24);
+    const version = head.readUInt32LE(28) & 0xffff;
+    const pageSize = head.readUInt32LE(48); // mm_dbs[FREE_DBI].md_pad
+    const bad = (why: string) => openFailed(`${file} is not an LMDB data file (${why}); it was left untouched`);
+    if (!(flags & 0x08)) throw bad("first page is not a meta page");
+    if (magic !== 0xbeefc0de) throw bad("bad magic");
+    if (version !== 2) throw bad(`data format version ${version}, expected 2`);
+    if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) throw bad(`page size ${pageSize}`);
+    if (size < 2 * pageSize) throw bad(`file is ${size} bytes, shorter than its meta pages`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Linux: another process holding the env (LMDB keeps a POSIX lock on lock.mdb). */
+function lockHolder(lockFile: string): number | undefined {
+  let st: fs.Stats;
+  let locks: string;
+  try {
+    st = fs.statSync(lockFile);
+    locks = fs.readFileSync("/proc/locks", "utf8");
+  } catch {
+    return undefined;
+  }
+  const major = (st.dev >> 8) & 0xfff;
+  const minor = (st.dev & 0xff) | ((st.dev >> 12) & 0xfff00);
+  const id = `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}:${st.ino}`;
+  for (const line of locks.split("\n")) {
+    const f = line.trim().split(/\s+/);
+    // "1: POSIX  ADVISORY  READ 7368 fe:00:2155490 0 0"
+    if (f[1] !== "POSIX" || f[5] !== id) continue;
+    const pid = Number(f[4]);
+    if (pid !== process.pid) return pid;
+  }
+  return undefined;
+}
+
+/**
+ * Opens (or creates) the store in directory `options.path`. Anything there that is not an
+ * mq9 store, or cannot be opened, gives STORE_OPEN_FAILED and is never modified.
+ */
+export async function openLmdbStore(options: LmdbStoreOptions): Promise<LmdbMailboxStore> {
+  let limits: StoreLimits;
+  try {
+    limits = resolveLimits(options);
+  } catch (err) {
+    throw openFailed((err as Error).message, err);
+  }
+  const dir = path.resolve(options.path);
+  if (openPaths.has(dir)) throw openFailed(`store ${dir} is already open in this process`);
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw openFailed(`cannot read ${dir}`, err);
+  }
+  const dataFile = path.join(dir, "data.mdb");
+  if (st === undefined) {
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      throw openFailed(`cannot create store directory ${dir}`, err);
+    }
+  } else {
+    if (!st.isDirectory()) throw openFailed(`store path ${dir} is not a directory; it was left untouched`);
+    let entries: string[];
+    try {
+      entries = fs.readdirSync(dir);
+      fs.accessSync(dir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
+    } catch (err) {
+      throw openFailed(`store directory ${dir} is not readable and writable`, err);
+    }
+    if (entries.includes("data.mdb")) checkDataFile(dataFile);
+    else if (entries.some((e) => e !== "lock.mdb")) {
+      throw openFailed(`store directory ${dir} holds other files and no data.mdb: not an mq9 store; it was left untouched`);
+    }
+    const holder = lockHolder(path.join(dir, "lock.mdb"));
+    if (holder !== undefined) throw openFailed(`store ${dir} is in use by process ${holder}`);
+  }
+
+  const overlapping = (options.durability ?? "overlapping") === "overlapping";
+  let env: RootDatabase;
+  try {
+    env = open({
+      path: dir,
+      mapSize: options.mapSizeBytes ?? DEFAULT_MAP_SIZE,
+      overlappingSync: overlapping,
+      // Every write goes through an explicit transaction; with event-turn batching on,
+      // lmdb-js leaves a promise nobody can handle that rejects when a commit fails.
+      eventTurnBatching: false,
+      maxDbs: 12,
+    });
+  } catch (err) {
+    throw openFailed(`cannot open LMDB env ${dir}`, err);
+  }
+  try {
+    const names = [...env.getKeys()].map(String);
+    const foreign = names.filter((n) => !(DB_NAMES as readonly string[]).includes(n));
+    if (foreign.length > 0 || (names.length > 0 && !names.includes("meta"))) {
+      throw openFailed(`${dir} is an LMDB env but not an mq9 store (databases: ${names.join(", ")}); it was left untouched`);
+    }
+    const store = new LmdbMailboxStore(env, dir, limits, overlapping);
+    const format = store.metaDb.get("format") as number | undefined;
+    if (format !== undefined && format !== FORMAT) throw openFailed(`${dir} holds store format ${String(format)}; this build reads format ${FORMAT}`);
+    if (format === undefined) await store.initialise();
+    store.load();
+    openPaths.add(dir);
+    return store;
+  } catch (err) {
+    await env.close().catch(() => undefined);
+    throw err instanceof Mq9Error ? err : openFailed(`cannot open store ${dir}`, err);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The store
+
+interface PendingOp {
+  run: () => unknown;
+  resolve: (value: never) => void;
+  reject: (err: unknown) => void;
+  bytes: number;
+}
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+export class LmdbMailboxStore implements MailboxStore {
+  readonly mailboxesDb: Database<MailboxRecord, string>;
+  readonly messagesDb: Database<Buffer, Key>;
+  readonly keysDb: Database<[PriorityRank, number], Key>;
+  readonly expiryDb: Database<number, Key>;
+  readonly groupsDb: Database<GroupRecord, Key>;
+  readonly metaDb: Database<unknown, string | Key>;
+
+  private boxes = new Map<string, Box>();
+  /** Message bytes over all mailboxes (what maxStoreBytes limits). */
+  private totalBytes = 0;
+  private nextMsgId = 1;
+  /** Mailboxes whose record must be written at the end of the running batch. */
+  private readonly dirty = new Set<string>();
+  private nextMsgIdDirty = false;
+
+  private queue: PendingOp[] = [];
+  private scheduled = false;
+  private running = false;
+  private delivered: Promise<unknown> = Promise.resolve();
+  private idleWaiters: (() => void)[] = [];
+  private closing = false;
+  private closed = false;
+
+  constructor(
+    private readonly env: RootDatabase,
+    readonly path: string,
+    readonly limits: StoreLimits,
+    private readonly overlapping: boolean,
+  ) {
+    this.mailboxesDb = env.openDB({ name: "mailboxes" });
+    this.messagesDb = env.openDB({ name: "messages", encoding: "binary" });
+    this.keysDb = env.openDB({ name: "keys" });
+    this.expiryDb = env.openDB({ name: "expiry" });
+    this.groupsDb = env.openDB({ name: "groups" });
+    this.metaDb = env.openDB({ name: "meta" });
+  }
+
+  /** Writes the format marker of a new store. */
+  async initialise(): Promise<void> {
+    await this.metaDb.transaction(() => {
+      this.metaDb.put("format", FORMAT);
+      this.metaDb.put("nextMsgId", 1);
+    });
+    if (this.overlapping) await this.env.flushed;
+  }
+
+  /** Loads the mailbox records (with their counters) and the msgId counter from disk. */
+  load(): void {
+    const boxes = new Map<string, Box>();
+    let totalBytes = 0;
+    for (const { key, value } of this.mailboxesDb.getRange()) {
+      const box = boxFromRecord(key, value);
+      boxes.set(key, box);
+      totalBytes += total(box.bytes);
+    }
+    this.boxes = boxes;
+    this.totalBytes = totalBytes;
+    const persisted = (this.metaDb.get("nextMsgId") as number | undefined) ?? 1;
+    // Never go back: ids handed out in a batch that then failed are not reused either.
+    this.nextMsgId = Math.max(this.nextMsgId, persisted);
+  }
+
+  // --- mailboxes ------------------------------------------------------------------------
+
+  createMailbox(spec: MailboxSpec, at: Instant): Promise<{ mailbox: MailboxMeta; isNew: boolean }> {
+    let s: MailboxSpec;
+    try {
+      s = checkSpec(spec);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const expiresAt = deadline(at.now, s.ttlSec);
+    const wallMs = at.wallMs;
+    return this.write(0, () => {
+      const box = this.boxes.get(s.address);
+      if (box) {
+        this.setExpiry(box, expiresAt);
+        box.meta = { ...box.meta, ttlSec: s.ttlSec };
+        this.dirty.add(s.address);
+        return { mailbox: view(box), isNew: false };
+      }
+      checkMailboxLimit(this.boxes.size, this.limits);
+      const created: Box = { meta: { ...s, createdAt: wallMs, expiresAt: 0, token: newToken() }, counts: [0, 0, 0], bytes: [0, 0, 0] };
+      this.boxes.set(s.address, created);
+      this.setExpiry(created, expiresAt);
+      this.dirty.add(s.address);
+      return { mailbox: view(created), isNew: true };
+    });
+  }
+
+  getMailbox(address: string): MailboxMeta | undefined {
+    this.open();
+    const box = this.boxes.get(address);
+    return box && view(box);
+  }
+
+  listMailboxes(opts: { publicOnly?: boolean } = {}): MailboxMeta[] {
+    this.open();
+    const out: MailboxMeta[] = [];
+    for (const b of this.boxes.values()) if (!opts.publicOnly || b.meta.public) out.push(view(b));
+    return out.sort((a, b) => Buffer.compare(Buffer.from(a.address), Buffer.from(b.address)));
+  }
+
+  deleteMailbox(address: string): Promise<boolean> {
+    return this.write(0, () => this.removeBox(address) !== undefined);
+  }
+
+  // --- messages -------------------------------------------------------------------------
+
+  append(address: string, msg: NewMessage, at: Instant): Promise<StoredMessage> {
+    let m: CheckedMessage;
+    let record: Buffer;
+    let expiresAt: number;
+    let visibleAt: number;
+    try {
+      this.open();
+      m = checkMessage(msg);
+      expiresAt = deadline(at.now, m.ttlSec);
+      visibleAt = deadline(at.now, m.delaySec);
+      // Encoded now: the caller's buffers may be views it reuses once this returns.
+      record = encodeRecord(m, Math.floor(at.wallMs / 1000), expiresAt, visibleAt);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.write(record.length, () => {
+      const box = this.boxes.get(address);
+      if (!box) throw mailboxNotFound(address);
+      // What this append replaces: the same mq9-key, or everything of its priority in a `latest` mailbox.
+      const replaced = new Map<number, { rank: PriorityRank; info: RecordInfo }>();
+      if (m.key !== null) {
+        const hit = this.keysDb.get([address, m.key]);
+        if (hit) {
+          const buf = this.messagesDb.getBinary([address, hit[0], hit[1]]);
+          if (buf) replaced.set(hit[1], { rank: hit[0], info: decodeInfo(buf) });
+        }
+      }
+      if (box.meta.type === MailboxType.latest) {
+        for (const { key, value } of this.messagesDb.getRange({ start: [address, m.priority], end: [address, m.priority + 1] })) {
+          replaced.set(key[2] as number, { rank: m.priority, info: decodeInfo(value) });
+        }
+      }
+      let removedBytes = 0;
+      for (const r of replaced.values()) removedBytes += r.info.size;
+      checkAppendLimits(
+        address,
+        { mailboxMessages: total(box.counts), mailboxBytes: total(box.bytes), storeBytes: this.totalBytes, removedMessages: replaced.size, removedBytes, size: m.size },
+        this.limits,
+      );
+      // Checks done: from here on nothing throws an Mq9Error.
+      for (const [id, r] of replaced) this.removeMessage(box, r.rank, id, r.info);
+      const msgId = this.nextMsgId++;
+      this.nextMsgIdDirty = true;
+      this.messagesDb.put([address, m.priority, msgId], record);
+      if (m.key !== null) this.keysDb.put([address, m.key], [m.priority, msgId]);
+      if (expiresAt !== 0) this.expiryDb.put([expiresAt, 1, address, m.priority, msgId], 1);
+      box.counts[m.priority]++;
+      box.bytes[m.priority] += m.size;
+      this.totalBytes += m.size;
+      this.dirty.add(address);
+      return toMessage(address, m.priority, msgId, record);
+    });
+  }
+
+  read(address: string, opts: ReadOptions): StoredMessage[] {
+    this.open();
+    if (!this.boxes.has(address)) throw mailboxNotFound(address);
+    const after = afterPositions(opts.after);
+    const limit = opts.limit ?? Infinity;
+    const out: StoredMessage[] = [];
+    if (limit <= 0) return out;
+    for (const rank of PRIORITY_RANKS) {
+      if (opts.priorities && !opts.priorities.includes(rank)) continue;
+      const from = Math.max(after[rank], opts.group ? opts.group[rank].floor : 0);
+      for (const { key, value } of this.messagesDb.getRange({ start: [address, rank, from + 1], end: [address, rank + 1] })) {
+        const msgId = key[2] as number;
+        if (opts.group && isDone(opts.group, rank, msgId)) continue;
+        const info = decodeInfo(value);
+        if (!readable(info, opts.now, opts.key, opts.tags)) continue;
+        out.push(toMessage(address, rank, msgId, value, info));
+        if (out.length >= limit) return out;
+      }
+    }
+    return out;
+  }
+
+  getMessage(address: string, msgId: number): StoredMessage | undefined {
+    this.open();
+    for (const rank of PRIORITY_RANKS) {
+      const buf = this.messagesDb.getBinary([address, rank, msgId]);
+      if (buf) return toMessage(address, rank, msgId, buf);
+    }
+    return undefined;
+  }
+
+  deleteMessage(address: string, msgId: number): Promise<boolean> {
+    try {
+      checkMsgId(msgId);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.write(0, () => {
+      const box = this.boxes.get(address);
+      if (!box) return false;
+      for (const rank of PRIORITY_RANKS) {
+        const buf = this.messagesDb.getBinary([address, rank, msgId]);
+        if (!buf) continue;
+        this.removeMessage(box, rank, msgId, decodeInfo(buf));
+        return true;
+      }
+      return false;
+    });
+  }
+
+  expire(now: number, max = DEFAULT_EXPIRE_MAX): Promise<ExpireResult> {
+    return this.write(0, () => {
+      const due = [...this.expiryDb.getKeys({ end: [now, KEY_MAX], limit: max + 1 })] as Key[];
+      const mailboxes: MailboxMeta[] = [];
+      let messages = 0;
+      for (const key of due.slice(0, max)) {
+        if (!this.expiryDb.doesExist(key)) continue; // went with a mailbox removed in this sweep
+        if (key[1] === 0) {
+          const address = key[2] as string;
+          const box = this.boxes.get(address);
+          if (box && box.meta.expiresAt === key[0]) mailboxes.push(this.removeBox(address)!);
+          else this.expiryDb.remove(key); // stale: should not happen, renewals move their entry
+        } else {
+          const [, , address, rank, msgId] = key as [number, number, string, PriorityRank, number];
+          const box = this.boxes.get(address);
+          const buf = box && this.messagesDb.getBinary([address, rank, msgId]);
+          if (box && buf) {
+            this.removeMessage(box, rank, msgId, decodeInfo(buf));
+            messages++;
+          } else this.expiryDb.remove(key);
+        }
+      }
+      return { mailboxes, messages, more: due.length > max };
+    });
+  }
+
+  // --- groups ---------------------------------------------------------------------------
+
+  getGroup(address: string, group: string): GroupState | undefined {
+    this.open();
+    const r = this.groupsDb.get([address, group]);
+    return r && groupFromRecord(r);
+  }
+
+  saveGroup(address: string, group: string, state: GroupState): Promise<GroupState> {
+    let given: GroupState;
+    try {
+      checkGroup(group);
+      given = normalizeGroupState(state);
+    } catch (err) {
+      return Promise.reject(err instanceof Mq9Error ? err : new Mq9Error(ErrorCode.STORE_INVALID_INPUT, (err as Error).message));
+    }
+    return this.write(0, () => {
+      if (!this.boxes.has(address)) throw mailboxNotFound(address);
+      const s = this.compact(address, given);
+      this.groupsDb.put([address, group], recordOfGroup(s));
+      return s;
+    });
+  }
+
+  ackGroup(address: string, group: string, msgIds: readonly number[]): Promise<GroupState> {
+    let ids: number[];
+    try {
+      checkGroup(group);
+      ids = msgIds.map(checkMsgId);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.write(0, () => {
+      if (!this.boxes.has(address)) throw mailboxNotFound(address);
+      const r = this.groupsDb.get([address, group]);
+      let s = r ? groupFromRecord(r) : newGroupState();
+      for (const id of ids) {
+        const rank = PRIORITY_RANKS.find((p) => this.messagesDb.doesExist([address, p, id]));
+        if (rank !== undefined) s = markDone(s, rank, id);
+      }
+      s = this.compact(address, s);
+      this.groupsDb.put([address, group], recordOfGroup(s));
+      return s;
+    });
+  }
+
+  deleteGroup(address: string, group: string): Promise<boolean> {
+    return this.write(0, () => {
+      if (!this.groupsDb.doesExist([address, group])) return false;
+      this.groupsDb.remove([address, group]);
+      return true;
+    });
+  }
+
+  // --- the rest -------------------------------------------------------------------------
+
+  stats(): StoreStats {
+    this.open();
+    const per = PRIORITY_RANKS.map((r) => {
+      let messages = 0;
+      let bytes = 0;
+      for (const b of this.boxes.values()) (messages += b.counts[r]), (bytes += b.bytes[r]);
+      return { messages, bytes };
+    });
+    const env = this.env.getStats() as { pageSize: number; lastPageNumber: number; mapSize: number };
+    return {
+      mailboxes: this.boxes.size,
+      messages: per[0]!.messages + per[1]!.messages + per[2]!.messages,
+      bytes: per[0]!.bytes + per[1]!.bytes + per[2]!.bytes,
+      perPriority: [per[0]!, per[1]!, per[2]!],
+      lastMsgId: this.nextMsgId - 1,
+      storeBytes: (env.lastPageNumber + 1) * env.pageSize,
+      mapSize: env.mapSize,
+    };
+  }
+
+  getMeta(key: string): MetaValue | undefined {
+    this.open();
+    return this.metaDb.get(["user", key]) as MetaValue | undefined;
+  }
+
+  setMeta(key: string, value: MetaValue): Promise<void> {
+    try {
+      checkKeyString("meta key", key, MAX_META_KEY_BYTES);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const copy = structuredClone(value);
+    return this.write(0, () => {
+      this.metaDb.put(["user", key], copy);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed || this.closing) return;
+    this.closing = true;
+    while (this.queue.length > 0 || this.running || this.scheduled) {
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
+    await this.delivered;
+    this.closed = true;
+    openPaths.delete(this.path);
+    await this.env.close();
+  }
+
+  // --- internals ------------------------------------------------------------------------
+
+  private open(): void {
+    if (this.closed || this.closing) throw storeClosed();
+  }
+
+  /** Moves a mailbox's entry in the expiry index. */
+  private setExpiry(box: Box, expiresAt: number): void {
+    const address = box.meta.address;
+    if (box.meta.expiresAt !== 0) this.expiryDb.remove([box.meta.expiresAt, 0, address]);
+    if (expiresAt !== 0) this.expiryDb.put([expiresAt, 0, address], 1);
+    box.meta = { ...box.meta, expiresAt };
+  }
+
+  private removeMessage(box: Box, rank: PriorityRank, msgId: number, info: RecordInfo): void {
+    const address = box.meta.address;
+    this.messagesDb.remove([address, rank, msgId]);
+    if (info.key !== null) {
+      const hit = this.keysDb.get([address, info.key]);
+      if (hit && hit[1] === msgId) this.keysDb.remove([address, info.key]);
+    }
+    if (info.expiresAt !== 0) this.expiryDb.remove([info.expiresAt, 1, address, rank, msgId]);
+    box.counts[rank]--;
+    box.bytes[rank] -= info.size;
+    this.totalBytes -= info.size;
+    this.dirty.add(address);
+  }
+
+  /** Removes a mailbox with its messages, keys, groups and expiry entries; returns it as it was. */
+  private removeBox(address: string): MailboxMeta | undefined {
+    const box = this.boxes.get(address);
+    if (!box) return undefined;
+    const before = view(box);
+    const messages = [...this.messagesDb.getRange({ start: [address, 0], end: [address, 3] })];
+    for (const { key, value } of messages) {
+      const info = decodeInfo(value);
+      this.messagesDb.remove(key);
+      if (info.expiresAt !== 0) this.expiryDb.remove([info.expiresAt, 1, ...key]);
+    }
+    const prefix = { start: [address], end: [address, KEY_MAX] };
+    for (const key of [...this.keysDb.getKeys(prefix)]) this.keysDb.remove(key);
+    for (const key of [...this.groupsDb.getKeys(prefix)]) this.groupsDb.remove(key);
+    if (box.meta.expiresAt !== 0) this.expiryDb.remove([box.meta.expiresAt, 0, address]);
+    this.mailboxesDb.remove(address);
+    this.boxes.delete(address);
+    this.dirty.delete(address);
+    return before;
+  }
+
+  private compact(address: string, s: GroupState): GroupState {
+    const lastIssued = this.nextMsgId - 1;
+    const db = this.messagesDb;
+    return s.map((p, rank) => {
+      const ids = db.getKeys({ start: [address, rank, p.floor + 1], end: [address, rank + 1] }).map((k) => k[2] as number);
+      return compactProgress(p, ids, lastIssued);
+    }) as unknown as GroupState;
+  }
+
+  // --- the write pipeline ---------------------------------------------------------------
+
+  /**
+   * Queues `run` to execute inside the next batch transaction, in call order. `run` throws
+   * Mq9Errors only before it writes anything; its promise settles once the batch is durable.
+   */
+  private write<T>(bytes: number, run: () => T): Promise<T> {
+    if (this.closed || this.closing) return Promise.reject(storeClosed());
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ run, resolve: resolve as (v: never) => void, reject, bytes });
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (this.running || this.scheduled) return;
+    if (this.queue.length === 0) {
+      for (const w of this.idleWaiters.splice(0)) w();
+      return;
+    }
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.runBatch();
+    });
+  }
+
+  private runBatch(): void {
+    let n = 0;
+    let bytes = 0;
+    while (n < this.queue.length && n < BATCH_MAX_OPS && (n === 0 || bytes + this.queue[n]!.bytes <= BATCH_MAX_BYTES)) {
+      bytes += this.queue[n]!.bytes;
+      n++;
+    }
+    const batch = this.queue.splice(0, n);
+    const outcomes: Outcome[] = [];
+    this.running = true;
+    const txn = this.env.childTransaction(() => {
+      for (const op of batch) {
+        try {
+          outcomes.push({ ok: true, value: op.run() });
+        } catch (error) {
+          if (!(error instanceof Mq9Error)) throw error; // unexpected: abort the whole batch
+          outcomes.push({ ok: false, error });
+        }
+      }
+      for (const address of this.dirty) {
+        const box = this.boxes.get(address);
+        if (box) this.mailboxesDb.put(address, recordOf(box));
+      }
+      this.dirty.clear();
+      if (this.nextMsgIdDirty) this.metaDb.put("nextMsgId", this.nextMsgId);
+      this.nextMsgIdDirty = false;
+    });
+    txn.then(
+      () => {
+        this.running = false;
+        // `flushed` follows the latest write: take it now, before the next batch starts.
+        const durable = this.overlapping ? new Promise((resolve, reject) => this.env.flushed.then(resolve, reject)) : undefined;
+        this.kick(); // the next batch commits while this one is flushed
+        this.delivered = Promise.all([this.delivered, durable]).then(
+          () => {
+            batch.forEach((op, i) => {
+              const o = outcomes[i]!;
+              if (o.ok) op.resolve(o.value as never);
+              else op.reject(o.error);
+            });
+          },
+          (err: unknown) => {
+            const error = new Mq9Error(ErrorCode.STORE_WRITE_FAILED, "the store could not flush a write to disk", { cause: err });
+            for (const op of batch) op.reject(error);
+          },
+        );
+      },
+      async (err: unknown) => {
+        const error = await writeError(err);
+        this.dirty.clear();
+        this.nextMsgIdDirty = false;
+        this.env.resetReadTxn();
+        this.load(); // the in-memory records may hold changes that never reached the disk
+        this.running = false;
+        this.delivered = this.delivered.then(() => {
+          for (const op of batch) op.reject(error);
+        });
+        this.kick();
+      },
+    );
+  }
+}
+
+function total(c: Counts): number {
+  return c[0] + c[1] + c[2];
+}
+
+const FULL_CODES = new Set<unknown>([-30792 /* MDB_MAP_FULL */, -30788 /* MDB_TXN_FULL */, 28 /* ENOSPC */, 27 /* EFBIG */, 122 /* EDQUOT */, 5 /* EIO: LMDB's report of a short write */, "ENOSPC", "EFBIG", "EDQUOT"]);
+
+/** Maps a failed commit to STORE_FULL (no room) or STORE_WRITE_FAILED. */
+async function writeError(err: unknown): Promise<Mq9Error> {
+  let cause = err;
+  const pending = (err as { commitError?: Promise<unknown> } | null)?.commitError;
+  if (pending) cause = await pending.then(() => err, (e: unknown) => e);
+  const code = (cause as { code?: unknown } | null)?.code;
+  const detail = (cause as Error | null)?.message ?? String(cause);
+  if (FULL_CODES.has(code)) {
+    return new Mq9Error(ErrorCode.STORE_FULL, `the store could not grow (disk or map full?): ${detail}; nothing of this write was stored`, { cause });
+  }
+  return new Mq9Error(ErrorCode.STORE_WRITE_FAILED, `the store could not write: ${detail}; nothing of this write was stored`, { cause });
+}
