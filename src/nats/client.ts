@@ -93,12 +93,27 @@ export class ClientConn implements ParserHandler {
       this.sendErrAndClose(NatsErr.PROTOCOL, "protocol violation");
       return;
     }
-    const flag = (k: string, dflt: boolean): boolean => (typeof o[k] === "boolean" ? (o[k] as boolean) : dflt);
-    this.verbose = flag("verbose", false);
-    this.pedantic = flag("pedantic", false);
+    // As nats-server: a mistyped field closes the connection, and verbose and pedantic
+    // default to true when absent (every real client sends both).
+    let mistyped = false;
+    const flag = (k: string, dflt: boolean): boolean => {
+      const v = o[k];
+      if (v === undefined || v === null) return dflt;
+      if (typeof v !== "boolean") mistyped = true;
+      return v === true;
+    };
+    this.verbose = flag("verbose", true);
+    this.pedantic = flag("pedantic", true);
     this.echo = flag("echo", true);
     this.headers = flag("headers", false);
     this.noResponders = flag("no_responders", false);
+    for (const k of ["name", "user", "pass", "auth_token", "lang", "version"]) {
+      if (o[k] !== undefined && o[k] !== null && typeof o[k] !== "string") mistyped = true;
+    }
+    if (mistyped) {
+      this.sendErrAndClose(NatsErr.PROTOCOL, "protocol violation");
+      return;
+    }
     if (typeof o["name"] === "string") this.name = o["name"];
     if (this.noResponders && !this.headers) {
       this.sendErrAndClose(NatsErr.NO_RESPONDERS_NEEDS_HEADERS, "protocol violation");
@@ -117,13 +132,18 @@ export class ClientConn implements ParserHandler {
 
   onPub(f: PubFrame): void {
     if (!this.mayOperate()) return;
-    const subj = this.subjectString(f.args, f.subjectStart, f.subjectEnd);
-    if (this.pedantic && !this.server.isPublishable(subj)) {
-      this.sendErr(NatsErr.INVALID_PUBLISH_SUBJECT);
+    if (f.hdrLen >= 0 && !this.headers) {
+      this.sendErrAndClose(NatsErr.UNKNOWN_OP, "protocol violation"); // HPUB without headers:true
       return;
     }
+    const subj = this.subjectString(f.args, f.subjectStart, f.subjectEnd);
+    if (this.pedantic && !this.server.isPublishable(subj)) {
+      this.sendErr(NatsErr.INVALID_PUBLISH_SUBJECT); // not delivered, yet acknowledged, as nats-server
+      if (this.verbose) this.sendRaw(OK);
+      return;
+    }
+    if (this.verbose) this.sendRaw(OK); // before any MSG this PUB produces, as nats-server
     this.server.route(this, subj, f);
-    if (this.verbose) this.sendRaw(OK);
   }
 
   onSub(subject: Uint8Array, queue: Uint8Array | null, sid: Uint8Array): void {
@@ -166,12 +186,15 @@ export class ClientConn implements ParserHandler {
       case ParseErrorKind.CONTROL_LINE:
         this.sendErrAndClose(NatsErr.MAX_CONTROL_LINE, "protocol violation");
         return;
-      case ParseErrorKind.UNKNOWN_OP:
-        this.sendErrAndClose(this.connectReceived || !this.server.authRequired ? NatsErr.UNKNOWN_OP : NatsErr.AUTHORIZATION,
-          this.connectReceived || !this.server.authRequired ? "protocol violation" : "authorization violation");
+      case ParseErrorKind.CLIENT_ERR:
+        this.close("protocol violation", err.snippet);
         return;
       default:
-        this.sendErrAndClose(NatsErr.PROTOCOL, "protocol violation");
+        // Bad arguments and bad frames, like unknown operations, are what nats-server
+        // calls an Unknown Protocol Operation; before CONNECT on a server with auth, an
+        // Authorization Violation.
+        if (this.connectReceived || !this.server.authRequired) this.sendErrAndClose(NatsErr.UNKNOWN_OP, "protocol violation");
+        else this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
     }
   }
 

@@ -16,6 +16,7 @@ export const Op = {
   PONG: 7,
   OK: 8,
   ERR: 9,
+  INFO: 10,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
@@ -56,6 +57,7 @@ export const ParseErrorKind = {
   MAX_PAYLOAD: "Maximum Payload Violation",
   BAD_ARGS: "Invalid Arguments",
   BAD_FRAME: "Invalid Message Frame",
+  CLIENT_ERR: "Client Sent -ERR",
 } as const;
 export type ParseErrorKind = (typeof ParseErrorKind)[keyof typeof ParseErrorKind];
 
@@ -83,6 +85,7 @@ const OP_NAMES: Record<string, Op> = {
   PONG: Op.PONG,
   "+OK": Op.OK,
   "-ERR": Op.ERR,
+  INFO: Op.INFO,
 };
 const pack = (acc: number, byte: number): number => acc * 64 + (byte & 0x3f);
 const OP_PREFIXES = new Set<number>();
@@ -271,10 +274,6 @@ export class Parser {
             i++;
             continue;
           }
-          if (b === LF) {
-            this.state = S.END_N;
-            continue;
-          }
           return this.fail(ParseErrorKind.BAD_FRAME, "payload longer than its declared size", buf, i);
         }
         case S.END_N: {
@@ -316,7 +315,10 @@ export class Parser {
         else if (this.op === Op.PONG) h.onPong();
         return !this.isClosed();
       case Op.ERR:
-        this.state = S.OP; // clients have no business sending -ERR; ignore it
+        // As nats-server: a client reporting an error is closed.
+        return this.failLine(ParseErrorKind.CLIENT_ERR, "client sent -ERR", src, start, end);
+      case Op.INFO:
+        this.state = S.OP; // servers send INFO; from a client it means nothing
         return true;
       case Op.CONNECT:
         this.state = S.OP;

@@ -2,7 +2,7 @@
 
 export const NatsErr = {
   UNKNOWN_OP: "Unknown Protocol Operation",
-  MAX_CONTROL_LINE: "Maximum Control Line Exceeded",
+  MAX_CONTROL_LINE: "maximum control line exceeded",
   MAX_PAYLOAD: "Maximum Payload Violation",
   INVALID_SUBJECT: "Invalid Subject",
   INVALID_PUBLISH_SUBJECT: "Invalid Publish Subject",

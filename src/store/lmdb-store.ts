@@ -16,8 +16,12 @@
 // disk whenever a commit fails.
 //
 // Writes: calls queue operations; once per event-loop turn the queue runs as one abortable
-// transaction (group commit). With overlappingSync the next batch commits while the
-// previous one is being flushed, and each call resolves only after `flushed`: on disk.
+// transaction (group commit), and each call resolves once that commit is on disk.
+// Durability: the env is opened without overlappingSync, so a commit fsyncs the data and
+// writes the meta page with O_DSYNC before it resolves, and what a read sees is already on
+// disk. lmdb-js's overlappingSync + `await flushed` was measured too: equal one append at a
+// time (~1.7k/s here), ~10-20% slower with 256 in flight (~143k/s vs ~161k/s), and it
+// makes commits visible before they are durable.
 
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -65,12 +69,6 @@ export interface LmdbStoreOptions extends Partial<StoreLimits> {
   readonly path: string;
   /** Initial LMDB map size in bytes (lmdb-js grows the map when it fills). Default 64 MiB. */
   readonly mapSizeBytes?: number;
-  /**
-   * How a write becomes durable before its promise resolves:
-   * "overlapping" (default): overlappingSync, resolve after `flushed` (next commit overlaps the flush);
-   * "sync": a plain LMDB commit that fsyncs before it returns.
-   */
-  readonly durability?: "overlapping" | "sync";
 }
 
 /** On-disk format of this code; a store written by a newer format is refused. */
@@ -355,13 +353,12 @@ export async function openLmdbStore(options: LmdbStoreOptions): Promise<LmdbMail
     if (holder !== undefined) throw openFailed(`store ${dir} is in use by process ${holder}`);
   }
 
-  const overlapping = (options.durability ?? "overlapping") === "overlapping";
   let env: RootDatabase;
   try {
     env = open({
       path: dir,
       mapSize: options.mapSizeBytes ?? DEFAULT_MAP_SIZE,
-      overlappingSync: overlapping,
+      overlappingSync: false,
       // Every write goes through an explicit transaction; with event-turn batching on,
       // lmdb-js leaves a promise nobody can handle that rejects when a commit fails.
       eventTurnBatching: false,
@@ -376,8 +373,8 @@ export async function openLmdbStore(options: LmdbStoreOptions): Promise<LmdbMail
     if (foreign.length > 0 || (names.length > 0 && !names.includes("meta"))) {
       throw openFailed(`${dir} is an LMDB env but not an mq9 store (databases: ${names.join(", ")}); it was left untouched`);
     }
-    const store = new LmdbMailboxStore(env, dir, limits, overlapping);
-    const format = store.metaDb.get("format") as number | undefined;
+    const store = new LmdbMailboxStore(env, dir, limits);
+    const format = store.storedFormat();
     if (format !== undefined && format !== FORMAT) throw openFailed(`${dir} holds store format ${String(format)}; this build reads format ${FORMAT}`);
     if (format === undefined) await store.initialise();
     store.load();
@@ -402,12 +399,12 @@ interface PendingOp {
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 export class LmdbMailboxStore implements MailboxStore {
-  readonly mailboxesDb: Database<MailboxRecord, string>;
-  readonly messagesDb: Database<Buffer, Key>;
-  readonly keysDb: Database<[PriorityRank, number], Key>;
-  readonly expiryDb: Database<number, Key>;
-  readonly groupsDb: Database<GroupRecord, Key>;
-  readonly metaDb: Database<unknown, string | Key>;
+  private readonly mailboxesDb: Database<MailboxRecord, string>;
+  private readonly messagesDb: Database<Buffer, Key>;
+  private readonly keysDb: Database<[PriorityRank, number], Key>;
+  private readonly expiryDb: Database<number, Key>;
+  private readonly groupsDb: Database<GroupRecord, Key>;
+  private readonly metaDb: Database<unknown, string | Key>;
 
   private boxes = new Map<string, Box>();
   /** Message bytes over all mailboxes (what maxStoreBytes limits). */
@@ -420,7 +417,6 @@ export class LmdbMailboxStore implements MailboxStore {
   private queue: PendingOp[] = [];
   private scheduled = false;
   private running = false;
-  private delivered: Promise<unknown> = Promise.resolve();
   private idleWaiters: (() => void)[] = [];
   private closing = false;
   private closed = false;
@@ -429,7 +425,6 @@ export class LmdbMailboxStore implements MailboxStore {
     private readonly env: RootDatabase,
     readonly path: string,
     readonly limits: StoreLimits,
-    private readonly overlapping: boolean,
   ) {
     this.mailboxesDb = env.openDB({ name: "mailboxes" });
     this.messagesDb = env.openDB({ name: "messages", encoding: "binary" });
@@ -439,13 +434,17 @@ export class LmdbMailboxStore implements MailboxStore {
     this.metaDb = env.openDB({ name: "meta" });
   }
 
+  /** The on-disk format marker, undefined for a new env. */
+  storedFormat(): unknown {
+    return this.metaDb.get("format");
+  }
+
   /** Writes the format marker of a new store. */
   async initialise(): Promise<void> {
     await this.metaDb.transaction(() => {
       this.metaDb.put("format", FORMAT);
       this.metaDb.put("nextMsgId", 1);
     });
-    if (this.overlapping) await this.env.flushed;
   }
 
   /** Loads the mailbox records (with their counters) and the msgId counter from disk. */
@@ -740,7 +739,6 @@ export class LmdbMailboxStore implements MailboxStore {
     while (this.queue.length > 0 || this.running || this.scheduled) {
       await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     }
-    await this.delivered;
     this.closed = true;
     openPaths.delete(this.path);
     await this.env.close();
@@ -860,23 +858,14 @@ export class LmdbMailboxStore implements MailboxStore {
     });
     txn.then(
       () => {
+        // Committed, hence on disk: settle in call order, then start the next batch.
+        batch.forEach((op, i) => {
+          const o = outcomes[i]!;
+          if (o.ok) op.resolve(o.value as never);
+          else op.reject(o.error);
+        });
         this.running = false;
-        // `flushed` follows the latest write: take it now, before the next batch starts.
-        const durable = this.overlapping ? new Promise((resolve, reject) => this.env.flushed.then(resolve, reject)) : undefined;
-        this.kick(); // the next batch commits while this one is flushed
-        this.delivered = Promise.all([this.delivered, durable]).then(
-          () => {
-            batch.forEach((op, i) => {
-              const o = outcomes[i]!;
-              if (o.ok) op.resolve(o.value as never);
-              else op.reject(o.error);
-            });
-          },
-          (err: unknown) => {
-            const error = new Mq9Error(ErrorCode.STORE_WRITE_FAILED, "the store could not flush a write to disk", { cause: err });
-            for (const op of batch) op.reject(error);
-          },
-        );
+        this.kick();
       },
       async (err: unknown) => {
         const error = await writeError(err);
@@ -884,10 +873,8 @@ export class LmdbMailboxStore implements MailboxStore {
         this.nextMsgIdDirty = false;
         this.env.resetReadTxn();
         this.load(); // the in-memory records may hold changes that never reached the disk
+        for (const op of batch) op.reject(error);
         this.running = false;
-        this.delivered = this.delivered.then(() => {
-          for (const op of batch) op.reject(error);
-        });
         this.kick();
       },
     );

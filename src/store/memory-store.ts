@@ -128,8 +128,8 @@ export class MemoryMailboxStore implements MailboxStore {
       address,
       priority: m.priority,
       createTime: Math.floor(at.wallMs / 1000),
-      headers: m.headers && m.headers.slice(),
-      payload: m.payload.slice(),
+      headers: m.headers && Buffer.from(m.headers),
+      payload: Buffer.from(m.payload),
       key: m.key,
       tags: m.tags,
       expiresAt: deadline(at.now, m.ttlSec),
@@ -336,7 +336,7 @@ function size(m: StoredMessage): number {
 
 /** A copy the caller may modify without touching the store. */
 function copy(m: StoredMessage): StoredMessage {
-  return { ...m, headers: m.headers && m.headers.slice(), payload: m.payload.slice(), tags: m.tags.slice() };
+  return { ...m, headers: m.headers && Buffer.from(m.headers), payload: Buffer.from(m.payload), tags: m.tags.slice() };
 }
 
 function indexById(list: readonly StoredMessage[], msgId: number): number {
