@@ -64,6 +64,11 @@ export function checkKeyString(what: string, value: unknown, maxBytes: number): 
   return value;
 }
 
+/** The same test as `checkKeyString`, as a boolean (for lookups, which just find nothing). */
+export function validKeyString(value: unknown, maxBytes: number): boolean {
+  return typeof value === "string" && value.length > 0 && !value.includes("\x00") && Buffer.byteLength(value, "utf8") <= maxBytes;
+}
+
 export function checkAddress(address: unknown): string {
   return checkKeyString("mailbox address", address, MAX_ADDRESS_BYTES);
 }

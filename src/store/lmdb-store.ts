@@ -30,7 +30,6 @@ import type { Database, RootDatabase } from "lmdb";
 import { ErrorCode, Mq9Error } from "../errors.js";
 import {
   afterPositions,
-  checkAddress,
   checkAppendLimits,
   checkGroup,
   checkKeyString,
@@ -40,11 +39,13 @@ import {
   checkSpec,
   deadline,
   mailboxNotFound,
+  MAX_GROUP_BYTES,
   MAX_META_KEY_BYTES,
   newToken,
   readable,
   resolveLimits,
   storeClosed,
+  validKeyString,
 } from "./limits.js";
 import type { CheckedMessage, StoreLimits } from "./limits.js";
 import { compactProgress, isDone, markDone, MailboxType, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
@@ -426,12 +427,13 @@ export class LmdbMailboxStore implements MailboxStore {
     readonly path: string,
     readonly limits: StoreLimits,
   ) {
+    // "meta" first: an env holding any of these databases then holds "meta" (see openLmdbStore).
+    this.metaDb = env.openDB({ name: "meta" });
     this.mailboxesDb = env.openDB({ name: "mailboxes" });
     this.messagesDb = env.openDB({ name: "messages", encoding: "binary" });
     this.keysDb = env.openDB({ name: "keys" });
     this.expiryDb = env.openDB({ name: "expiry" });
     this.groupsDb = env.openDB({ name: "groups" });
-    this.metaDb = env.openDB({ name: "meta" });
   }
 
   /** The on-disk format marker, undefined for a new env. */
@@ -588,6 +590,7 @@ export class LmdbMailboxStore implements MailboxStore {
 
   getMessage(address: string, msgId: number): StoredMessage | undefined {
     this.open();
+    if (!this.boxes.has(address) || !Number.isSafeInteger(msgId)) return undefined;
     for (const rank of PRIORITY_RANKS) {
       const buf = this.messagesDb.getBinary([address, rank, msgId]);
       if (buf) return toMessage(address, rank, msgId, buf);
@@ -644,6 +647,7 @@ export class LmdbMailboxStore implements MailboxStore {
 
   getGroup(address: string, group: string): GroupState | undefined {
     this.open();
+    if (!this.boxes.has(address) || !validKeyString(group, MAX_GROUP_BYTES)) return undefined;
     const r = this.groupsDb.get([address, group]);
     return r && groupFromRecord(r);
   }
@@ -688,6 +692,7 @@ export class LmdbMailboxStore implements MailboxStore {
 
   deleteGroup(address: string, group: string): Promise<boolean> {
     return this.write(0, () => {
+      if (!this.boxes.has(address) || !validKeyString(group, MAX_GROUP_BYTES)) return false;
       if (!this.groupsDb.doesExist([address, group])) return false;
       this.groupsDb.remove([address, group]);
       return true;
@@ -718,6 +723,7 @@ export class LmdbMailboxStore implements MailboxStore {
 
   getMeta(key: string): MetaValue | undefined {
     this.open();
+    checkKeyString("meta key", key, MAX_META_KEY_BYTES);
     return this.metaDb.get(["user", key]) as MetaValue | undefined;
   }
 

@@ -5,7 +5,6 @@
 import { ErrorCode, Mq9Error } from "../errors.js";
 import {
   afterPositions,
-  checkAddress,
   checkAppendLimits,
   checkGroup,
   checkKeyString,
@@ -265,6 +264,7 @@ export class MemoryMailboxStore implements MailboxStore {
 
   getMeta(key: string): MetaValue | undefined {
     this.open();
+    checkKeyString("meta key", key, MAX_META_KEY_BYTES);
     const v = this.meta.get(key);
     return v === undefined ? undefined : structuredClone(v);
   }

@@ -8,8 +8,9 @@
 //
 // Durability: a returned promise resolves only once the change is on disk (LMDB) and
 // rejects with an Mq9Error, in which case nothing of that call was stored. Writes are
-// carried out in call order. Reads are synchronous and see resolved writes (a write that
-// has not resolved yet may or may not be visible).
+// carried out in call order. Reads are synchronous and see every resolved write; a write
+// not resolved yet may already show in getMailbox/listMailboxes/stats (counters), never in
+// read/getMessage/getGroup/getMeta (LMDB: those show only what is on disk).
 
 // ---------------------------------------------------------------------------------------
 // Priorities and mailbox types
@@ -184,7 +185,6 @@ export interface MailboxStore {
   /** Waits for pending writes and closes; every later call throws STORE_CLOSED. */
   close(): Promise<void>;
 }
-
 
 // ---------------------------------------------------------------------------------------
 // Group progress (push queue groups and the pull dialect's group_name)

@@ -1,0 +1,741 @@
+// One conformance suite for every MailboxStore (aedes-persistence style), run against the
+// memory store and the LMDB store, plus LMDB-only tests: reopen, refusing what is not a
+// store, a SIGKILL in the middle of appends, and a full disk.
+
+import { after, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { ErrorCode, Mq9Error } from "../src/errors.js";
+import { createMemoryStore } from "../src/store/memory-store.js";
+import { openLmdbStore } from "../src/store/lmdb-store.js";
+import type { StoreLimits } from "../src/store/limits.js";
+import { compactProgress, isDone, markDone, newGroupState, Priority } from "../src/store/types.js";
+import type { GroupState, Instant, MailboxSpec, MailboxStore, NewMessage, PriorityRank, StoredMessage } from "../src/store/types.js";
+
+const STORE_MODULE = path.resolve(__dirname, "../src/store/lmdb-store.js");
+const T0 = 5_000_000; // store-clock ms
+const WALL = Date.UTC(2026, 0, 1);
+const at = (now = T0): Instant => ({ now, wallMs: WALL + (now - T0) });
+
+const box = (address: string, more: Partial<MailboxSpec> = {}): MailboxSpec => ({ address, public: false, desc: "", type: "standard", ttlSec: 0, ...more });
+const msg = (priority: PriorityRank, text: string, more: Partial<NewMessage> = {}): NewMessage => ({ priority, headers: null, payload: Buffer.from(text), ...more });
+const texts = (ms: StoredMessage[]): string[] => ms.map((m) => Buffer.from(m.payload).toString());
+
+async function rejectsWith(p: Promise<unknown> | (() => unknown), code: string): Promise<void> {
+  await assert.rejects(async () => (typeof p === "function" ? p() : p), (err: unknown) => {
+    assert.ok(err instanceof Mq9Error, `expected an Mq9Error, got ${String(err)}`);
+    assert.equal(err.code, code);
+    return true;
+  });
+}
+
+/** Everything observable about a store, to check that a refused call changed nothing. */
+function snapshot(store: MailboxStore, now = T0) {
+  return {
+    stats: { ...store.stats(), storeBytes: 0, mapSize: 0 },
+    mailboxes: store.listMailboxes(),
+    messages: store.listMailboxes().map((b) => store.read(b.address, { now }).map((m) => [m.msgId, m.priority, Buffer.from(m.payload).toString("hex")])),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+
+interface Subject {
+  store: MailboxStore;
+  /** Closes the store and opens it again from disk (persistent stores only). */
+  reopen?: () => Promise<MailboxStore>;
+}
+type Factory = (limits?: Partial<StoreLimits>) => Promise<Subject>;
+
+function conformance(name: string, factory: Factory): void {
+  describe(`store (${name})`, () => {
+    const open: Subject[] = [];
+    const fresh = async (limits?: Partial<StoreLimits>): Promise<Subject> => {
+      const s = await factory(limits);
+      open.push(s);
+      return s;
+    };
+    after(async () => {
+      for (const s of open) await s.store.close();
+    });
+
+    test("store - create is idempotent and renews the expiry", async () => {
+      const { store } = await fresh();
+      const a = await store.createMailbox(box("status.w1", { ttlSec: 60, public: true, desc: "worker 1", type: "latest" }), at());
+      assert.equal(a.isNew, true);
+      assert.match(a.mailbox.token, /^[0-9a-f]{32}$/);
+      assert.deepEqual(
+        { ...a.mailbox, token: "" },
+        { address: "status.w1", public: true, desc: "worker 1", type: "latest", ttlSec: 60, createdAt: WALL, expiresAt: T0 + 60_000, token: "", messages: 0, bytes: 0 },
+      );
+      const b = await store.createMailbox(box("status.w1", { ttlSec: 30, desc: "changed", type: "standard" }), at(T0 + 10_000));
+      assert.equal(b.isNew, false);
+      assert.deepEqual(b.mailbox, { ...a.mailbox, ttlSec: 30, expiresAt: T0 + 40_000 });
+      assert.deepEqual(store.getMailbox("status.w1"), b.mailbox);
+      const forever = await store.createMailbox(box("forever"), at());
+      assert.equal(forever.mailbox.expiresAt, 0);
+      assert.notEqual(forever.mailbox.token, a.mailbox.token);
+      await store.createMailbox(box("status.w1", { ttlSec: 0 }), at());
+      assert.equal(store.getMailbox("status.w1")!.expiresAt, 0);
+      assert.deepEqual(store.listMailboxes().map((m) => m.address), ["forever", "status.w1"]);
+      assert.deepEqual(store.listMailboxes({ publicOnly: true }).map((m) => m.address), ["status.w1"]);
+      assert.equal(store.getMailbox("nope"), undefined);
+      assert.equal(await store.deleteMailbox("forever"), true);
+      assert.equal(await store.deleteMailbox("forever"), false);
+      assert.equal(store.stats().mailboxes, 1);
+    });
+
+    test("store - msgIds are unique, increasing across mailboxes and never reused after deletes", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("a"), at());
+      await store.createMailbox(box("b"), at());
+      const ids: number[] = [];
+      for (let i = 0; i < 6; i++) ids.push((await store.append(i % 2 ? "a" : "b", msg(Priority.normal, `m${i}`), at())).msgId);
+      for (let i = 1; i < ids.length; i++) assert.ok(ids[i]! > ids[i - 1]!);
+      const last = ids.at(-1)!;
+      assert.equal(await store.deleteMessage("b", last), false, "that id is in mailbox a");
+      assert.equal(await store.deleteMessage("a", last), true);
+      await store.deleteMailbox("b");
+      const next = await store.append("a", msg(0, "after"), at());
+      assert.ok(next.msgId > last, `${next.msgId} > ${last}`);
+      assert.equal(store.stats().lastMsgId, next.msgId);
+    });
+
+    test("store - a large random mixed-priority batch comes back in delivery order, counters exact", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("bulk"), at());
+      const n = 3000;
+      const calls: Promise<StoredMessage>[] = [];
+      let bytes = 0;
+      const per = [0, 1, 2].map(() => ({ messages: 0, bytes: 0 }));
+      for (let i = 0; i < n; i++) {
+        const rank = (Math.floor(Math.random() * 3) as PriorityRank);
+        const payload = randomBytes(Math.floor(Math.random() * 200));
+        const headers = i % 5 === 0 ? Buffer.from(`NATS/1.0\r\nx: ${i}\r\n\r\n`) : null;
+        calls.push(store.append("bulk", { priority: rank, headers, payload }, at()));
+        const size = payload.length + (headers?.length ?? 0);
+        bytes += size;
+        per[rank]!.messages++;
+        per[rank]!.bytes += size;
+      }
+      const stored = await Promise.all(calls); // all issued in one turn
+      for (let i = 1; i < n; i++) assert.ok(stored[i]!.msgId > stored[i - 1]!.msgId, "ids follow call order");
+      const expected = [...stored].sort((x, y) => x.priority - y.priority || x.msgId - y.msgId).map((m) => m.msgId);
+      const got = store.read("bulk", { now: T0 });
+      assert.deepEqual(got.map((m) => m.msgId), expected);
+      assert.deepEqual(store.getMailbox("bulk")!.messages, n);
+      assert.deepEqual(store.getMailbox("bulk")!.bytes, bytes);
+      const stats = store.stats();
+      assert.deepEqual(stats.perPriority, per);
+      assert.equal(stats.messages, n);
+      assert.equal(stats.bytes, bytes);
+      // Paging with per-priority positions and a limit walks the same sequence.
+      const paged: number[] = [];
+      let after: [number, number, number] = [0, 0, 0];
+      for (;;) {
+        const page = store.read("bulk", { now: T0, after, limit: 250 });
+        if (page.length === 0) break;
+        for (const m of page) {
+          paged.push(m.msgId);
+          after = [...after] as [number, number, number];
+          after[m.priority] = m.msgId;
+        }
+      }
+      assert.deepEqual(paged, expected);
+      assert.deepEqual(store.read("bulk", { now: T0, priorities: [Priority.urgent] }).map((m) => m.msgId), expected.filter((id) => stored.find((m) => m.msgId === id)!.priority === 1));
+      const since = stored[n / 2]!.msgId;
+      assert.deepEqual(store.read("bulk", { now: T0, after: since }).map((m) => m.msgId), expected.filter((id) => id > since));
+    });
+
+    test("store - binary payloads and headers round-trip exactly", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("bin"), at());
+      const every = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+      const big = randomBytes(1024 * 1024);
+      const cases: NewMessage[] = [
+        { priority: 2, headers: null, payload: every },
+        { priority: 2, headers: new Uint8Array(0), payload: new Uint8Array(0) },
+        { priority: 1, headers: Buffer.from("NATS/1.0\r\nmq9-key: k\r\nbin: \x00\xff\r\n\r\n", "latin1"), payload: Buffer.from([0, 0, 0]) },
+        { priority: 0, headers: randomBytes(4000), payload: big, key: "ключ 🔑", tags: ["a", "b,c", "", "ü"] },
+      ];
+      const stored = await Promise.all(cases.map((c) => store.append("bin", c, at())));
+      const read = store.read("bin", { now: T0 });
+      for (const c of cases) {
+        const s = stored[cases.indexOf(c)]!;
+        const r = read.find((m) => m.msgId === s.msgId)!;
+        for (const m of [s, r, store.getMessage("bin", s.msgId)!]) {
+          assert.equal(m.priority, c.priority);
+          assert.ok(Buffer.from(m.payload).equals(Buffer.from(c.payload)));
+          if (c.headers === null) assert.equal(m.headers, null);
+          else assert.ok(m.headers !== null && Buffer.from(m.headers).equals(Buffer.from(c.headers)));
+          assert.equal(m.key, c.key ?? null);
+          assert.deepEqual(m.tags, c.tags ?? []);
+          assert.equal(m.createTime, Math.floor(WALL / 1000));
+          assert.equal(m.address, "bin");
+        }
+      }
+      // The caller may reuse its buffers as soon as append() returns.
+      const reused = Buffer.from("original");
+      const pending = store.append("bin", { priority: 2, headers: reused, payload: reused }, at());
+      reused.fill(0x78);
+      const r = await pending;
+      assert.equal(Buffer.from(store.getMessage("bin", r.msgId)!.payload).toString(), "original");
+      assert.equal(Buffer.from(store.getMessage("bin", r.msgId)!.headers!).toString(), "original");
+    });
+
+    test("store - an mq9-key replaces the older message with that key in the mailbox", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("k"), at());
+      await store.createMailbox(box("other"), at());
+      const first = await store.append("k", msg(2, "v1", { key: "cfg" }), at());
+      await store.append("other", msg(2, "elsewhere", { key: "cfg" }), at());
+      await store.append("k", msg(2, "plain"), at());
+      const [second, third] = await Promise.all([
+        store.append("k", msg(0, "v2", { key: "cfg" }), at()),
+        store.append("k", msg(1, "v3-longer", { key: "cfg" }), at()),
+      ]);
+      assert.deepEqual(texts(store.read("k", { now: T0 })), ["v3-longer", "plain"]);
+      assert.equal(store.getMessage("k", first.msgId), undefined);
+      assert.equal(store.getMessage("k", second!.msgId), undefined);
+      assert.equal(store.getMailbox("k")!.messages, 2);
+      assert.equal(store.getMailbox("k")!.bytes, "v3-longer".length + "plain".length);
+      assert.deepEqual(texts(store.read("other", { now: T0 })), ["elsewhere"]);
+      assert.deepEqual(texts(store.read("k", { now: T0, key: "cfg" })), ["v3-longer"]);
+      // Once the keyed message is gone the key is free; deleting it does not touch others.
+      assert.equal(await store.deleteMessage("k", third!.msgId), true);
+      await store.append("k", msg(2, "v4", { key: "cfg" }), at());
+      assert.deepEqual(texts(store.read("k", { now: T0 })), ["plain", "v4"]);
+      assert.equal(store.stats().messages, 3);
+    });
+
+    test("store - a latest mailbox keeps only the newest message per priority", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("cap", { type: "latest" }), at());
+      await Promise.all([
+        store.append("cap", msg(2, "n1"), at()),
+        store.append("cap", msg(0, "c1"), at()),
+        store.append("cap", msg(2, "n2"), at()),
+        store.append("cap", msg(1, "u1"), at()),
+        store.append("cap", msg(2, "n3"), at()),
+      ]);
+      assert.deepEqual(texts(store.read("cap", { now: T0 })), ["c1", "u1", "n3"]);
+      await store.append("cap", msg(0, "c2"), at());
+      assert.deepEqual(texts(store.read("cap", { now: T0 })), ["c2", "u1", "n3"]);
+      assert.equal(store.getMailbox("cap")!.messages, 3);
+      assert.equal(store.stats().bytes, 6);
+    });
+
+    test("store - a message TTL hides it when due and expire() removes it", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("ttl"), at());
+      const short = await store.append("ttl", msg(1, "short", { ttlSec: 2 }), at());
+      await store.append("ttl", msg(1, "keep"), at());
+      await store.append("ttl", msg(2, "long", { ttlSec: 10 }), at());
+      assert.equal(short.expiresAt, T0 + 2000);
+      assert.deepEqual(texts(store.read("ttl", { now: T0 + 1999 })), ["short", "keep", "long"]);
+      assert.deepEqual(texts(store.read("ttl", { now: T0 + 2000 })), ["keep", "long"]);
+      assert.equal(store.getMailbox("ttl")!.messages, 3, "counted until removed");
+      const none = await store.expire(T0 + 1999);
+      assert.deepEqual(none, { mailboxes: [], messages: 0, more: false });
+      assert.deepEqual(await store.expire(T0 + 5000), { mailboxes: [], messages: 1, more: false });
+      assert.equal(store.getMessage("ttl", short.msgId), undefined);
+      assert.equal(store.getMailbox("ttl")!.messages, 2);
+      assert.equal(store.getMailbox("ttl")!.bytes, 8);
+      assert.deepEqual(await store.expire(T0 + 60_000), { mailboxes: [], messages: 1, more: false });
+      assert.deepEqual(texts(store.read("ttl", { now: T0 + 60_000 })), ["keep"]);
+      // expire() also works in slices.
+      const many = await Promise.all(Array.from({ length: 7 }, (_, i) => store.append("ttl", msg(2, `x${i}`, { ttlSec: 1 }), at())));
+      assert.equal(many.length, 7);
+      const first = await store.expire(T0 + 1000, 5);
+      assert.deepEqual([first.messages, first.more], [5, true]);
+      const second = await store.expire(T0 + 1000, 5);
+      assert.deepEqual([second.messages, second.more], [2, false]);
+      assert.equal(store.stats().messages, 1);
+    });
+
+    test("store - a delayed message is not read before it is visible", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("later"), at());
+      const d = await store.append("later", msg(0, "delayed", { delaySec: 5 }), at());
+      await store.append("later", msg(2, "now"), at());
+      assert.equal(d.visibleAt, T0 + 5000);
+      assert.deepEqual(texts(store.read("later", { now: T0 + 4999 })), ["now"]);
+      assert.deepEqual(texts(store.read("later", { now: T0 + 5000 })), ["delayed", "now"]);
+      assert.equal(store.getMessage("later", d.msgId)!.visibleAt, T0 + 5000);
+    });
+
+    test("store - mailbox expiry removes the mailbox, its messages and its group state", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("tmp", { ttlSec: 1, public: true, desc: "d" }), at());
+      await store.createMailbox(box("renewed", { ttlSec: 1 }), at());
+      await store.createMailbox(box("never"), at());
+      const m = await store.append("tmp", msg(0, "x", { ttlSec: 100 }), at());
+      await store.append("tmp", msg(2, "y", { key: "k" }), at());
+      await store.append("never", msg(2, "stays"), at());
+      await store.ackGroup("tmp", "g", [m.msgId]);
+      assert.ok(store.getGroup("tmp", "g"));
+      await store.createMailbox(box("renewed", { ttlSec: 5 }), at(T0 + 900)); // now due at T0 + 5900
+      assert.deepEqual(await store.expire(T0 + 999), { mailboxes: [], messages: 0, more: false });
+      const r = await store.expire(T0 + 1000);
+      assert.deepEqual(r.mailboxes.map((b) => [b.address, b.messages, b.public]), [["tmp", 2, true]]);
+      assert.equal(r.messages, 0);
+      assert.equal(store.getMailbox("tmp"), undefined);
+      assert.equal(store.getGroup("tmp", "g"), undefined);
+      assert.throws(() => store.read("tmp", { now: T0 }), (e: unknown) => e instanceof Mq9Error && e.code === ErrorCode.MAILBOX_NOT_FOUND);
+      await rejectsWith(store.append("tmp", msg(0, "z"), at()), ErrorCode.MAILBOX_NOT_FOUND);
+      // The message's own expiry entry went with the mailbox: nothing left to sweep later.
+      const later = await store.expire(T0 + 200_000);
+      assert.deepEqual([later.mailboxes.map((b) => b.address), later.messages], [["renewed"], 0]);
+      assert.equal(store.getMailbox("renewed"), undefined);
+      // Recreated under the same address it starts empty.
+      await store.createMailbox(box("tmp"), at());
+      assert.deepEqual(store.read("tmp", { now: T0 }), []);
+      assert.equal(store.getGroup("tmp", "g"), undefined);
+      await store.append("tmp", msg(2, "y2", { key: "k" }), at());
+      assert.equal(store.getMailbox("tmp")!.messages, 1);
+      assert.deepEqual(texts(store.read("never", { now: T0 })), ["stays"]);
+      assert.deepEqual({ mailboxes: store.stats().mailboxes, messages: store.stats().messages }, { mailboxes: 2, messages: 2 });
+    });
+
+    test("store - deleteMessage removes only a message of that mailbox", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("a"), at());
+      await store.createMailbox(box("b"), at());
+      const ma = await store.append("a", msg(1, "in a", { ttlSec: 5, key: "k" }), at());
+      const mb = await store.append("b", msg(1, "in b"), at());
+      assert.equal(await store.deleteMessage("b", ma.msgId), false);
+      assert.equal(await store.deleteMessage("nope", ma.msgId), false);
+      assert.equal(await store.deleteMessage("a", 999_999), false);
+      assert.deepEqual(texts(store.read("a", { now: T0 })), ["in a"]);
+      assert.equal(await store.deleteMessage("a", ma.msgId), true);
+      assert.equal(await store.deleteMessage("a", ma.msgId), false);
+      assert.deepEqual(store.read("a", { now: T0 }), []);
+      assert.deepEqual(texts(store.read("b", { now: T0 })), ["in b"]);
+      assert.equal(store.getMessage("b", mb.msgId)!.msgId, mb.msgId);
+      assert.deepEqual(await store.expire(T0 + 10_000), { mailboxes: [], messages: 0, more: false });
+      assert.equal(store.stats().messages, 1);
+    });
+
+    test("store - each limit refuses with its code and changes nothing", async () => {
+      {
+        const { store } = await fresh({ maxMailboxes: 2 });
+        await store.createMailbox(box("one"), at());
+        await store.createMailbox(box("two"), at());
+        const before = snapshot(store);
+        await rejectsWith(store.createMailbox(box("three"), at()), ErrorCode.LIMIT_MAILBOXES);
+        assert.deepEqual(snapshot(store), before);
+        await store.createMailbox(box("two", { ttlSec: 9 }), at()); // a renewal is not a new mailbox
+      }
+      {
+        const { store } = await fresh({ maxMessagesPerMailbox: 3 });
+        await store.createMailbox(box("m"), at());
+        await store.createMailbox(box("m2"), at());
+        await Promise.all([store.append("m", msg(0, "1"), at()), store.append("m", msg(0, "2", { key: "k" }), at()), store.append("m", msg(0, "3"), at())]);
+        const before = snapshot(store);
+        await rejectsWith(store.append("m", msg(2, "4"), at()), ErrorCode.LIMIT_MAILBOX_MESSAGES);
+        assert.deepEqual(snapshot(store), before);
+        await store.append("m", msg(2, "2b", { key: "k" }), at()); // replaces: still 3
+        await store.append("m2", msg(2, "other mailbox"), at());
+        assert.equal(store.getMailbox("m")!.messages, 3);
+      }
+      {
+        const { store } = await fresh({ maxBytesPerMailbox: 10 });
+        await store.createMailbox(box("b"), at());
+        await store.append("b", { priority: 0, headers: Buffer.from("hh"), payload: Buffer.from("12345") }, at());
+        const before = snapshot(store);
+        await rejectsWith(store.append("b", msg(0, "1234"), at()), ErrorCode.LIMIT_MAILBOX_BYTES);
+        await rejectsWith(store.append("b", msg(0, "x".repeat(11)), at()), ErrorCode.LIMIT_MAILBOX_BYTES);
+        assert.deepEqual(snapshot(store), before);
+        await store.append("b", msg(0, "123"), at());
+        assert.equal(store.getMailbox("b")!.bytes, 10);
+      }
+      {
+        const { store } = await fresh({ maxStoreBytes: 8 });
+        await store.createMailbox(box("s1", { type: "latest" }), at());
+        await store.createMailbox(box("s2"), at());
+        await store.append("s1", msg(2, "12345"), at());
+        await store.append("s2", msg(2, "123"), at());
+        const before = snapshot(store);
+        // Several refused in one batch, mixed with one that fits (a latest replacement).
+        const results = await Promise.allSettled([
+          store.append("s2", msg(2, "x"), at()),
+          store.append("s1", msg(2, "abcd"), at()),
+          store.append("s1", msg(1, "y"), at()),
+        ]);
+        assert.deepEqual(results.map((r) => r.status), ["rejected", "fulfilled", "fulfilled"]);
+        assert.equal((results[0] as PromiseRejectedResult).reason.code, ErrorCode.LIMIT_STORE_BYTES);
+        assert.equal(store.stats().bytes, 8);
+        await rejectsWith(store.append("s2", msg(2, "z"), at()), ErrorCode.LIMIT_STORE_BYTES);
+        assert.notDeepEqual(snapshot(store), before);
+      }
+    });
+
+    test("store - invalid input and missing mailboxes are refused", async () => {
+      const { store } = await fresh();
+      await rejectsWith(store.createMailbox(box("bad\x00name"), at()), ErrorCode.STORE_INVALID_INPUT);
+      await rejectsWith(store.createMailbox(box("x".repeat(257)), at()), ErrorCode.STORE_INVALID_INPUT);
+      await rejectsWith(store.createMailbox(box(""), at()), ErrorCode.STORE_INVALID_INPUT);
+      await rejectsWith(store.createMailbox(box("t", { type: "weird" as never }), at()), ErrorCode.STORE_INVALID_INPUT);
+      await store.createMailbox(box("é".repeat(128)), at()); // 256 bytes is fine
+      await rejectsWith(store.append("missing", msg(0, "x"), at()), ErrorCode.MAILBOX_NOT_FOUND);
+      await store.createMailbox(box("ok"), at());
+      await rejectsWith(store.append("ok", msg(3 as never, "x"), at()), ErrorCode.STORE_INVALID_INPUT);
+      await rejectsWith(store.append("ok", msg(0, "x", { key: "a\x00b" }), at()), ErrorCode.STORE_INVALID_INPUT);
+      await rejectsWith(store.append("ok", msg(0, "x", { ttlSec: -1 }), at()), ErrorCode.STORE_INVALID_INPUT);
+      await rejectsWith(store.saveGroup("missing", "g", newGroupState()), ErrorCode.MAILBOX_NOT_FOUND);
+      await rejectsWith(store.ackGroup("missing", "g", [1]), ErrorCode.MAILBOX_NOT_FOUND);
+      await rejectsWith(store.ackGroup("ok", "g", [0]), ErrorCode.STORE_INVALID_INPUT);
+      assert.throws(() => store.read("missing", { now: T0 }), (e: unknown) => e instanceof Mq9Error && e.code === ErrorCode.MAILBOX_NOT_FOUND);
+      assert.equal(store.stats().messages, 0);
+      assert.equal(store.stats().lastMsgId, 0, "refused appends use no msgId");
+    });
+
+    test("store - group progress: out-of-order acks never skip an unacknowledged message", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("q"), at());
+      await store.createMailbox(box("noise"), at());
+      const m: StoredMessage[] = [];
+      for (let i = 0; i < 9; i++) {
+        m.push(await store.append("q", msg((i % 3) as PriorityRank, `m${i}`), at()));
+        await store.append("noise", msg(2, "gap"), at()); // ids in q have gaps
+      }
+      const ids = (rank: number) => m.filter((x) => x.priority === rank).map((x) => x.msgId);
+      const [c, u, n] = [ids(0), ids(1), ids(2)];
+      const pending = (g: GroupState | undefined) => store.read("q", { now: T0, group: g }).map((x) => x.msgId);
+      assert.equal(store.getGroup("q", "g"), undefined);
+      // Ack the newest normal and the middle critical first: no floor passes an unacked message
+      // (a floor rests just below the first stored message that is not done).
+      let g = await store.ackGroup("q", "g", [n[2]!, c[1]!]);
+      assert.deepEqual(g.map((p) => p.floor), [c[0]! - 1, u[0]! - 1, n[0]! - 1]);
+      assert.deepEqual(pending(g), [c[0], c[2], ...u, n[0], n[1]]);
+      // Concurrent acks in one turn are all recorded.
+      await Promise.all([store.ackGroup("q", "g", [c[0]!]), store.ackGroup("q", "g", [u[1]!]), store.ackGroup("q", "g", [n[0]!])]);
+      g = store.getGroup("q", "g")!;
+      assert.deepEqual(pending(g), [c[2], u[0], u[2], n[1]]);
+      assert.equal(g[0].floor, c[2]! - 1); // c0, c1 done, c2 not
+      assert.deepEqual(g[0].done, []);
+      assert.equal(g[1].floor, u[0]! - 1);
+      assert.deepEqual(g[1].done, [u[1]]);
+      assert.equal(g[2].floor, n[1]! - 1);
+      assert.deepEqual(g[2].done, [n[2]]);
+      // An unknown id (or one of another mailbox) changes nothing.
+      assert.deepEqual(await store.ackGroup("q", "g", [999_999, (await store.append("noise", msg(0, "z"), at())).msgId]), g);
+      // Deleting the message that blocks a floor lets the next ack pass over it.
+      await store.deleteMessage("q", u[0]!);
+      g = await store.ackGroup("q", "g", [u[2]!]);
+      assert.deepEqual(pending(g), [c[2], n[1]]);
+      assert.equal(g[1].floor, store.stats().lastMsgId, "nothing left in urgent: floor at the last issued id");
+      // Everything done: later messages are still pending for the group.
+      g = await store.ackGroup("q", "g", [c[2]!, n[1]!]);
+      assert.deepEqual(pending(g), []);
+      assert.deepEqual(g.map((p) => p.done), [[], [], []]);
+      const late = await store.append("q", msg(1, "late"), at());
+      assert.deepEqual(pending(store.getGroup("q", "g")), [late.msgId]);
+      // Another group has its own progress; saveGroup sets a position (deliver from an id).
+      assert.deepEqual(pending(undefined).length, 9);
+      const from = await store.saveGroup("q", "h", newGroupState(n[0]!));
+      assert.deepEqual(pending(from), pending(undefined).filter((id) => id > n[0]!));
+      assert.equal(await store.deleteGroup("q", "h"), true);
+      assert.equal(await store.deleteGroup("q", "h"), false);
+      assert.equal(store.getGroup("q", "h"), undefined);
+    });
+
+    test("store - meta values are kept", async () => {
+      const { store } = await fresh();
+      assert.equal(store.getMeta("clock"), undefined);
+      const v = { timelineMs: 123_456, wallMs: WALL, list: [1, "two", null, true] };
+      await store.setMeta("clock", v);
+      assert.deepEqual(store.getMeta("clock"), v);
+      await store.setMeta("clock", 5);
+      assert.equal(store.getMeta("clock"), 5);
+    });
+
+    test("store - a closed store refuses every call", async () => {
+      const { store } = await factory();
+      await store.createMailbox(box("c"), at());
+      const last = store.append("c", msg(0, "in flight"), at());
+      await store.close();
+      assert.equal((await last).msgId, 1, "a write issued before close() completes");
+      await rejectsWith(store.append("c", msg(0, "x"), at()), ErrorCode.STORE_CLOSED);
+      assert.throws(() => store.getMailbox("c"), (e: unknown) => e instanceof Mq9Error && e.code === ErrorCode.STORE_CLOSED);
+      await store.close(); // twice is fine
+    });
+
+    test("store - everything survives a reopen (persistent stores)", async (t) => {
+      const subject = await fresh();
+      if (!subject.reopen) return t.skip("not persistent");
+      let store = subject.store;
+      await store.createMailbox(box("p", { ttlSec: 60, public: true, desc: "keep me" }), at());
+      const written = await Promise.all([
+        store.append("p", { priority: 1, headers: Buffer.from([1, 2, 3]), payload: randomBytes(300), key: "k", tags: ["t"] }, at()),
+        store.append("p", msg(0, "c", { ttlSec: 30, delaySec: 1 }), at()),
+        store.append("p", msg(2, "n"), at()),
+      ]);
+      const top = await store.append("p", msg(2, "top"), at());
+      await store.deleteMessage("p", top.msgId);
+      await store.ackGroup("p", "g", [written[2]!.msgId]);
+      await store.setMeta("clock", { timelineMs: 42, wallMs: 7 });
+      const before = { ...snapshot(store, T0 + 1000), group: store.getGroup("p", "g"), meta: store.getMeta("clock"), box: store.getMailbox("p") };
+      const read = store.read("p", { now: T0 + 1000 });
+      store = await subject.reopen();
+      subject.store = store;
+      assert.deepEqual({ ...snapshot(store, T0 + 1000), group: store.getGroup("p", "g"), meta: store.getMeta("clock"), box: store.getMailbox("p") }, before);
+      assert.deepEqual(
+        store.read("p", { now: T0 + 1000 }).map((m) => ({ ...m, payload: Buffer.from(m.payload), headers: m.headers && Buffer.from(m.headers) })),
+        read.map((m) => ({ ...m, payload: Buffer.from(m.payload), headers: m.headers && Buffer.from(m.headers) })),
+      );
+      const next = await store.append("p", msg(2, "after reopen"), at());
+      assert.ok(next.msgId > top.msgId, "the msgId counter survives, deleted ids are not reused");
+      assert.equal((await store.expire(T0 + 30_000)).messages, 1);
+      assert.equal((await store.expire(T0 + 60_000)).mailboxes.length, 1);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Pure group helpers
+
+test("store - group helpers: markDone never moves the floor, compactProgress only over done or gone ids", () => {
+  let s = newGroupState();
+  s = markDone(s, 2, 30);
+  s = markDone(s, 2, 10);
+  s = markDone(s, 2, 10);
+  assert.deepEqual(s[2], { floor: 0, done: [10, 30] });
+  assert.equal(isDone(s, 2, 10), true);
+  assert.equal(isDone(s, 2, 20), false);
+  assert.equal(isDone(s, 1, 10), false);
+  // stored normal ids: 10, 20, 30 -> floor may pass 10 only
+  assert.deepEqual(compactProgress(s[2], [10, 20, 30], 99), { floor: 19, done: [30] });
+  // 20 gone: everything stored is done -> floor at the last issued id
+  assert.deepEqual(compactProgress(s[2], [10, 30], 99), { floor: 99, done: [] });
+  // nothing done yet: the floor stops just below the first stored id
+  assert.deepEqual(compactProgress({ floor: 0, done: [] }, [7, 8], 99), { floor: 6, done: [] });
+  // done ids of messages deleted meanwhile are dropped once passed
+  assert.deepEqual(compactProgress({ floor: 0, done: [3, 5, 9] }, [5, 8, 9], 99), { floor: 7, done: [9] });
+  const same = { floor: 4, done: [] };
+  assert.equal(compactProgress(same, [5], 99), same);
+});
+
+// ---------------------------------------------------------------------------------------
+// Both implementations
+
+const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), "mq9-store-test-"));
+after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
+let dirCount = 0;
+const newDir = () => path.join(tmpRoot, `s${++dirCount}`);
+
+conformance("memory", async (limits) => ({ store: createMemoryStore(limits) }));
+
+conformance("lmdb", async (limits) => {
+  const dir = newDir();
+  const subject: Subject = {
+    store: await openLmdbStore({ path: dir, ...limits }),
+    reopen: async () => {
+      await subject.store.close();
+      subject.store = await openLmdbStore({ path: dir, ...limits });
+      return subject.store;
+    },
+  };
+  return subject;
+});
+
+// ---------------------------------------------------------------------------------------
+// LMDB only
+
+describe("store (lmdb only)", () => {
+  const refused = async (p: string) => rejectsWith(openLmdbStore({ path: p }), ErrorCode.STORE_OPEN_FAILED);
+  const fingerprint = (p: string) => {
+    const st = fs.statSync(p);
+    return { size: st.size, mtimeMs: st.mtimeMs, hash: st.isFile() ? fs.readFileSync(p).toString("base64") : fs.readdirSync(p).join(",") };
+  };
+
+  test("store - a path that is not a store is refused and left untouched", async () => {
+    const file = path.join(newDir() + ".txt");
+    fs.writeFileSync(file, "not a store");
+    const garbageDir = newDir();
+    fs.mkdirSync(garbageDir);
+    fs.writeFileSync(path.join(garbageDir, "data.mdb"), randomBytes(20_000));
+    const zeros = newDir();
+    fs.mkdirSync(zeros);
+    fs.writeFileSync(path.join(zeros, "data.mdb"), Buffer.alloc(8192));
+    const busy = newDir();
+    fs.mkdirSync(busy);
+    fs.writeFileSync(path.join(busy, "notes.txt"), "someone else's folder");
+    for (const p of [file, path.join(garbageDir, "data.mdb"), path.join(zeros, "data.mdb"), busy]) {
+      const before = fingerprint(p);
+      await refused(p.endsWith("data.mdb") ? path.dirname(p) : p);
+      assert.deepEqual(fingerprint(p), before, p);
+    }
+    assert.deepEqual(fs.readdirSync(garbageDir), ["data.mdb"], "no lock file made next to garbage");
+    // An existing empty directory, or one that does not exist yet, becomes a store.
+    const empty = newDir();
+    fs.mkdirSync(empty);
+    await (await openLmdbStore({ path: empty })).close();
+    await (await openLmdbStore({ path: path.join(newDir(), "a", "b") })).close();
+  });
+
+  test("store - an LMDB env that is not an mq9 store is refused", async () => {
+    const dir = newDir();
+    const lmdb = await import("lmdb");
+    const foreign = lmdb.open({ path: dir });
+    foreign.openDB({ name: "their-data" }).putSync("k", "v");
+    await foreign.close();
+    const before = fingerprint(path.join(dir, "data.mdb"));
+    await refused(dir);
+    assert.deepEqual(fingerprint(path.join(dir, "data.mdb")), before);
+    // A store written by a newer format is refused too.
+    const newer = newDir();
+    await (await openLmdbStore({ path: newer })).close();
+    const raw = lmdb.open({ path: newer });
+    raw.openDB({ name: "meta" }).putSync("format", 2);
+    await raw.close();
+    await refused(newer);
+  });
+
+  test("store - a store opened twice in one process is refused", async () => {
+    const dir = newDir();
+    const store = await openLmdbStore({ path: dir });
+    await refused(dir);
+    await store.close();
+    await (await openLmdbStore({ path: dir })).close();
+  });
+
+  test("store - after SIGKILL every resolved append is there, in order, once; counters agree", async () => {
+    const dir = newDir();
+    const script = path.join(tmpRoot, "append-loop.js");
+    fs.writeFileSync(
+      script,
+      `const { openLmdbStore } = require(${JSON.stringify(STORE_MODULE)});
+(async () => {
+  const store = await openLmdbStore({ path: process.argv[2] });
+  const at = () => ({ now: 0, wallMs: Date.now() });
+  await store.createMailbox({ address: "crash", public: false, desc: "", type: "standard", ttlSec: 0 }, at());
+  let i = 0;
+  const one = () => {
+    const n = i++;
+    store.append("crash", { priority: n % 3, headers: null, payload: Buffer.from("m" + n), key: n % 10 === 0 ? "k" + (n % 7) : null }, at())
+      .then((m) => { process.stdout.write(m.msgId + " " + m.priority + " " + n + "\\n"); one(); }, (e) => { console.error(e); process.exit(2); });
+  };
+  for (let k = 0; k < 64; k++) one();
+})();
+`,
+    );
+    const child = spawn(process.execPath, [script, dir], { stdio: ["ignore", "pipe", "inherit"] });
+    const acked: { msgId: number; priority: number; n: number }[] = [];
+    let buffered = "";
+    await new Promise<void>((resolve, reject) => {
+      child.on("exit", (code, signal) => reject(new Error(`child ended early: ${code} ${signal}`)));
+      child.stdout!.on("data", (chunk: Buffer) => {
+        buffered += chunk.toString();
+        const lines = buffered.split("\n");
+        buffered = lines.pop()!;
+        for (const line of lines) {
+          const [msgId, priority, n] = line.split(" ").map(Number);
+          acked.push({ msgId: msgId!, priority: priority!, n: n! });
+        }
+        if (acked.length >= 2000) resolve();
+      });
+    });
+    // While the child holds the store, another process may not open it.
+    await refused(dir);
+    child.removeAllListeners("exit");
+    const exited = new Promise((resolve) => child.on("exit", resolve));
+    child.kill("SIGKILL");
+    await exited;
+
+    const store = await openLmdbStore({ path: dir });
+    try {
+      const all = store.read("crash", { now: 0 });
+      const byId = new Map(all.map((m) => [m.msgId, m]));
+      assert.equal(byId.size, all.length);
+      const replacedKeys = new Set<number>(); // keyed messages may have been replaced by a later one
+      for (const a of acked) {
+        const m = byId.get(a.msgId);
+        if (!m) {
+          assert.ok(a.n % 10 === 0, `acked msgId ${a.msgId} (message ${a.n}) is missing`);
+          replacedKeys.add(a.n);
+          continue;
+        }
+        assert.equal(m.priority, a.priority);
+        assert.equal(Buffer.from(m.payload).toString(), "m" + a.n);
+      }
+      for (const n of replacedKeys) {
+        const key = "k" + (n % 7);
+        const newer = all.find((m) => m.key === key);
+        assert.ok(newer && Number(Buffer.from(newer.payload).toString().slice(1)) > n, `message ${n} was replaced by a newer one with key ${key}`);
+      }
+      // In order and none twice: within a priority, msgId order is the order of the calls.
+      const seen = new Set<string>();
+      let lastRank = 0;
+      let lastId = 0;
+      let lastN = -1;
+      for (const m of all) {
+        const text = Buffer.from(m.payload).toString();
+        assert.ok(!seen.has(text), `${text} stored twice`);
+        seen.add(text);
+        if (m.priority !== lastRank) (lastRank = m.priority), (lastId = 0), (lastN = -1);
+        const n = Number(text.slice(1));
+        assert.ok(m.msgId > lastId && n > lastN, "delivery order");
+        lastId = m.msgId;
+        lastN = n;
+      }
+      const meta = store.getMailbox("crash")!;
+      assert.equal(meta.messages, all.length);
+      assert.equal(meta.bytes, all.reduce((s, m) => s + m.payload.length, 0));
+      assert.equal(store.stats().messages, all.length);
+      const next = await store.append("crash", msg(0, "after"), at());
+      assert.ok(next.msgId > Math.max(...acked.map((a) => a.msgId)));
+      assert.ok(store.stats().lastMsgId >= Math.max(...all.map((m) => m.msgId)));
+    } finally {
+      await store.close();
+    }
+  });
+
+  test("store - a full disk gives STORE_FULL and the store keeps reading and deleting", async () => {
+    const dir = newDir();
+    const script = path.join(tmpRoot, "fill.js");
+    fs.writeFileSync(
+      script,
+      `const { openLmdbStore } = require(${JSON.stringify(STORE_MODULE)});
+(async () => {
+  const store = await openLmdbStore({ path: process.argv[2], maxStoreBytes: 0, maxBytesPerMailbox: 0 });
+  const at = () => ({ now: 0, wallMs: Date.now() });
+  await store.createMailbox({ address: "fill", public: false, desc: "", type: "standard", ttlSec: 0 }, at());
+  const ids = [];
+  let error;
+  for (let i = 0; i < 1000 && !error; i++) {
+    await store.append("fill", { priority: 2, headers: null, payload: Buffer.alloc(32 * 1024, i) }, at()).then((m) => ids.push(m.msgId), (e) => (error = e));
+  }
+  const readable = store.read("fill", { now: 0 }).length;
+  let deleted = 0;
+  for (const id of ids.slice(0, 20)) if (await store.deleteMessage("fill", id)) deleted++;
+  const small = await store.append("fill", { priority: 0, headers: null, payload: Buffer.from("small") }, at()).then(() => "ok", (e) => e.code);
+  const meta = store.getMailbox("fill");
+  await store.close();
+  process.stdout.write(JSON.stringify({ code: error && error.code, acked: ids.length, readable, deleted, small, messages: meta.messages }));
+})().catch((e) => { console.error(e); process.exit(3); });
+`,
+    );
+    // RLIMIT_FSIZE stands in for a full disk (Node ignores SIGXFSZ, so writes fail with EFBIG).
+    const r = spawnSync("/bin/sh", ["-c", 'ulimit -f 4096 && exec "$0" "$@"', process.execPath, script, dir], { encoding: "utf8", timeout: 20_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as Record<string, unknown>;
+    assert.equal(out.code, ErrorCode.STORE_FULL);
+    assert.ok((out.acked as number) > 10);
+    assert.equal(out.readable, out.acked);
+    assert.equal(out.deleted, 20);
+    assert.equal(out.small, "ok");
+    assert.equal(out.messages, (out.acked as number) - 20 + 1);
+    const store = await openLmdbStore({ path: dir });
+    try {
+      assert.equal(store.read("fill", { now: 0 }).length, out.messages);
+      assert.equal(store.getMailbox("fill")!.messages, out.messages);
+    } finally {
+      await store.close();
+    }
+  });
+});
