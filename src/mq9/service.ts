@@ -122,9 +122,12 @@ export class Mq9Service {
     return { now: this.clock.now(), wallMs: this.clock.wallMs() };
   }
 
-  /** The mailbox, or the "does not exist" error every command gives. */
+  /**
+   * The mailbox, or the "does not exist" error every command gives. Only addresses that
+   * follow the naming rules are reachable, so the broker's internal mailboxes are not.
+   */
   mailbox(address: string): MailboxMeta {
-    const m = this.store.getMailbox(address);
+    const m = nameError(address) === null ? this.store.getMailbox(address) : undefined;
     if (m === undefined || (m.expiresAt !== 0 && m.expiresAt <= this.clock.now())) {
       throw new Mq9Error(ErrorCode.MAILBOX_NOT_FOUND, `mailbox ${address} does not exist`);
     }

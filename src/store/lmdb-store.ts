@@ -2,7 +2,7 @@
 //
 //   mailboxes  address                          -> [public, desc, type, ttlSec, createdAt, expiresAt, token,
 //                                                   [messages by rank], [bytes by rank]]   (msgpack)
-//   messages   [address, rank, msgId]           -> message record (binary, see encodeRecord)
+//   messages   [address, rank, msgId]           -> message record (binary, see lmdb-record.ts)
 //   keys       [address, mq9-key]               -> [rank, msgId]                            (msgpack)
 //   expiry     [expiresAt, 0, address]          -> 1   mailbox due at expiresAt
 //              [expiresAt, 1, address, rank, msgId] -> 1   message due at expiresAt
@@ -48,10 +48,12 @@ import {
   validKeyString,
 } from "./limits.js";
 import type { CheckedMessage, StoreLimits } from "./limits.js";
+import { checkDataFile, lockHolder, openFailed } from "./lmdb-open.js";
+import { boxFromRecord, decodeInfo, encodeRecord, groupFromRecord, recordOf, recordOfGroup, toMessage, view } from "./lmdb-record.js";
+import type { Box, Counts, GroupRecord, MailboxRecord, RecordInfo } from "./lmdb-record.js";
 import { compactProgress, isDone, markDone, MailboxType, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
 import type {
   ExpireResult,
-  GroupProgress,
   GroupState,
   Instant,
   MailboxMeta,
@@ -89,227 +91,7 @@ const KEY_MAX = new Uint8Array([0xff]);
 const openPaths = new Set<string>();
 
 // ---------------------------------------------------------------------------------------
-// Message record: a small header, the header block, the key and tags, then the payload.
-//
-//   u8 format (1) | u8 flags | u32le createTime (s)
-//   [f64le expiresAt]           if flags & EXPIRES
-//   [f64le visibleAt]           if flags & DELAYED
-//   [u32le n | n bytes headers] if flags & HEADERS   (absent flag = headers null)
-//   [u16le n | n bytes key]     if flags & KEY
-//   [u16le count | (u16le n | n bytes tag)*] if flags & TAGS
-//   payload: every remaining byte
-
-const REC_FORMAT = 1;
-const F_HEADERS = 1;
-const F_KEY = 2;
-const F_TAGS = 4;
-const F_EXPIRES = 8;
-const F_DELAYED = 16;
-
-/** Fields of a record needed to remove it and to filter reads, without the payload. */
-interface RecordInfo {
-  createTime: number;
-  expiresAt: number;
-  visibleAt: number;
-  headers: Uint8Array | null;
-  key: string | null;
-  tags: string[];
-  payloadOffset: number;
-  size: number;
-}
-
-function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: number, visibleAt: number): Buffer {
-  const keyBytes = m.key === null ? null : Buffer.from(m.key, "utf8");
-  const tagBytes = m.tags.map((t) => Buffer.from(t, "utf8"));
-  let flags = 0;
-  let n = 6;
-  if (expiresAt !== 0) (flags |= F_EXPIRES), (n += 8);
-  if (visibleAt !== 0) (flags |= F_DELAYED), (n += 8);
-  if (m.headers !== null) (flags |= F_HEADERS), (n += 4 + m.headers.byteLength);
-  if (keyBytes !== null) (flags |= F_KEY), (n += 2 + keyBytes.length);
-  if (tagBytes.length > 0) {
-    flags |= F_TAGS;
-    n += 2;
-    for (const t of tagBytes) n += 2 + t.length;
-  }
-  const buf = Buffer.allocUnsafe(n + m.payload.byteLength);
-  buf[0] = REC_FORMAT;
-  buf[1] = flags;
-  buf.writeUInt32LE(Math.min(0xffffffff, Math.max(0, createTime)), 2);
-  let o = 6;
-  if (flags & F_EXPIRES) o = buf.writeDoubleLE(expiresAt, o);
-  if (flags & F_DELAYED) o = buf.writeDoubleLE(visibleAt, o);
-  if (m.headers !== null) {
-    o = buf.writeUInt32LE(m.headers.byteLength, o);
-    buf.set(m.headers, o);
-    o += m.headers.byteLength;
-  }
-  if (keyBytes !== null) {
-    o = buf.writeUInt16LE(keyBytes.length, o);
-    o += keyBytes.copy(buf, o);
-  }
-  if (flags & F_TAGS) {
-    o = buf.writeUInt16LE(tagBytes.length, o);
-    for (const t of tagBytes) {
-      o = buf.writeUInt16LE(t.length, o);
-      o += t.copy(buf, o);
-    }
-  }
-  buf.set(m.payload, o);
-  return buf;
-}
-
-function decodeInfo(buf: Buffer): RecordInfo {
-  if (buf[0] !== REC_FORMAT) throw new Error(`unknown message record format ${buf[0]}`);
-  const flags = buf[1]!;
-  const createTime = buf.readUInt32LE(2);
-  let o = 6;
-  let expiresAt = 0;
-  let visibleAt = 0;
-  let headers: Uint8Array | null = null;
-  let key: string | null = null;
-  const tags: string[] = [];
-  if (flags & F_EXPIRES) (expiresAt = buf.readDoubleLE(o)), (o += 8);
-  if (flags & F_DELAYED) (visibleAt = buf.readDoubleLE(o)), (o += 8);
-  if (flags & F_HEADERS) {
-    const n = buf.readUInt32LE(o);
-    headers = buf.subarray(o + 4, o + 4 + n);
-    o += 4 + n;
-  }
-  if (flags & F_KEY) {
-    const n = buf.readUInt16LE(o);
-    key = buf.toString("utf8", o + 2, o + 2 + n);
-    o += 2 + n;
-  }
-  if (flags & F_TAGS) {
-    const count = buf.readUInt16LE(o);
-    o += 2;
-    for (let i = 0; i < count; i++) {
-      const n = buf.readUInt16LE(o);
-      tags.push(buf.toString("utf8", o + 2, o + 2 + n));
-      o += 2 + n;
-    }
-  }
-  return { createTime, expiresAt, visibleAt, headers, key, tags, payloadOffset: o, size: buf.length - o + (headers?.byteLength ?? 0) };
-}
-
-function toMessage(address: string, priority: PriorityRank, msgId: number, buf: Buffer, info = decodeInfo(buf)): StoredMessage {
-  return {
-    msgId,
-    address,
-    priority,
-    createTime: info.createTime,
-    headers: info.headers,
-    payload: buf.subarray(info.payloadOffset),
-    key: info.key,
-    tags: info.tags,
-    expiresAt: info.expiresAt,
-    visibleAt: info.visibleAt,
-  };
-}
-
-// ---------------------------------------------------------------------------------------
-// Mailbox record
-
-type Counts = [number, number, number];
-type MailboxRecord = [boolean, string, string, number, number, number, string, Counts, Counts];
-
-interface Box {
-  meta: Omit<MailboxMeta, "messages" | "bytes">;
-  /** Messages and bytes by rank. */
-  counts: Counts;
-  bytes: Counts;
-}
-
-function boxFromRecord(address: string, r: MailboxRecord): Box {
-  const [pub, desc, type, ttlSec, createdAt, expiresAt, token, counts, bytes] = r;
-  return {
-    meta: { address, public: pub, desc, type: type as MailboxType, ttlSec, createdAt, expiresAt, token },
-    counts: [...counts],
-    bytes: [...bytes],
-  };
-}
-
-function recordOf(b: Box): MailboxRecord {
-  const m = b.meta;
-  return [m.public, m.desc, m.type, m.ttlSec, m.createdAt, m.expiresAt, m.token, b.counts, b.bytes];
-}
-
-function view(b: Box): MailboxMeta {
-  return { ...b.meta, messages: b.counts[0] + b.counts[1] + b.counts[2], bytes: b.bytes[0] + b.bytes[1] + b.bytes[2] };
-}
-
-type GroupRecord = [number, number[]][];
-
-function groupFromRecord(r: GroupRecord): GroupState {
-  return r.map(([floor, done]) => ({ floor, done })) as unknown as GroupState;
-}
-
-function recordOfGroup(s: GroupState): GroupRecord {
-  return s.map((p: GroupProgress) => [p.floor, [...p.done]]);
-}
-
-// ---------------------------------------------------------------------------------------
 // Opening
-
-function openFailed(message: string, cause?: unknown): Mq9Error {
-  return new Mq9Error(ErrorCode.STORE_OPEN_FAILED, message, cause === undefined ? undefined : { cause });
-}
-
-/**
- * Checks the data file as LMDB's own header check does, before lmdb-js sees it: lmdb-js
- * 3.5.6 crashes the process (double free in its env-open error path) on any file that
- * mdb_env_open refuses.
- */
-function checkDataFile(file: string): void {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, "r+");
-  } catch (err) {
-    throw openFailed(`cannot open ${file} for reading and writing`, err);
-  }
-  try {
-    const size = fs.fstatSync(fd).size;
-    if (size === 0) return; // LMDB initialises an empty file (a crash right at creation)
-    const head = Buffer.alloc(64);
-    fs.readSync(fd, head, 0, 64, 0);
-    const flags = head.readUInt16LE(18); // page header: pgno u64, txnid u64, pad u16, flags u16
-    const magic = head.readUInt32LE(24);
-    const version = head.readUInt32LE(28) & 0xffff;
-    const pageSize = head.readUInt32LE(48); // mm_dbs[FREE_DBI].md_pad
-    const bad = (why: string) => openFailed(`${file} is not an LMDB data file (${why}); it was left untouched`);
-    if (!(flags & 0x08)) throw bad("first page is not a meta page");
-    if (magic !== 0xbeefc0de) throw bad("bad magic");
-    if (version !== 2) throw bad(`data format version ${version}, expected 2`);
-    if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) throw bad(`page size ${pageSize}`);
-    if (size < 2 * pageSize) throw bad(`file is ${size} bytes, shorter than its meta pages`);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Linux: another process holding the env (LMDB keeps a POSIX lock on lock.mdb). */
-function lockHolder(lockFile: string): number | undefined {
-  let st: fs.Stats;
-  let locks: string;
-  try {
-    st = fs.statSync(lockFile);
-    locks = fs.readFileSync("/proc/locks", "utf8");
-  } catch {
-    return undefined;
-  }
-  const major = (st.dev >> 8) & 0xfff;
-  const minor = (st.dev & 0xff) | ((st.dev >> 12) & 0xfff00);
-  const id = `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}:${st.ino}`;
-  for (const line of locks.split("\n")) {
-    const f = line.trim().split(/\s+/);
-    // "1: POSIX  ADVISORY  READ 7368 fe:00:2155490 0 0"
-    if (f[1] !== "POSIX" || f[5] !== id) continue;
-    const pid = Number(f[4]);
-    if (pid !== process.pid) return pid;
-  }
-  return undefined;
-}
 
 /**
  * Opens (or creates) the store in directory `options.path`. Anything there that is not an

@@ -1,0 +1,166 @@
+// Records of the LMDB mailbox store (lmdb-store.ts): the binary message record and the
+// msgpack mailbox and group records, with their conversions to and from the store's objects.
+
+import type { CheckedMessage } from "./limits.js";
+import type { GroupProgress, GroupState, MailboxMeta, MailboxType, PriorityRank, StoredMessage } from "./types.js";
+
+// ---------------------------------------------------------------------------------------
+// Message record: a small header, the header block, the key and tags, then the payload.
+//
+//   u8 format (1) | u8 flags | u32le createTime (s)
+//   [f64le expiresAt]           if flags & EXPIRES
+//   [f64le visibleAt]           if flags & DELAYED
+//   [u32le n | n bytes headers] if flags & HEADERS   (absent flag = headers null)
+//   [u16le n | n bytes key]     if flags & KEY
+//   [u16le count | (u16le n | n bytes tag)*] if flags & TAGS
+//   payload: every remaining byte
+
+const REC_FORMAT = 1;
+const F_HEADERS = 1;
+const F_KEY = 2;
+const F_TAGS = 4;
+const F_EXPIRES = 8;
+const F_DELAYED = 16;
+
+/** Fields of a record needed to remove it and to filter reads, without the payload. */
+export interface RecordInfo {
+  createTime: number;
+  expiresAt: number;
+  visibleAt: number;
+  headers: Uint8Array | null;
+  key: string | null;
+  tags: string[];
+  payloadOffset: number;
+  size: number;
+}
+
+export function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: number, visibleAt: number): Buffer {
+  const keyBytes = m.key === null ? null : Buffer.from(m.key, "utf8");
+  const tagBytes = m.tags.map((t) => Buffer.from(t, "utf8"));
+  let flags = 0;
+  let n = 6;
+  if (expiresAt !== 0) (flags |= F_EXPIRES), (n += 8);
+  if (visibleAt !== 0) (flags |= F_DELAYED), (n += 8);
+  if (m.headers !== null) (flags |= F_HEADERS), (n += 4 + m.headers.byteLength);
+  if (keyBytes !== null) (flags |= F_KEY), (n += 2 + keyBytes.length);
+  if (tagBytes.length > 0) {
+    flags |= F_TAGS;
+    n += 2;
+    for (const t of tagBytes) n += 2 + t.length;
+  }
+  const buf = Buffer.allocUnsafe(n + m.payload.byteLength);
+  buf[0] = REC_FORMAT;
+  buf[1] = flags;
+  buf.writeUInt32LE(Math.min(0xffffffff, Math.max(0, createTime)), 2);
+  let o = 6;
+  if (flags & F_EXPIRES) o = buf.writeDoubleLE(expiresAt, o);
+  if (flags & F_DELAYED) o = buf.writeDoubleLE(visibleAt, o);
+  if (m.headers !== null) {
+    o = buf.writeUInt32LE(m.headers.byteLength, o);
+    buf.set(m.headers, o);
+    o += m.headers.byteLength;
+  }
+  if (keyBytes !== null) {
+    o = buf.writeUInt16LE(keyBytes.length, o);
+    o += keyBytes.copy(buf, o);
+  }
+  if (flags & F_TAGS) {
+    o = buf.writeUInt16LE(tagBytes.length, o);
+    for (const t of tagBytes) {
+      o = buf.writeUInt16LE(t.length, o);
+      o += t.copy(buf, o);
+    }
+  }
+  buf.set(m.payload, o);
+  return buf;
+}
+
+export function decodeInfo(buf: Buffer): RecordInfo {
+  if (buf[0] !== REC_FORMAT) throw new Error(`unknown message record format ${buf[0]}`);
+  const flags = buf[1]!;
+  const createTime = buf.readUInt32LE(2);
+  let o = 6;
+  let expiresAt = 0;
+  let visibleAt = 0;
+  let headers: Uint8Array | null = null;
+  let key: string | null = null;
+  const tags: string[] = [];
+  if (flags & F_EXPIRES) (expiresAt = buf.readDoubleLE(o)), (o += 8);
+  if (flags & F_DELAYED) (visibleAt = buf.readDoubleLE(o)), (o += 8);
+  if (flags & F_HEADERS) {
+    const n = buf.readUInt32LE(o);
+    headers = buf.subarray(o + 4, o + 4 + n);
+    o += 4 + n;
+  }
+  if (flags & F_KEY) {
+    const n = buf.readUInt16LE(o);
+    key = buf.toString("utf8", o + 2, o + 2 + n);
+    o += 2 + n;
+  }
+  if (flags & F_TAGS) {
+    const count = buf.readUInt16LE(o);
+    o += 2;
+    for (let i = 0; i < count; i++) {
+      const n = buf.readUInt16LE(o);
+      tags.push(buf.toString("utf8", o + 2, o + 2 + n));
+      o += 2 + n;
+    }
+  }
+  return { createTime, expiresAt, visibleAt, headers, key, tags, payloadOffset: o, size: buf.length - o + (headers?.byteLength ?? 0) };
+}
+
+export function toMessage(address: string, priority: PriorityRank, msgId: number, buf: Buffer, info = decodeInfo(buf)): StoredMessage {
+  return {
+    msgId,
+    address,
+    priority,
+    createTime: info.createTime,
+    headers: info.headers,
+    payload: buf.subarray(info.payloadOffset),
+    key: info.key,
+    tags: info.tags,
+    expiresAt: info.expiresAt,
+    visibleAt: info.visibleAt,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Mailbox record
+
+export type Counts = [number, number, number];
+export type MailboxRecord = [boolean, string, string, number, number, number, string, Counts, Counts];
+
+export interface Box {
+  meta: Omit<MailboxMeta, "messages" | "bytes">;
+  /** Messages and bytes by rank. */
+  counts: Counts;
+  bytes: Counts;
+}
+
+export function boxFromRecord(address: string, r: MailboxRecord): Box {
+  const [pub, desc, type, ttlSec, createdAt, expiresAt, token, counts, bytes] = r;
+  return {
+    meta: { address, public: pub, desc, type: type as MailboxType, ttlSec, createdAt, expiresAt, token },
+    counts: [...counts],
+    bytes: [...bytes],
+  };
+}
+
+export function recordOf(b: Box): MailboxRecord {
+  const m = b.meta;
+  return [m.public, m.desc, m.type, m.ttlSec, m.createdAt, m.expiresAt, m.token, b.counts, b.bytes];
+}
+
+export function view(b: Box): MailboxMeta {
+  return { ...b.meta, messages: b.counts[0] + b.counts[1] + b.counts[2], bytes: b.bytes[0] + b.bytes[1] + b.bytes[2] };
+}
+
+export type GroupRecord = [number, number[]][];
+
+export function groupFromRecord(r: GroupRecord): GroupState {
+  return r.map(([floor, done]) => ({ floor, done })) as unknown as GroupState;
+}
+
+export function recordOfGroup(s: GroupState): GroupRecord {
+  return s.map((p: GroupProgress) => [p.floor, [...p.done]]);
+}
