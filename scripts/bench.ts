@@ -38,6 +38,14 @@ interface Config {
   settleMs: number;
   natsServerBin: string;
   keepLogs: boolean;
+  durableRequests: number;
+  durableWarmup: number;
+  pipelinedRequests: number;
+  window: number;
+  replayMessages: number;
+  rssMailboxes: number;
+  rssPerMailbox: number;
+  mq9NodeArgs: string[];
 }
 
 const USAGE = `usage: npm run bench -- [options]
@@ -54,7 +62,17 @@ const USAGE = `usage: npm run bench -- [options]
   --flood-mib M        bytes flooded at the stalled subscriber, MiB (default 256)
   --settle-ms MS       settle time before reading idle RSS (default 1000)
   --nats-server PATH   nats-server binary (default: from PATH, else /usr/sbin/nats-server)
-  --keep-logs          keep server logs in .bench/logs/`;
+  --keep-logs          keep server logs in .bench/logs/
+ durable mailboxes (mq9-edge) vs JetStream file store (nats-server):
+  --durable-requests N sequential durable sends, one in flight, in durable-seq (default 2000)
+  --durable-warmup N   untimed durable sends before durable-seq / durable-pipelined (default 200)
+  --pipelined-requests N  durable sends in durable-pipelined (default 50000)
+  --window K           requests in flight in durable-pipelined, replay's fill and rss-stored (default 256)
+  --replay-messages N  messages stored, then replayed to a fresh subscriber, in replay (default 100000)
+  --rss-mailboxes M    mailboxes in rss-stored (default 10000)
+  --rss-per-mailbox K  messages per mailbox in rss-stored (default 100: 1,000,000 messages)
+  --mq9-node-args 'A B'  extra node flags for the mq9-edge process, e.g.
+                       '--cpu-prof --cpu-prof-dir=.bench/prof' (written when the broker exits)`;
 
 function parseArgs(argv: string[]): Config {
   const cfg: Config = {
@@ -72,6 +90,14 @@ function parseArgs(argv: string[]): Config {
     settleMs: 1000,
     natsServerBin: findExecutable("nats-server", ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/sbin"]),
     keepLogs: false,
+    durableRequests: 2000,
+    durableWarmup: 200,
+    pipelinedRequests: 50_000,
+    window: 256,
+    replayMessages: 100_000,
+    rssMailboxes: 10_000,
+    rssPerMailbox: 100,
+    mq9NodeArgs: [],
   };
   const int = (flag: string, v: string | undefined): number => {
     const n = Number((v ?? "").replace(/_/g, ""));
@@ -136,6 +162,30 @@ function parseArgs(argv: string[]): Config {
         break;
       case "--keep-logs":
         cfg.keepLogs = true;
+        break;
+      case "--durable-requests":
+        cfg.durableRequests = Math.max(1, int(flag, val()));
+        break;
+      case "--durable-warmup":
+        cfg.durableWarmup = int(flag, val());
+        break;
+      case "--pipelined-requests":
+        cfg.pipelinedRequests = Math.max(1, int(flag, val()));
+        break;
+      case "--window":
+        cfg.window = Math.max(1, int(flag, val()));
+        break;
+      case "--replay-messages":
+        cfg.replayMessages = Math.max(1, int(flag, val()));
+        break;
+      case "--rss-mailboxes":
+        cfg.rssMailboxes = Math.max(1, int(flag, val()));
+        break;
+      case "--rss-per-mailbox":
+        cfg.rssPerMailbox = Math.max(1, int(flag, val()));
+        break;
+      case "--mq9-node-args":
+        cfg.mq9NodeArgs = val().split(/\s+/).filter(Boolean);
         break;
       case "--help":
       case "-h":
@@ -373,6 +423,89 @@ function rssMiB(pid: number): number {
   return Number(m[1]) / 1024;
 }
 
+/** VmRSS and its parts (RssAnon: heap and other private memory; RssFile: file-backed pages
+ *  such as LMDB's read-only map and the node binary; RssShmem) in MiB. */
+interface RssParts {
+  rss: number;
+  anon: number;
+  file: number;
+  shmem: number;
+}
+
+function rssParts(pid: number): RssParts {
+  const s = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (name: string): number => {
+    const m = new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, "m").exec(s);
+    if (!m) throw new Error(`no ${name} for pid ${pid}`);
+    return Number(m[1]) / 1024;
+  };
+  return { rss: kb("VmRSS"), anon: kb("RssAnon"), file: kb("RssFile"), shmem: kb("RssShmem") };
+}
+
+function fmtParts(p: RssParts): string {
+  return `VmRSS ${p.rss.toFixed(1)} MiB (anon ${p.anon.toFixed(1)}, file ${p.file.toFixed(1)}, shmem ${p.shmem.toFixed(1)})`;
+}
+
+/**
+ * Bytes written to the block device that holds `dir` (/sys/dev/block/M:m/stat, write sectors), after
+ * a sync(1) so that what a server only handed to the page cache counts too. Device-wide: anything
+ * else writing to that disk meanwhile counts as well. (Not /proc/<pid>/io write_bytes: with large
+ * folios it counts whole folios per dirtied page and overstated LMDB's 4 KiB page writes ~6x here.)
+ */
+function deviceWrittenBytes(dir: string): number {
+  try {
+    execFileSync("sync", [], { stdio: "ignore" });
+    const dev = fs.statSync(dir).dev;
+    const major = (dev >> 8) & 0xfff;
+    const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    const f = fs.readFileSync(`/sys/dev/block/${major}:${minor}/stat`, "utf8").trim().split(/\s+/);
+    return Number(f[6]) * 512;
+  } catch {
+    return NaN;
+  }
+}
+
+/** The process's mappings of files whose path ends with `suffix`: count, mapped MiB, resident MiB. */
+function fileMappings(pid: number, suffix: string): { maps: number; sizeMiB: number; rssMiB: number } {
+  const out = { maps: 0, sizeMiB: 0, rssMiB: 0 };
+  let inside = false;
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) {
+      inside = line.trimEnd().endsWith(suffix);
+      if (inside) out.maps++;
+      continue;
+    }
+    if (!inside) continue;
+    const m = /^(Size|Rss):\s+(\d+) kB/.exec(line);
+    if (m) {
+      if (m[1] === "Size") out.sizeMiB += Number(m[2]) / 1024;
+      else out.rssMiB += Number(m[2]) / 1024;
+    }
+  }
+  return out;
+}
+
+/** Bytes under a directory: apparent (file sizes) and allocated on disk (st_blocks). */
+function dirSize(dir: string): { apparent: number; allocated: number; files: string[] } {
+  let apparent = 0;
+  let allocated = 0;
+  const files: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else {
+        const st = fs.statSync(p);
+        apparent += st.size;
+        allocated += st.blocks * 512;
+        files.push(`${path.relative(dir, p)} ${(st.size / 2 ** 20).toFixed(1)} MiB`);
+      }
+    }
+  };
+  walk(dir);
+  return { apparent, allocated, files };
+}
+
 /** user+system CPU seconds of a process (all threads). */
 function cpuSeconds(pid: number): number {
   const s = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -406,6 +539,8 @@ function rssSampler(pid: number, everyMs = 20): { stop(): number; peak(): number
 
 interface ServerStartOptions {
   maxPendingBytes?: number;
+  /** nats-server: enable JetStream with a file store in the run's temp dir */
+  jetstream?: boolean;
 }
 
 interface ServerHandle {
@@ -414,6 +549,8 @@ interface ServerHandle {
   host: string;
   port: number;
   pid: number;
+  /** mq9-edge: its --data-dir; nats-server with JetStream: its store_dir; else null */
+  dataDir: string | null;
   rssMiB(): number;
   cpuSeconds(): number;
   /** true while the process is alive */
@@ -422,6 +559,8 @@ interface ServerHandle {
   /** retained log lines (stdout + stderr, last ~200 each) matching re */
   logGrep(re: RegExp): string[];
   stop(): Promise<void>;
+  /** mq9-edge: stop gracefully and start again over the same data dir (pid and port change) */
+  restart?(): Promise<void>;
 }
 
 interface ServerDef {
@@ -461,13 +600,14 @@ function logFileFor(cfg: Config, label: string): string | undefined {
   return path.join(dir, `${String(++logSeq).padStart(3, "0")}-${label.replace(/[^a-z0-9#-]/gi, "_")}.log`);
 }
 
-function handleFor(label: string, kind: ServerKind, proc: Proc, port: number, cleanup: () => void): ServerHandle {
+function handleFor(label: string, kind: ServerKind, proc: Proc, port: number, dataDir: string | null, cleanup: () => void): ServerHandle {
   return {
     label,
     kind,
     host: "127.0.0.1",
     port,
     pid: proc.pid,
+    dataDir,
     rssMiB: () => rssMiB(proc.pid),
     cpuSeconds: () => cpuSeconds(proc.pid),
     alive: () => proc.running,
@@ -491,6 +631,8 @@ function natsServerDef(label: string): ServerDef {
         const conf = path.join(dir, "nats.conf");
         let text = `listen: "127.0.0.1:${port}"\n`;
         if (o.maxPendingBytes !== undefined) text += `max_pending: ${o.maxPendingBytes}\n`;
+        // JetStream file store on the same disk as mq9-edge's data dir (os.tmpdir()).
+        if (o.jetstream) text += `jetstream {\n  store_dir: ${JSON.stringify(path.join(dir, "js"))}\n}\n`;
         fs.writeFileSync(conf, text);
         const proc = new Proc(label, cfg.natsServerBin, ["-c", conf], { cwd: dir, keepLines: 200, logFile: logFileFor(cfg, label) });
         const deadline = Date.now() + 10_000;
@@ -503,7 +645,7 @@ function natsServerDef(label: string): ServerDef {
           }
           await sleep(10);
         }
-        if (ok) return handleFor(label, "nats-server", proc, port, () => rmTemp(dir));
+        if (ok) return handleFor(label, "nats-server", proc, port, o.jetstream ? path.join(dir, "js") : null, () => rmTemp(dir));
         await proc.stop();
         if (attempt >= 2) {
           rmTemp(dir);
@@ -519,27 +661,44 @@ function mq9EdgeDef(label: string): ServerDef {
     label,
     kind: "mq9-edge",
     async start(cfg, o) {
+      // (no "." in the dir's name: lmdb-js takes a path with an extension for a file, not a directory)
       const dir = mkTemp("bench-mq9-");
       const main = path.join(ROOT, "dist", "main.js");
-      const args = [main, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", dir];
+      const args = [...cfg.mq9NodeArgs, main, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", dir];
       if (o.maxPendingBytes !== undefined) args.push("--max-pending", String(o.maxPendingBytes));
-      const proc = new Proc(label, process.execPath, args, { cwd: ROOT, keepLines: 200, logFile: logFileFor(cfg, label) });
+      const spawnOne = async (): Promise<{ proc: Proc; port: number }> => {
+        const proc = new Proc(label, process.execPath, args, { cwd: ROOT, keepLines: 200, logFile: logFileFor(cfg, label) });
+        try {
+          const port = await proc.waitLine((line) => {
+            if (!line.includes('"ready"')) return undefined;
+            try {
+              const j = JSON.parse(line) as { msg?: unknown; port?: unknown };
+              return j.msg === "ready" && typeof j.port === "number" ? j.port : undefined;
+            } catch {
+              return undefined;
+            }
+          }, 120_000);
+          return { proc, port };
+        } catch (e) {
+          await proc.stop();
+          throw e;
+        }
+      };
+      let cur: { proc: Proc; port: number };
       try {
-        const port = await proc.waitLine((line) => {
-          if (!line.includes('"ready"')) return undefined;
-          try {
-            const j = JSON.parse(line) as { msg?: unknown; port?: unknown };
-            return j.msg === "ready" && typeof j.port === "number" ? j.port : undefined;
-          } catch {
-            return undefined;
-          }
-        }, 20_000);
-        return handleFor(label, "mq9-edge", proc, port, () => rmTemp(dir));
+        cur = await spawnOne();
       } catch (e) {
-        await proc.stop();
         rmTemp(dir);
         throw e;
       }
+      const h = handleFor(label, "mq9-edge", cur.proc, cur.port, dir, () => rmTemp(dir));
+      const restart = async (): Promise<void> => {
+        await cur.proc.stop(60_000);
+        cur = await spawnOne();
+        Object.assign(h, handleFor(label, "mq9-edge", cur.proc, cur.port, dir, () => rmTemp(dir)), { restart });
+      };
+      h.restart = restart;
+      return h;
     },
   };
 }
@@ -583,6 +742,26 @@ interface LgResult {
   drained_bytes?: number;
   cpu_s: number;
   nats_c?: string;
+  // preq
+  window?: number;
+  replied?: number;
+  ok?: number;
+  errors?: number;
+  no_responders?: number;
+  dups?: number;
+  unknown?: number;
+  missing?: number;
+  elapsed_s?: number;
+  first_error?: string;
+  // replay
+  t_sub?: number;
+  violations?: number;
+  unchecked?: number;
+  critical?: number;
+  urgent?: number;
+  normal?: number;
+  first_violation?: string;
+  create_reply?: string;
 }
 
 class Loadgen {
@@ -868,6 +1047,306 @@ const slowconsumer: Scenario = {
   },
 };
 
+// ------------------------------------------------ durable mailboxes vs JetStream
+
+interface PreqOpts {
+  subject: string;
+  count: number;
+  warmup?: number;
+  window?: number;
+  size?: number;
+  /** literal payload ("%d" is replaced, see loadgen.c preq); else --size bytes */
+  payload?: string;
+  fanout?: number;
+  timeoutMs?: number;
+  maxSeconds?: number;
+}
+
+/** The pipelined requester (raw client; window 1 = sequential). Resolves with its RESULT even when requests failed. */
+async function preq(port: number, o: PreqOpts): Promise<LgResult> {
+  const args: Record<string, string | number> = {
+    port,
+    subject: o.subject,
+    count: o.count,
+    warmup: o.warmup ?? 0,
+    window: o.window ?? 1,
+    "timeout-ms": o.timeoutMs ?? 15_000,
+    "max-seconds": o.maxSeconds ?? 900,
+  };
+  if (o.payload !== undefined) args["payload"] = o.payload;
+  else args["size"] = o.size ?? 128;
+  if (o.fanout !== undefined) args["fanout"] = o.fanout;
+  return new Loadgen("preq", args).result(((o.maxSeconds ?? 900) + 60) * 1000);
+}
+
+/** Requests that failed or were never answered, with the first failure for the log. */
+function preqFailures(r: LgResult): { failed: number; text: string } {
+  const failed = (r.errors ?? 0) + (r.missing ?? 0);
+  const parts: string[] = [];
+  if (r.errors) parts.push(`${r.errors} error replies${r.no_responders ? ` (${r.no_responders} no-responders)` : ""}`);
+  if (r.missing) parts.push(`${r.missing} unanswered`);
+  if (r.first_error) parts.push(`first: ${r.first_error}`);
+  return { failed, text: parts.join(", ") };
+}
+
+/** Requests that must all succeed (stream / mailbox creation, fills). */
+async function preqAll(port: number, o: PreqOpts, what: string): Promise<LgResult> {
+  const r = await preq(port, o);
+  const f = preqFailures(r);
+  if (f.failed > 0 || (r.ok ?? 0) !== o.count + (o.warmup ?? 0)) throw new Error(`${what}: ${f.text || `${r.ok} of ${o.count} succeeded`}`);
+  return r;
+}
+
+/**
+ * A durable target on this server: a JetStream stream with file storage (nats-server) or a
+ * named mq9 mailbox with ttl 0 (mq9-edge). Returns the subject(s) a durable send goes to;
+ * with `priorities`, mq9 gets normal, urgent and critical subjects (used round robin).
+ */
+async function durableTarget(server: ServerHandle, name: string, priorities = false): Promise<{ subjects: string[]; what: string }> {
+  if (server.kind === "nats-server") {
+    const stream = name.toUpperCase().replace(/[^A-Z0-9]/g, "_");
+    const subject = `bench.${name}`;
+    await preqAll(server.port, { subject: `$JS.API.STREAM.CREATE.${stream}`, payload: JSON.stringify({ name: stream, subjects: [subject], storage: "file" }), count: 1 }, `creating JetStream stream ${stream}`);
+    return { subjects: [subject], what: `JetStream stream ${stream} (file storage), subject ${subject}` };
+  }
+  const box = `bench.${name}`;
+  await preqAll(server.port, { subject: "$mq9.AI.MAILBOX.CREATE", payload: JSON.stringify({ name: box, ttl: 0 }), count: 1 }, `creating mailbox ${box}`);
+  const base = `$mq9.AI.MAILBOX.MSG.${box}`;
+  return { subjects: priorities ? [base, `${base}.urgent`, `${base}.critical`] : [base], what: `mq9 mailbox ${box}` };
+}
+
+const durableSeq: Scenario = {
+  name: "durable-seq",
+  title: "durable sends, one request in flight (mq9 mailbox vs JetStream file stream; reply = stored)",
+  needsServer: true,
+  repeats: (cfg) => cfg.repeats,
+  serverOptions: () => ({ jetstream: true }),
+  async run(ctx, server) {
+    const { cfg } = ctx;
+    const s = server!;
+    const t = await durableTarget(s, "durable");
+    const io0 = deviceWrittenBytes(s.dataDir ?? os.tmpdir());
+    const r = await preq(s.port, { subject: t.subjects.join(","), count: cfg.durableRequests, warmup: cfg.durableWarmup, window: 1, size: cfg.size });
+    const ioPer = (deviceWrittenBytes(s.dataDir ?? os.tmpdir()) - io0) / (cfg.durableRequests + cfg.durableWarmup) / 1024;
+    const f = preqFailures(r);
+    if (f.failed) ctx.warn(`durable-seq: ${f.failed} of ${cfg.durableRequests + cfg.durableWarmup} sends failed: ${f.text}`);
+    const rate = num(r.rate, "rate");
+    ctx.log(
+      `${t.what}: ${fmtInt(rate)} sends/s (${r.replied} in ${num(r.elapsed_s, "elapsed_s").toFixed(3)} s after ${cfg.durableWarmup} warm-up), ` +
+        `p50 ${r.p50_us} µs, p90 ${r.p90_us}, p99 ${r.p99_us}, max ${r.max_us}; disk writes ${ioPer.toFixed(1)} KiB per send (device-wide, after sync)`,
+    );
+    return [
+      fig("dseq.rate", `durable send ${cfg.size} B, 1 in flight (${fmtInt(cfg.durableRequests)})`, "sends/s", rate, "higher", "int"),
+      fig("dseq.p50", `  durable send latency p50`, "µs", num(r.p50_us, "p50"), "lower", "f1"),
+      fig("dseq.p99", `  durable send latency p99`, "µs", num(r.p99_us, "p99"), "lower", "f1"),
+      fig("dseq.failed", `  durable sends failed`, "sends", f.failed, "lower", "int"),
+      fig("dseq.io", `  disk writes per send (device, after sync)`, "KiB", ioPer, "lower", "f1"),
+    ];
+  },
+};
+
+const durablePipelined: Scenario = {
+  name: "durable-pipelined",
+  title: "durable sends, pipelined (every reply checked)",
+  needsServer: true,
+  repeats: (cfg) => cfg.repeats,
+  serverOptions: () => ({ jetstream: true }),
+  async run(ctx, server) {
+    const { cfg } = ctx;
+    const s = server!;
+    if (s.kind === "mq9-edge" && cfg.pipelinedRequests + cfg.durableWarmup > MQ9_MAILBOX_MESSAGES)
+      ctx.warn(`${cfg.pipelinedRequests + cfg.durableWarmup} sends into one mailbox exceed mq9-edge's default limit of ${fmtInt(MQ9_MAILBOX_MESSAGES)} messages per mailbox: the rest will be refused`);
+    const t = await durableTarget(s, "pipelined");
+    const c0 = s.cpuSeconds();
+    const io0 = deviceWrittenBytes(s.dataDir ?? os.tmpdir());
+    const w0 = Date.now();
+    const r = await preq(s.port, { subject: t.subjects.join(","), count: cfg.pipelinedRequests, warmup: cfg.durableWarmup, window: cfg.window, size: cfg.size });
+    const wall = (Date.now() - w0) / 1000;
+    const ioPer = (deviceWrittenBytes(s.dataDir ?? os.tmpdir()) - io0) / (cfg.pipelinedRequests + cfg.durableWarmup) / 1024;
+    const cpuPct = ((s.cpuSeconds() - c0) / wall) * 100;
+    const f = preqFailures(r);
+    if (f.failed) ctx.warn(`durable-pipelined: ${f.failed} of ${cfg.pipelinedRequests + cfg.durableWarmup} sends failed: ${f.text}`);
+    const rate = num(r.rate, "rate");
+    const secs = num(r.elapsed_s, "elapsed_s");
+    ctx.log(
+      `${t.what}: ${fmtInt(rate)} acknowledged sends/s (${r.ok} ok of ${cfg.pipelinedRequests + cfg.durableWarmup}, ${cfg.window} in flight, ` +
+        `${secs.toFixed(2)} s), latency p50 ${r.p50_us} µs, p99 ${r.p99_us}, max ${r.max_us}; broker CPU ${cpuPct.toFixed(0)}%, ` +
+        `loadgen CPU ${((r.cpu_s / wall) * 100).toFixed(0)}%; disk writes ${ioPer.toFixed(2)} KiB per send (device-wide, after sync)`,
+    );
+    return [
+      fig("dpipe.rate", `durable send ${cfg.size} B, ${cfg.window} in flight (${fmtInt(cfg.pipelinedRequests)})`, "sends/s", rate, "higher", "int"),
+      fig("dpipe.p50", `  latency under load p50`, "µs", num(r.p50_us, "p50"), "lower", "f1"),
+      fig("dpipe.p99", `  latency under load p99`, "µs", num(r.p99_us, "p99"), "lower", "f1"),
+      fig("dpipe.failed", `  durable sends failed`, "sends", f.failed, "lower", "int"),
+      fig("dpipe.cpu", `  broker CPU during pipelined sends`, "% of 1 core", cpuPct, "none", "pct"),
+      fig("dpipe.io", `  disk writes per send (device, after sync)`, "KiB", ioPer, "lower", "f2"),
+    ];
+  },
+};
+
+const REPLAY_TARGET = 200_000;
+/** mq9-edge's default --max-mailbox-messages */
+const MQ9_MAILBOX_MESSAGES = 100_000;
+
+const replay: Scenario = {
+  name: "replay",
+  title: "replay of a stored backlog to a fresh subscriber (mq9 SUB vs JetStream push consumer)",
+  needsServer: true,
+  repeats: () => 1,
+  serverOptions: () => ({ jetstream: true }),
+  async run(ctx, server) {
+    const { cfg } = ctx;
+    const s = server!;
+    const n = cfg.replayMessages;
+    if (s.kind === "mq9-edge" && n > MQ9_MAILBOX_MESSAGES)
+      ctx.warn(`${n} messages in one mailbox exceed mq9-edge's default limit of ${fmtInt(MQ9_MAILBOX_MESSAGES)} messages per mailbox: the fill will fail`);
+    const t = await durableTarget(s, "replay", true);
+    const fill = await preqAll(s.port, { subject: t.subjects.join(","), count: n, window: cfg.window, size: cfg.size }, `filling ${t.what}`);
+    ctx.log(`filled ${t.what} with ${fmtInt(n)} × ${cfg.size} B${t.subjects.length > 1 ? " (normal, urgent, critical in turn)" : ""} at ${fmtInt(num(fill.rate, "rate"))} sends/s`);
+    await sleep(cfg.settleMs);
+    const args: Record<string, string | number> = { port: s.port, count: n, "idle-ms": 15_000 };
+    if (s.kind === "nats-server") {
+      const stream = "REPLAY";
+      Object.assign(args, {
+        subject: "replay.deliver",
+        order: "js",
+        "create-subject": `$JS.API.CONSUMER.CREATE.${stream}`,
+        "create-payload": JSON.stringify({ stream_name: stream, config: { deliver_subject: "replay.deliver", ack_policy: "none", deliver_policy: "all" } }),
+      });
+    } else {
+      Object.assign(args, { subject: t.subjects[0]!, order: "mq9" });
+    }
+    const c0 = s.cpuSeconds();
+    const w0 = Date.now();
+    const rp = new Loadgen("replay", args);
+    const r = await rp.result(600_000);
+    const wall = (Date.now() - w0) / 1000;
+    const cpuPct = ((s.cpuSeconds() - c0) / wall) * 100;
+    const received = num(r.received, "received");
+    const secs = num(r.elapsed_s, "elapsed_s");
+    const rate = num(r.rate, "rate");
+    const firstMs = r.t_first && r.t_sub ? (r.t_first - r.t_sub) / 1e6 : NaN;
+    const violations = num(r.violations, "violations") + (r.unchecked ?? 0);
+    if (received !== n) ctx.warn(`replay: ${received} of ${n} messages arrived (subscriber ended: ${r.end})`);
+    if (violations) ctx.warn(`replay: ${violations} messages out of order or without order headers; first: ${r.first_violation}`);
+    const how = s.kind === "nats-server" ? "push consumer (deliver_policy all, ack none) created → last message" : "SUB → last message";
+    const mix = s.kind === "mq9-edge" ? ` (critical ${r.critical}, urgent ${r.urgent}, normal ${r.normal}, priorities non-decreasing: ${violations ? "NO" : "yes"})` : ` (stream order: ${violations ? "NO" : "yes"})`;
+    ctx.log(
+      `${fmtInt(received)}/${fmtInt(n)} replayed in ${secs.toFixed(3)} s, ${how}: ${fmtInt(rate)} msgs/s, first message after ${firstMs.toFixed(1)} ms${mix}; ` +
+        `broker CPU ${cpuPct.toFixed(0)}%, subscriber CPU ${((r.cpu_s / wall) * 100).toFixed(0)}%` +
+        (s.kind === "mq9-edge" ? `; target ${fmtInt(REPLAY_TARGET)} msgs/s ${rate >= REPLAY_TARGET ? "met" : "NOT met"}` : ""),
+    );
+    return [
+      fig("replay.rate", `replay ${fmtInt(n)} stored × ${cfg.size} B to a new subscriber`, "msgs/s", rate, "higher", "int"),
+      fig("replay.secs", `  replay time, subscribe → last message`, "s", secs, "lower", "f2"),
+      fig("replay.first", `  time to first replayed message`, "ms", firstMs, "lower", "f1"),
+      fig("replay.lost", `  messages not replayed`, "msgs", n - received, "lower", "int"),
+      fig("replay.order", `  order violations (mq9: priority, then id; JS: stream seq)`, "msgs", violations, "lower", "int"),
+      fig("replay.fill", `  fill rate (${cfg.window} in flight)`, "sends/s", num(fill.rate, "rate"), "higher", "int"),
+    ];
+  },
+};
+
+const rssStored: Scenario = {
+  name: "rss-stored",
+  title: "mq9-edge RSS with a large store (many mailboxes, many stored messages)",
+  needsServer: true,
+  repeats: () => 1,
+  async run(ctx, server) {
+    const { cfg } = ctx;
+    const s = server!;
+    if (s.kind !== "mq9-edge") {
+      ctx.log("skipped: mq9-edge only");
+      return [];
+    }
+    const boxes = cfg.rssMailboxes;
+    const total = boxes * cfg.rssPerMailbox;
+    await sleep(cfg.settleMs);
+    const empty = rssParts(s.pid);
+    ctx.log(`empty store: ${fmtParts(empty)}`);
+    const t0 = Date.now();
+    const cr = await preqAll(
+      s.port,
+      { subject: "$mq9.AI.MAILBOX.CREATE", payload: '{"name":"bench.m%d","ttl":0}', fanout: boxes, count: boxes, window: cfg.window },
+      `creating ${boxes} mailboxes`,
+    );
+    const afterBoxes = rssParts(s.pid);
+    ctx.log(`${fmtInt(boxes)} mailboxes created in ${num(cr.elapsed_s, "elapsed_s").toFixed(2)} s (${fmtInt(num(cr.rate, "rate"))}/s): ${fmtParts(afterBoxes)}`);
+    const sampler = rssSampler(s.pid, 100);
+    const c0 = s.cpuSeconds();
+    const io0 = deviceWrittenBytes(s.dataDir ?? os.tmpdir());
+    const fill = await preq(s.port, {
+      subject: "$mq9.AI.MAILBOX.MSG.bench.m%d",
+      fanout: boxes,
+      count: total,
+      window: cfg.window,
+      size: cfg.size,
+      maxSeconds: 1800,
+    });
+    const peak = sampler.stop();
+    const loaded = rssParts(s.pid);
+    const ioPer = (deviceWrittenBytes(s.dataDir ?? os.tmpdir()) - io0) / total / 1024;
+    const f = preqFailures(fill);
+    if (f.failed) ctx.warn(`rss-stored fill: ${f.failed} of ${total} sends failed: ${f.text}`);
+    const fillSecs = num(fill.elapsed_s, "elapsed_s");
+    ctx.log(
+      `stored ${fmtInt(num(fill.ok, "ok"))} × ${cfg.size} B (${cfg.rssPerMailbox} per mailbox) in ${fillSecs.toFixed(1)} s = ${fmtInt(num(fill.rate, "rate"))} sends/s, ` +
+        `broker CPU ${(((s.cpuSeconds() - c0) / fillSecs) * 100).toFixed(0)}%, disk writes ${ioPer.toFixed(1)} KiB per send (device-wide, after sync); ` +
+        `peak VmRSS ${peak.toFixed(1)} MiB; right after: ${fmtParts(loaded)}`,
+    );
+    const settleMs = Math.max(cfg.settleMs, 5000);
+    await sleep(settleMs);
+    const settled = rssParts(s.pid);
+    const maps = fileMappings(s.pid, "/data.mdb");
+    ctx.log(
+      `${settleMs} ms later: ${fmtParts(settled)}; data.mdb is mapped ${maps.maps} time(s): ${maps.sizeMiB.toFixed(0)} MiB mapped, ` +
+        `${maps.rssMiB.toFixed(1)} MiB of it resident`,
+    );
+    const du = dirSize(s.dataDir!);
+    ctx.log(`data dir: ${(du.apparent / 2 ** 20).toFixed(1)} MiB apparent, ${(du.allocated / 2 ** 20).toFixed(1)} MiB allocated (${du.files.join(", ")})`);
+    let restarted: RssParts | null = null;
+    let restartSecs = NaN;
+    if (s.restart) {
+      const r0 = Date.now();
+      await s.restart();
+      restartSecs = (Date.now() - r0) / 1000;
+      await sleep(settleMs);
+      restarted = rssParts(s.pid);
+      ctx.log(`restarted over the filled store (stop + start to ready ${restartSecs.toFixed(2)} s); ${settleMs} ms after ready, idle: ${fmtParts(restarted)}`);
+    }
+    ctx.log(`whole scenario ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    const label = `${fmtInt(boxes)} mailboxes, ${fmtInt(total)} msgs`;
+    const out = [
+      fig("rssst.empty", `RSS, empty store (${cfg.settleMs} ms after start)`, "MiB", empty.rss, "lower", "f1"),
+      fig("rssst.empty.anon", `  of which RssAnon`, "MiB", empty.anon, "lower", "f1"),
+      fig("rssst.boxes", `RSS after creating ${fmtInt(boxes)} mailboxes`, "MiB", afterBoxes.rss, "lower", "f1"),
+      fig("rssst.peak", `RSS peak while storing ${fmtInt(total)} × ${cfg.size} B`, "MiB", peak, "lower", "f1"),
+      fig("rssst.loaded", `RSS right after storing (${label})`, "MiB", loaded.rss, "lower", "f1"),
+      fig("rssst.settled", `RSS ${settleMs} ms after storing`, "MiB", settled.rss, "lower", "f1"),
+      fig("rssst.settled.anon", `  of which RssAnon (heap, private)`, "MiB", settled.anon, "lower", "f1"),
+      fig("rssst.settled.file", `  of which RssFile (LMDB map, binaries)`, "MiB", settled.file, "lower", "f1"),
+      fig("rssst.maps", `  data.mdb mappings (resident ${maps.rssMiB.toFixed(0)} MiB of ${maps.sizeMiB.toFixed(0)} MiB mapped)`, "maps", maps.maps, "lower", "int"),
+    ];
+    if (restarted) {
+      out.push(
+        fig("rssst.restart", `RSS after a restart over the filled store, idle`, "MiB", restarted.rss, "lower", "f1"),
+        fig("rssst.restart.anon", `  of which RssAnon`, "MiB", restarted.anon, "lower", "f1"),
+        fig("rssst.restart.file", `  of which RssFile`, "MiB", restarted.file, "lower", "f1"),
+        fig("rssst.restart.secs", `  stop + restart to ready`, "s", restartSecs, "lower", "f2"),
+      );
+    }
+    out.push(
+      fig("rssst.disk", `data dir size (apparent)`, "MiB", du.apparent / 2 ** 20, "lower", "f1"),
+      fig("rssst.disk.alloc", `data dir size (allocated on disk)`, "MiB", du.allocated / 2 ** 20, "lower", "f1"),
+      fig("rssst.fill.rate", `storing rate (${cfg.window} in flight, ${fmtInt(boxes)} mailboxes)`, "sends/s", num(fill.rate, "rate"), "higher", "int"),
+      fig("rssst.fill.secs", `storing time`, "s", fillSecs, "lower", "f1"),
+      fig("rssst.fill.io", `disk writes per send while storing (device, after sync)`, "KiB", ioPer, "lower", "f1"),
+      fig("rssst.failed", `sends failed while storing`, "sends", f.failed, "lower", "int"),
+    );
+    return out;
+  },
+};
+
 /** The generator against fake in-process servers written in C (no broker): its own ceiling. */
 const ceiling: Scenario = {
   name: "ceiling",
@@ -913,12 +1392,32 @@ const ceiling: Scenario = {
         out.push(fig(`ceil.req99.${impl}`, `requester → echo p99 (${tag})${chosen}`, "µs", num(r.p99_us, "p99"), "lower", "f1"));
       }
     }
+    // the durable scenarios' paths (raw client only): pipelined requester and HMSG replay subscriber
+    {
+      const echo = new Loadgen("echo", {});
+      const port = await echo.ready();
+      const n = Math.max(cfg.pipelinedRequests, 500_000);
+      const r = await preq(port, { subject: "bench.req", count: n, window: cfg.window, size: cfg.size });
+      await echo.result(30_000);
+      ctx.log(`raw C client: pipelined requester (${cfg.window} in flight) → echo ${fmtInt(num(r.rate, "rate"))} req/s, p50 ${r.p50_us} µs, requester CPU ${((r.cpu_s / num(r.elapsed_s, "elapsed_s")) * 100).toFixed(0)}%`);
+      out.push(fig("ceil.preq", `pipelined requester → echo, ${cfg.window} in flight (raw C client)`, "req/s", num(r.rate, "rate"), "higher", "int"));
+    }
+    {
+      const n = Math.max(cfg.replayMessages * 10, 1_000_000);
+      const blast = new Loadgen("blast", { subject: "bench.replay", count: n, size: cfg.size, order: "mq9" });
+      const port = await blast.ready();
+      const r = await new Loadgen("replay", { port, subject: "bench.replay", count: n, order: "none", "idle-ms": 5000 }).result();
+      await blast.result(60_000);
+      const rate = num(r.rate, "rate");
+      ctx.log(`raw C client: HMSG blast → replay subscriber ${fmtInt(rate)} msgs/s (${r.received}/${n}), subscriber CPU ${((r.cpu_s / num(r.elapsed_s, "elapsed_s")) * 100).toFixed(0)}%`);
+      out.push(fig("ceil.replay", `HMSG blast → replay subscriber (raw C client)`, "msgs/s", rate, "higher", "int"));
+    }
     return out;
   },
 };
 
-/** Run order. Later issues: add e.g. durable mailbox sends vs JetStream, replay time, uplink drain here. */
-const SCENARIOS: Scenario[] = [ceiling, pubsub, pubonly, reqrep, rss, slowconsumer];
+/** Run order. Later issues: add e.g. uplink drain here. */
+const SCENARIOS: Scenario[] = [ceiling, pubsub, pubonly, reqrep, rss, slowconsumer, durableSeq, durablePipelined, replay, rssStored];
 
 // ------------------------------------------------------------ formatting
 
@@ -1165,10 +1664,18 @@ function printSummary(
       const ratios = ratioCols.map((l) => ratioText(r, l, base));
       return [r.label, r.unit, ...vals, ...ratios];
     });
+    const ran = scenarios.filter((s) => s.needsServer);
+    const multi = ran.filter((s) => s.repeats(cfg) > 1).map((s) => s.name);
+    const single = ran.filter((s) => s.repeats(cfg) <= 1).map((s) => s.name);
     console.log(
-      `\n${cfg.repeats > 1 ? `median of ${cfg.repeats} interleaved runs` : "1 run"} for pub→sub, publish-only and request/reply; ` +
-        `single run for RSS and slow consumer. Ratio: >1 means ${ratioCols[0] ?? "—"} is higher (better for ` +
-        `msgs/s and MB/s, worse for µs and MiB).\n`,
+      `\n${multi.length ? `median of ${cfg.repeats} interleaved runs for ${multi.join(", ")}` : ""}` +
+        `${multi.length && single.length ? "; " : ""}${single.length ? `single run for ${single.join(", ")}` : ""}. ` +
+        `Ratio: >1 means ${ratioCols[0] ?? "—"} is higher (better for msgs/s, sends/s and MB/s, worse for µs, ms, s and MiB).` +
+        (ran.some((s) => s.serverOptions?.(cfg).jetstream)
+          ? `\nDurable rows: nats-server runs JetStream with a file store (Debian's nats-server 2.9 has no per-message fsync option: ` +
+            `its PubAck means written to the OS, fsync happens on its sync interval); mq9-edge replies after the LMDB commit is fsynced.`
+          : "") +
+        "\n",
     );
     console.log(renderTable(header, rows, header.map((_, i) => i >= 2)));
   }

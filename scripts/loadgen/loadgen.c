@@ -11,9 +11,23 @@
  *   stall  --subject S [--rcvbuf BYTES]              subscribes, then stops reading until a
  *                                                    line arrives on stdin; then reports whether
  *                                                    the server closed the connection
+ *   preq   --subject T[,T2...] --count N [--warmup W] [--window K] [--size B | --payload P]
+ *          [--fanout F] [--timeout-ms MS] [--show N]
+ *          pipelined requester (raw client only): keeps up to K requests in flight, each
+ *          PUB <subject> _INBOX.lg<pid>.<seq> <len>, replies read on one wildcard SUB; every
+ *          reply is checked (a JSON body with a non-empty "error", or a 503 no-responders
+ *          status, is a failure). Request i uses template T[i % #templates]; "%d" in a
+ *          template or in P becomes (i / #templates) % F. --window 1 = sequential requests.
+ *   replay --subject S --count N [--order mq9|js|none] [--create-subject S2 --create-payload P]
+ *          [--idle-ms MS]     (raw client only, CONNECT headers:true)
+ *          times one subscriber from its SUB (or, with --create-subject, from the request that
+ *          creates a JetStream push consumer delivering to S) to the N-th message; checks the
+ *          order: mq9 = mq9-priority non-decreasing (critical, urgent, normal) and mq9-msg-id
+ *          increasing within a priority; js = stream sequence (from the $JS.ACK reply) increasing.
  * Fake-server modes (measure the generator's own ceiling without any broker):
  *   sink   listens on 127.0.0.1:0, swallows PUB frames (publisher ceiling)
- *   blast  --count N --size B   listens, waits for a SUB, then sends N MSG frames (subscriber ceiling)
+ *   blast  --count N --size B [--order mq9]   listens, waits for a SUB, then sends N MSG frames
+ *          (HMSG with an mq9 header block with --order mq9) (subscriber / replay ceiling)
  *   echo   listens, answers every PUB that has a reply subject (requester latency floor)
  *   version
  *
@@ -93,6 +107,14 @@ typedef struct {
   int idle_ms;
   double max_seconds;
   int rcvbuf;
+  int window;
+  const char *payload;
+  long long fanout;
+  int timeout_ms;
+  int show;
+  const char *order;
+  const char *create_subject;
+  const char *create_payload;
 } args_t;
 
 static args_t A = {
@@ -107,6 +129,14 @@ static args_t A = {
     .idle_ms = 5000,
     .max_seconds = 120,
     .rcvbuf = 0,
+    .window = 1,
+    .payload = NULL,
+    .fanout = 1,
+    .timeout_ms = 10000,
+    .show = 0,
+    .order = "none",
+    .create_subject = NULL,
+    .create_payload = "",
 };
 
 static void parse_args(int argc, char **argv) {
@@ -126,9 +156,19 @@ static void parse_args(int argc, char **argv) {
     else if (!strcmp(k, "--idle-ms")) A.idle_ms = atoi(v);
     else if (!strcmp(k, "--max-seconds")) A.max_seconds = atof(v);
     else if (!strcmp(k, "--rcvbuf")) A.rcvbuf = atoi(v);
+    else if (!strcmp(k, "--window")) A.window = atoi(v);
+    else if (!strcmp(k, "--payload")) A.payload = v;
+    else if (!strcmp(k, "--fanout")) A.fanout = atoll(v);
+    else if (!strcmp(k, "--timeout-ms")) A.timeout_ms = atoi(v);
+    else if (!strcmp(k, "--show")) A.show = atoi(v);
+    else if (!strcmp(k, "--order")) A.order = v;
+    else if (!strcmp(k, "--create-subject")) A.create_subject = v;
+    else if (!strcmp(k, "--create-payload")) A.create_payload = v;
     else die("unknown option %s", k);
   }
   if (strcmp(A.impl, "raw") && strcmp(A.impl, "natsc")) die("--impl must be raw or natsc");
+  if (A.window < 1) A.window = 1;
+  if (A.fanout < 1) A.fanout = 1;
 }
 
 static char *make_payload(int size) {
@@ -151,8 +191,10 @@ typedef struct {
   size_t sid_len;
   const char *reply; /* may be NULL */
   size_t reply_len;
-  const char *payload;
+  const char *payload; /* HMSG: the body after the header block */
   size_t len;
+  const char *hdr; /* HMSG only: the header block; NULL for MSG */
+  size_t hdr_len;
 } frame_t;
 
 typedef struct {
@@ -163,6 +205,7 @@ typedef struct {
   size_t wcap, wl;
   int64_t last_read_ns; /* time of the most recent successful read() */
   long long bytes_read;
+  int nofill; /* set: rc_next returns -3 instead of reading when no whole frame is buffered */
 } rconn_t;
 
 static void rc_init(rconn_t *c, int fd) {
@@ -203,8 +246,10 @@ static void rc_buf(rconn_t *c, const char *p, size_t n) {
 
 static void rc_bufs(rconn_t *c, const char *s) { rc_buf(c, s, strlen(s)); }
 
-/* Read more bytes. Returns >0 bytes, 0 on EOF, -1 on timeout (SO_RCVTIMEO), -2 on error. */
+/* Read more bytes. Returns >0 bytes, 0 on EOF, -1 on timeout (SO_RCVTIMEO), -2 on error,
+ * -3 when c->nofill is set (the caller only wants what is already buffered). */
 static ssize_t rc_fill(rconn_t *c) {
+  if (c->nofill) return -3;
   if (c->rs > 0 && (c->re == c->rcap || c->rs == c->re)) {
     memmove(c->rb, c->rb + c->rs, c->re - c->rs);
     c->re -= c->rs;
@@ -265,7 +310,8 @@ static int upper_eq(const char *s, size_t n, const char *w) {
   return 1;
 }
 
-/* Next complete frame. Returns 1 (frame), 0 (EOF), -1 (timeout), -2 (error). */
+/* Next complete frame. Returns 1 (frame), 0 (EOF), -1 (timeout), -2 (error), -3 (nofill and
+ * no whole frame buffered). An HMSG comes back as FR_MSG with hdr/hdr_len set. */
 static int rc_next(rconn_t *c, frame_t *f) {
   for (;;) {
     size_t avail = c->re - c->rs;
@@ -286,13 +332,15 @@ static int rc_next(rconn_t *c, frame_t *f) {
         continue;
       }
       int is_msg = upper_eq(tok[0], tl[0], "MSG");
-      int is_pub = !is_msg && upper_eq(tok[0], tl[0], "PUB");
-      if (is_msg || is_pub) {
-        /* MSG subj sid [reply] len  |  PUB subj [reply] len */
-        int min = is_msg ? 4 : 3;
+      int is_hmsg = !is_msg && upper_eq(tok[0], tl[0], "HMSG");
+      int is_pub = !is_msg && !is_hmsg && upper_eq(tok[0], tl[0], "PUB");
+      if (is_msg || is_hmsg || is_pub) {
+        /* MSG subj sid [reply] len  |  HMSG subj sid [reply] hlen len  |  PUB subj [reply] len */
+        int min = is_msg ? 4 : is_hmsg ? 5 : 3;
         if (nt < min || nt > min + 1) die("bad frame: %.*s", (int)line_len, start);
         long long len = parse_ll(tok[nt - 1], tl[nt - 1]);
-        if (len < 0) die("bad length: %.*s", (int)line_len, start);
+        long long hlen = is_hmsg ? parse_ll(tok[nt - 2], tl[nt - 2]) : 0;
+        if (len < 0 || hlen < 0 || hlen > len) die("bad length: %.*s", (int)line_len, start);
         size_t need = consumed + (size_t)len + 2;
         if (avail < need) {
           if (need > c->rcap) {
@@ -306,19 +354,23 @@ static int rc_next(rconn_t *c, frame_t *f) {
           if (r <= 0) return r == 0 ? 0 : (int)r;
           continue;
         }
-        f->type = is_msg ? FR_MSG : FR_PUB;
+        f->type = is_pub ? FR_PUB : FR_MSG;
         f->subj = tok[1];
         f->subj_len = tl[1];
-        if (is_msg) {
+        if (!is_pub) {
           f->sid = tok[2];
           f->sid_len = tl[2];
         }
         if (nt == min + 1) {
-          f->reply = tok[nt - 2];
-          f->reply_len = tl[nt - 2];
+          f->reply = tok[3 - is_pub];
+          f->reply_len = tl[3 - is_pub];
         }
-        f->payload = start + consumed;
-        f->len = (size_t)len;
+        if (is_hmsg) {
+          f->hdr = start + consumed;
+          f->hdr_len = (size_t)hlen;
+        }
+        f->payload = start + consumed + hlen;
+        f->len = (size_t)(len - hlen);
         c->rs += need;
         return 1;
       }
@@ -378,8 +430,9 @@ static void rc_wait_pong(rconn_t *c) {
   }
 }
 
-/* Connect, read INFO, send CONNECT + PING, wait for PONG. */
-static void rc_connect(rconn_t *c, int rcvbuf) {
+/* Connect, read INFO, send CONNECT + PING, wait for PONG. `headers`: also headers:true and
+ * no_responders:true (the server may then send HMSG, and a 503 status to a request nobody serves). */
+static void rc_connect_h(rconn_t *c, int rcvbuf, int headers) {
   int fd = tcp_connect(A.host, A.port, rcvbuf);
   rc_init(c, fd);
   set_rcvtimeo(fd, 10000);
@@ -388,10 +441,14 @@ static void rc_connect(rconn_t *c, int rcvbuf) {
   if (r <= 0 || f.type != FR_INFO) die("expected INFO from server (%d)", r);
   rc_bufs(c,
           "CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"name\":\"loadgen\","
-          "\"lang\":\"c-raw\",\"version\":\"1.0.0\",\"protocol\":1,\"echo\":true}\r\nPING\r\n");
+          "\"lang\":\"c-raw\",\"version\":\"1.0.0\",\"protocol\":1,\"echo\":true");
+  if (headers) rc_bufs(c, ",\"headers\":true,\"no_responders\":true");
+  rc_bufs(c, "}\r\nPING\r\n");
   rc_flush(c);
   rc_wait_pong(c);
 }
+
+static void rc_connect(rconn_t *c, int rcvbuf) { rc_connect_h(c, rcvbuf, 0); }
 
 static void rc_sub(rconn_t *c, const char *subj, int sid) {
   char line[512];
@@ -718,6 +775,394 @@ static void mode_req_natsc(void) {
   _exit(0);
 }
 
+/* ------------------------------------------------- pipelined requester */
+
+/* Appends s[0..n) to a JSON string being built in out (at most cap-1 bytes, escaped). */
+static void json_escape(char *out, size_t cap, const char *s, size_t n) {
+  size_t o = 0;
+  for (size_t i = 0; i < n && o + 7 < cap; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '"' || ch == '\\') {
+      out[o++] = '\\';
+      out[o++] = (char)ch;
+    } else if (ch < 0x20 || ch >= 0x7f) {
+      o += (size_t)snprintf(out + o, cap - o, "\\u%04x", ch);
+    } else
+      out[o++] = (char)ch;
+  }
+  out[o] = 0;
+}
+
+/* A reply is a success unless it is a JSON object whose "error" is present and non-empty
+ * (mq9: {"error":"",...} is success; JetStream: a PubAck / API reply without "error"). */
+static int reply_ok(const char *p, size_t n) {
+  static const char key[] = "\"error\"";
+  const size_t kl = sizeof(key) - 1;
+  for (size_t i = 0; i + kl <= n; i++) {
+    if (p[i] != '"' || memcmp(p + i, key, kl)) continue;
+    size_t j = i + kl;
+    while (j < n && (p[j] == ' ' || p[j] == '\t')) j++;
+    if (j >= n || p[j] != ':') continue; /* "error" as a value, not a key */
+    j++;
+    while (j < n && (p[j] == ' ' || p[j] == '\t')) j++;
+    if (j + 1 < n && p[j] == '"' && p[j + 1] == '"') continue; /* "error":"" */
+    if (j + 3 < n && !memcmp(p + j, "null", 4)) continue;
+    return 0;
+  }
+  return 1;
+}
+
+/* Status code of an HMSG header block ("NATS/1.0 503"), or 0. */
+static int hdr_status(const char *h, size_t n) {
+  if (n < 12 || memcmp(h, "NATS/1.0 ", 9)) return 0;
+  int code = 0;
+  for (size_t i = 9; i < n && h[i] >= '0' && h[i] <= '9'; i++) code = code * 10 + (h[i] - '0');
+  return code;
+}
+
+/* Builds s with "%d" replaced by v into out; returns the length. */
+static size_t subst(char *out, size_t cap, const char *s, long long v) {
+  const char *d = strstr(s, "%d");
+  if (!d) return (size_t)snprintf(out, cap, "%s", s);
+  return (size_t)snprintf(out, cap, "%.*s%lld%s", (int)(d - s), s, v, d + 2);
+}
+
+typedef struct {
+  rconn_t c;
+  char inbox[64];
+  size_t inbox_len;
+  char **tmpl; /* subject templates */
+  int ntmpl;
+  int tmpl_has_d;
+  const char *payload; /* fixed payload, or a template with %d */
+  size_t payload_len;
+  int payload_has_d;
+  int64_t *t_sent;     /* by seq */
+  unsigned char *seen; /* by seq: reply received */
+  int64_t *lat;        /* timed phase latencies */
+  long long nlat;
+  long long ok, errors, dups, unknown, no_responders;
+  char first_error[400];
+  int shown;
+  int64_t t_last_reply;
+} preq_t;
+
+static void preq_reply(preq_t *q, frame_t *f, long long lo, long long hi, long long *got, int timed) {
+  /* subject: <inbox>.<seq> */
+  if (f->subj_len <= q->inbox_len + 1 || memcmp(f->subj, q->inbox, q->inbox_len) || f->subj[q->inbox_len] != '.') {
+    q->unknown++;
+    return;
+  }
+  long long seq = parse_ll(f->subj + q->inbox_len + 1, f->subj_len - q->inbox_len - 1);
+  if (seq < lo || seq >= hi) {
+    q->unknown++;
+    return;
+  }
+  if (q->seen[seq]) {
+    q->dups++;
+    return;
+  }
+  q->seen[seq] = 1;
+  (*got)++;
+  int64_t t = q->c.last_read_ns;
+  q->t_last_reply = t;
+  if (timed) q->lat[q->nlat++] = t - q->t_sent[seq];
+  int status = f->hdr ? hdr_status(f->hdr, f->hdr_len) : 0;
+  int good = status == 0 || (status >= 200 && status < 300) ? reply_ok(f->payload, f->len) : 0;
+  if (status == 503) q->no_responders++;
+  if (good) q->ok++;
+  else {
+    q->errors++;
+    if (!q->first_error[0]) {
+      char body[300];
+      if (status) snprintf(body, sizeof(body), "status %d %.*s", status, (int)(f->len < 200 ? f->len : 200), f->payload);
+      else snprintf(body, sizeof(body), "%.*s", (int)(f->len < 280 ? f->len : 280), f->payload);
+      json_escape(q->first_error, sizeof(q->first_error), body, strlen(body));
+      fprintf(stderr, "loadgen preq: request %lld failed: %s\n", seq, body);
+    }
+  }
+  if (q->shown < A.show) {
+    q->shown++;
+    printf("REPLY %lld %.*s\n", seq, (int)f->len, f->payload);
+    fflush(stdout);
+  }
+}
+
+/* Runs requests [lo, hi) with at most A.window in flight; returns 0 when every one was answered,
+ * else the number still outstanding when the connection went quiet for --timeout-ms. */
+static long long preq_run(preq_t *q, long long lo, long long hi, int timed) {
+  rconn_t *c = &q->c;
+  long long next = lo, got = 0;
+  char subj[1024], pay[4096], hdr[1400];
+  int64_t deadline = now_ns() + (int64_t)(A.max_seconds * 1e9);
+  while (got < hi - lo) {
+    /* top the window up */
+    long long first_new = next;
+    while (next < hi && (next - lo) - got < A.window) {
+      const char *t = q->tmpl[next % q->ntmpl];
+      long long v = (next / q->ntmpl) % A.fanout;
+      size_t sl = q->tmpl_has_d ? subst(subj, sizeof(subj), t, v) : (size_t)snprintf(subj, sizeof(subj), "%s", t);
+      const char *p = q->payload;
+      size_t pl = q->payload_len;
+      if (q->payload_has_d) {
+        pl = subst(pay, sizeof(pay), q->payload, v);
+        p = pay;
+      }
+      int hl = snprintf(hdr, sizeof(hdr), "PUB %.*s %s.%lld %zu\r\n", (int)sl, subj, q->inbox, next, pl);
+      rc_buf(c, hdr, (size_t)hl);
+      rc_buf(c, p, pl);
+      rc_buf(c, "\r\n", 2);
+      next++;
+    }
+    if (next > first_new) {
+      int64_t t = now_ns();
+      for (long long i = first_new; i < next; i++) q->t_sent[i] = t;
+      rc_flush(c);
+    }
+    /* wait for at least one frame, then take whatever else is already buffered */
+    frame_t f;
+    int r = rc_next(c, &f);
+    for (;;) {
+      if (r == -3) break;
+      if (r == -1) {
+        fprintf(stderr, "loadgen preq: no reply for %d ms, %lld of %lld requests outstanding\n", A.timeout_ms,
+                (next - lo) - got, hi - lo);
+        return (hi - lo) - got;
+      }
+      if (r <= 0) die("preq: connection %s after %lld of %lld replies", r == 0 ? "closed" : "failed", got, hi - lo);
+      if (f.type == FR_MSG) {
+        if (f.sid_len == 1 && f.sid[0] == '1') preq_reply(q, &f, lo, hi, &got, timed);
+        else q->unknown++;
+      } else if (f.type == FR_PING) {
+        rc_bufs(c, "PONG\r\n");
+      } else if (f.type == FR_ERR) {
+        fprintf(stderr, "loadgen preq: server: %.*s\n", (int)f.line_len, f.line);
+        if (!q->first_error[0]) json_escape(q->first_error, sizeof(q->first_error), f.line, f.line_len);
+      }
+      c->nofill = 1;
+      r = rc_next(c, &f);
+    }
+    c->nofill = 0;
+    if (now_ns() > deadline) {
+      fprintf(stderr, "loadgen preq: --max-seconds reached, %lld of %lld replies\n", got, hi - lo);
+      return (hi - lo) - got;
+    }
+  }
+  return 0;
+}
+
+static void mode_preq(void) {
+  if (strcmp(A.impl, "raw")) die("preq: only --impl raw");
+  preq_t *q = calloc(1, sizeof(*q));
+  rc_connect_h(&q->c, 0, 1);
+  snprintf(q->inbox, sizeof(q->inbox), "_INBOX.lg%d", (int)getpid());
+  q->inbox_len = strlen(q->inbox);
+  char wild[80];
+  snprintf(wild, sizeof(wild), "%s.*", q->inbox);
+  rc_sub(&q->c, wild, 1);
+  set_rcvtimeo(q->c.fd, A.timeout_ms);
+  /* subject templates */
+  char *subjects = strdup(A.subject);
+  q->tmpl = malloc(sizeof(char *) * (strlen(subjects) + 1));
+  for (char *save = NULL, *t = strtok_r(subjects, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    q->tmpl[q->ntmpl++] = t;
+    if (strstr(t, "%d")) q->tmpl_has_d = 1;
+  }
+  if (q->ntmpl == 0) die("preq: --subject is empty");
+  if (A.payload) {
+    q->payload = A.payload;
+    q->payload_len = strlen(A.payload);
+    q->payload_has_d = strstr(A.payload, "%d") != NULL;
+  } else {
+    q->payload = make_payload(A.size);
+    q->payload_len = (size_t)A.size;
+  }
+  long long total = A.warmup + A.count;
+  q->t_sent = malloc(sizeof(int64_t) * (size_t)(total > 0 ? total : 1));
+  q->seen = calloc((size_t)(total > 0 ? total : 1), 1);
+  q->lat = malloc(sizeof(int64_t) * (size_t)(A.count > 0 ? A.count : 1));
+  say_ready(0);
+  long long missing = 0;
+  if (A.warmup > 0) missing = preq_run(q, 0, A.warmup, 0);
+  int64_t t0 = now_ns();
+  if (!missing) missing = preq_run(q, A.warmup, total, 1);
+  int64_t t1 = q->t_last_reply > t0 ? q->t_last_reply : now_ns();
+  long long n = q->nlat;
+  qsort(q->lat, (size_t)n, sizeof(int64_t), cmp_i64);
+  double sum = 0;
+  for (long long i = 0; i < n; i++) sum += q->lat[i];
+  double secs = (t1 - t0) / 1e9;
+  printf("RESULT {\"mode\":\"preq\",\"impl\":\"raw\",\"window\":%d,\"count\":%lld,\"warmup\":%lld,\"replied\":%lld,"
+         "\"ok\":%lld,\"errors\":%lld,\"no_responders\":%lld,\"dups\":%lld,\"unknown\":%lld,\"missing\":%lld,"
+         "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,\"min_us\":%.2f,"
+         "\"mean_us\":%.2f,\"t_first\":%lld,\"t_last\":%lld,\"elapsed_s\":%.4f,\"rate\":%.1f,\"cpu_s\":%.4f,"
+         "\"first_error\":\"%s\"}\n",
+         A.window, A.count, A.warmup, n, q->ok, q->errors, q->no_responders, q->dups, q->unknown, missing,
+         pct_us(q->lat, n, 0.50), pct_us(q->lat, n, 0.90), pct_us(q->lat, n, 0.99), pct_us(q->lat, n, 0.999),
+         n ? q->lat[n - 1] / 1000.0 : 0, n ? q->lat[0] / 1000.0 : 0, n ? sum / n / 1000.0 : 0, (long long)t0,
+         (long long)t1, secs, secs > 0 ? n / secs : 0.0, cpu_seconds(), q->first_error);
+  fflush(stdout);
+  close(q->c.fd);
+  exit(missing || q->errors ? 3 : 0);
+}
+
+/* ------------------------------------------------------------- replay */
+
+/* Value of header `name` (case-insensitive) in an HMSG header block, or NULL. */
+static const char *hdr_value(const char *h, size_t n, const char *name, size_t *vlen) {
+  size_t nl = strlen(name);
+  size_t i = 0;
+  while (i < n) {
+    const char *eol = memchr(h + i, '\n', n - i);
+    size_t end = eol ? (size_t)(eol - h) : n;
+    size_t ll = end - i;
+    if (ll > nl && !strncasecmp(h + i, name, nl) && h[i + nl] == ':') {
+      size_t s = i + nl + 1;
+      while (s < end && (h[s] == ' ' || h[s] == '\t')) s++;
+      size_t e = end;
+      while (e > s && (h[e - 1] == '\r' || h[e - 1] == ' ')) e--;
+      *vlen = e - s;
+      return h + s;
+    }
+    i = end + 1;
+  }
+  return NULL;
+}
+
+static int rank_of(const char *v, size_t n) {
+  if (n == 8 && !memcmp(v, "critical", 8)) return 0;
+  if (n == 6 && !memcmp(v, "urgent", 6)) return 1;
+  if (n == 6 && !memcmp(v, "normal", 6)) return 2;
+  return -1;
+}
+
+static void mode_replay(void) {
+  if (strcmp(A.impl, "raw")) die("replay: only --impl raw");
+  int order_mq9 = !strcmp(A.order, "mq9"), order_js = !strcmp(A.order, "js");
+  rconn_t c;
+  rc_connect_h(&c, 0, 1);
+  char inbox[64];
+  snprintf(inbox, sizeof(inbox), "_INBOX.lgr%d", (int)getpid());
+  char line[1200];
+  if (A.create_subject) rc_sub(&c, inbox, 2);
+  set_rcvtimeo(c.fd, A.idle_ms);
+  say_ready(0);
+  int64_t t0 = now_ns();
+  if (A.create_subject) {
+    /* SUB the delivery subject first (and make sure the server has it), then create the consumer */
+    rc_sub(&c, A.subject, 1);
+    t0 = now_ns();
+    int hl = snprintf(line, sizeof(line), "PUB %s %s %zu\r\n", A.create_subject, inbox, strlen(A.create_payload));
+    rc_buf(&c, line, (size_t)hl);
+    rc_bufs(&c, A.create_payload);
+    rc_bufs(&c, "\r\n");
+    rc_flush(&c);
+  } else {
+    /* (the PING only lets the fake blast server know the SUB is complete) */
+    int hl = snprintf(line, sizeof(line), "SUB %s 1\r\nPING\r\n", A.subject);
+    rc_buf(&c, line, (size_t)hl);
+    rc_flush(&c);
+  }
+  long long count = 0, bytes = 0, violations = 0, no_header = 0, by_rank[3] = {0, 0, 0};
+  long long last_id[3] = {0, 0, 0}, last_seq = 0;
+  int last_rank = 0;
+  int64_t t_first = 0, t_last = 0;
+  char first_violation[300] = "", create_reply[300] = "";
+  const char *end = "complete";
+  frame_t f;
+  while (count < A.count) {
+    int r = rc_next(&c, &f);
+    if (r <= 0) {
+      end = r == 0 ? "eof" : r == -1 ? "idle-timeout" : "error";
+      break;
+    }
+    if (f.type == FR_MSG && f.sid_len == 1 && f.sid[0] == '2') {
+      json_escape(create_reply, sizeof(create_reply), f.payload, f.len < 250 ? f.len : 250);
+      if (!reply_ok(f.payload, f.len)) {
+        fprintf(stderr, "loadgen replay: consumer create failed: %.*s\n", (int)f.len, f.payload);
+        end = "create-failed";
+        break;
+      }
+      continue;
+    }
+    if (f.type == FR_MSG) {
+      if (f.hdr && hdr_status(f.hdr, f.hdr_len)) continue; /* JetStream heartbeat / flow control */
+      if (count == 0) t_first = c.last_read_ns;
+      count++;
+      bytes += (long long)f.len;
+      t_last = c.last_read_ns;
+      char why[200] = "";
+      if (order_mq9) {
+        size_t pl = 0, il = 0;
+        const char *pv = f.hdr ? hdr_value(f.hdr, f.hdr_len, "mq9-priority", &pl) : NULL;
+        const char *iv = f.hdr ? hdr_value(f.hdr, f.hdr_len, "mq9-msg-id", &il) : NULL;
+        int rank = pv ? rank_of(pv, pl) : -1;
+        long long id = iv ? parse_ll(iv, il) : -1;
+        if (rank < 0 || id < 0) {
+          no_header++;
+          snprintf(why, sizeof(why), "message %lld: no mq9-priority/mq9-msg-id header", count);
+        } else {
+          by_rank[rank]++;
+          if (rank < last_rank)
+            snprintf(why, sizeof(why), "message %lld: %.*s (id %lld) after a lower priority", count, (int)pl, pv, id);
+          else if (id <= last_id[rank])
+            snprintf(why, sizeof(why), "message %lld: %.*s id %lld not after id %lld", count, (int)pl, pv, id,
+                     last_id[rank]);
+          if (rank > last_rank) last_rank = rank;
+          if (id > last_id[rank]) last_id[rank] = id;
+        }
+      } else if (order_js) {
+        /* $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending> */
+        long long seq = -1;
+        if (f.reply) {
+          const char *tok[12];
+          size_t tl[12];
+          int k = 0;
+          size_t st = 0;
+          for (size_t i = 0; i <= f.reply_len && k < 12; i++) {
+            if (i == f.reply_len || f.reply[i] == '.') {
+              tok[k] = f.reply + st;
+              tl[k++] = i - st;
+              st = i + 1;
+            }
+          }
+          if (k >= 9) seq = parse_ll(tok[5], tl[5]);
+        }
+        if (seq < 0) {
+          no_header++;
+          snprintf(why, sizeof(why), "message %lld: no $JS.ACK reply subject", count);
+        } else {
+          if (seq <= last_seq) snprintf(why, sizeof(why), "message %lld: stream seq %lld after %lld", count, seq, last_seq);
+          else last_seq = seq;
+        }
+      }
+      if (why[0]) {
+        violations++;
+        if (!first_violation[0]) {
+          json_escape(first_violation, sizeof(first_violation), why, strlen(why));
+          fprintf(stderr, "loadgen replay: %s\n", why);
+        }
+      }
+    } else if (f.type == FR_PING) {
+      rc_bufs(&c, "PONG\r\n");
+      rc_flush(&c);
+    } else if (f.type == FR_ERR) {
+      fprintf(stderr, "loadgen replay: %.*s\n", (int)f.line_len, f.line);
+      if (!first_violation[0]) json_escape(first_violation, sizeof(first_violation), f.line, f.line_len);
+    }
+  }
+  double secs = count ? (t_last - t0) / 1e9 : 0;
+  printf("RESULT {\"mode\":\"replay\",\"impl\":\"raw\",\"expected\":%lld,\"received\":%lld,\"payload_bytes\":%lld,"
+         "\"t_sub\":%lld,\"t_first\":%lld,\"t_last\":%lld,\"elapsed_s\":%.4f,\"rate\":%.1f,\"end\":\"%s\","
+         "\"order\":\"%s\",\"violations\":%lld,\"unchecked\":%lld,\"critical\":%lld,\"urgent\":%lld,\"normal\":%lld,"
+         "\"first_violation\":\"%s\",\"create_reply\":\"%s\",\"cpu_s\":%.4f}\n",
+         A.count, count, bytes, (long long)t0, (long long)t_first, (long long)t_last, secs,
+         secs > 0 ? count / secs : 0.0, end, A.order, violations, no_header, by_rank[0], by_rank[1], by_rank[2],
+         first_violation, create_reply, cpu_seconds());
+  fflush(stdout);
+  close(c.fd);
+}
+
 /* ---------------------------------------------------------------- stall */
 
 static void mode_stall(void) {
@@ -879,8 +1324,13 @@ static void mode_blast(void) {
   pthread_t th;
   pthread_create(&th, NULL, blast_reader, &c);
   char hdr[512];
-  int hl = snprintf(hdr, sizeof(hdr), "MSG %s %s %d\r\n", A.subject, sid, A.size);
-  size_t fl = (size_t)hl + (size_t)A.size + 2;
+  /* --order mq9: HMSG frames with an mq9 delivery header block (msg ids repeat per chunk) */
+  const char *mq9h = "NATS/1.0\r\nmq9-msg-id: 1000000\r\nmq9-priority: normal\r\nmq9-mail-address: bench.replay\r\n\r\n";
+  int with_h = !strcmp(A.order, "mq9");
+  size_t mhl = with_h ? strlen(mq9h) : 0;
+  int hl = with_h ? snprintf(hdr, sizeof(hdr), "HMSG %s %s %zu %zu\r\n", A.subject, sid, mhl, mhl + (size_t)A.size)
+                  : snprintf(hdr, sizeof(hdr), "MSG %s %s %d\r\n", A.subject, sid, A.size);
+  size_t fl = (size_t)hl + mhl + (size_t)A.size + 2;
   size_t per_chunk = (64 * 1024) / fl;
   if (per_chunk < 1) per_chunk = 1;
   char *chunk = malloc(per_chunk * fl);
@@ -888,8 +1338,9 @@ static void mode_blast(void) {
   for (size_t i = 0; i < per_chunk; i++) {
     char *p = chunk + i * fl;
     memcpy(p, hdr, (size_t)hl);
-    memcpy(p + hl, payload, (size_t)A.size);
-    memcpy(p + hl + A.size, "\r\n", 2);
+    memcpy(p + hl, mq9h, mhl);
+    memcpy(p + hl + mhl, payload, (size_t)A.size);
+    memcpy(p + hl + mhl + A.size, "\r\n", 2);
   }
   long long sent = 0;
   int64_t t0 = now_ns();
@@ -959,6 +1410,8 @@ int main(int argc, char **argv) {
   else if (!strcmp(m, "sub")) natsc ? mode_sub_natsc() : mode_sub_raw();
   else if (!strcmp(m, "rep")) natsc ? mode_rep_natsc() : mode_rep_raw();
   else if (!strcmp(m, "req")) natsc ? mode_req_natsc() : mode_req_raw();
+  else if (!strcmp(m, "preq")) mode_preq();
+  else if (!strcmp(m, "replay")) mode_replay();
   else if (!strcmp(m, "stall")) mode_stall();
   else if (!strcmp(m, "sink")) mode_sink();
   else if (!strcmp(m, "blast")) mode_blast();
