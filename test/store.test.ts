@@ -14,7 +14,7 @@ import { createMemoryStore } from "../src/store/memory-store.js";
 import { openLmdbStore } from "../src/store/lmdb-store.js";
 import type { StoreLimits } from "../src/store/limits.js";
 import { compactProgress, isDone, markDone, newGroupState, Priority } from "../src/store/types.js";
-import type { GroupState, Instant, MailboxSpec, MailboxStore, NewMessage, PriorityRank, StoredMessage } from "../src/store/types.js";
+import type { AppendedMessage, GroupState, Instant, MailboxSpec, MailboxStore, NewMessage, PriorityRank, StoredMessage } from "../src/store/types.js";
 
 const STORE_MODULE = path.resolve(__dirname, "../src/store/lmdb-store.js");
 const T0 = 5_000_000; // store-clock ms
@@ -24,6 +24,8 @@ const at = (now = T0): Instant => ({ now, wallMs: WALL + (now - T0) });
 const box = (address: string, more: Partial<MailboxSpec> = {}): MailboxSpec => ({ address, public: false, desc: "", type: "standard", ttlSec: 0, ...more });
 const msg = (priority: PriorityRank, text: string, more: Partial<NewMessage> = {}): NewMessage => ({ priority, headers: null, payload: Buffer.from(text), ...more });
 const texts = (ms: StoredMessage[]): string[] => ms.map((m) => Buffer.from(m.payload).toString());
+/** A message with plain Buffers, to compare with deepEqual. */
+const plain = (m: StoredMessage) => ({ ...m, payload: Buffer.from(m.payload), headers: m.headers && Buffer.from(m.headers) });
 
 async function rejectsWith(p: Promise<unknown> | (() => unknown), code: string): Promise<void> {
   await assert.rejects(async () => (typeof p === "function" ? p() : p), (err: unknown) => {
@@ -210,6 +212,175 @@ function conformance(name: string, factory: Factory): void {
       await store.append("k", msg(2, "v4", { key: "cfg" }), at());
       assert.deepEqual(texts(store.read("k", { now: T0 })), ["plain", "v4"]);
       assert.equal(store.stats().messages, 3);
+    });
+
+    test("store - an append with an originId the mailbox holds returns that message with duplicate:true and stores nothing", async () => {
+      const { store } = await fresh({ maxMessagesPerMailbox: 2 });
+      await store.createMailbox(box("o"), at());
+      const first = await store.append("o", { priority: 1, headers: Buffer.from("NATS/1.0\r\n\r\n"), payload: Buffer.from("v1"), key: "k", tags: ["t"], originId: "cloud:o:17" }, at());
+      assert.equal(first.duplicate, undefined);
+      assert.equal(first.originId, "cloud:o:17");
+      const other = await store.append("o", msg(2, "other", { key: "k2" }), at());
+      const before = snapshot(store);
+      const lastId = store.stats().lastMsgId;
+      assert.equal(lastId, other.msgId);
+      // Different content, priority and key, an mq9-key that would replace `other`, a full
+      // mailbox (no limit is checked), a later time: none of it matters.
+      const dup = await store.append("o", { priority: 0, headers: null, payload: Buffer.from("v1-retried"), key: "k2", ttlSec: 5, originId: "cloud:o:17" }, at(T0 + 1000));
+      assert.deepEqual(plain(dup), { ...plain(first), duplicate: true });
+      assert.deepEqual(snapshot(store), before);
+      assert.equal(store.stats().lastMsgId, lastId, "no msgId issued");
+      assert.deepEqual(plain(store.getMessage("o", other.msgId)!), plain(other));
+      // The next real append gets exactly the next id.
+      await store.deleteMessage("o", other.msgId);
+      const next = await store.append("o", msg(2, "next", { originId: "cloud:o:18" }), at());
+      assert.equal(next.msgId, lastId + 1);
+      assert.equal(next.duplicate, undefined);
+      // In a latest mailbox a duplicate replaces nothing either.
+      await store.createMailbox(box("cap", { type: "latest" }), at());
+      const c1 = await store.append("cap", msg(2, "c1", { originId: "x" }), at());
+      const c2 = await store.append("cap", msg(2, "c2", { originId: "y" }), at()); // replaces c1: x is free
+      assert.equal((await store.append("cap", msg(2, "c2 again", { originId: "y" }), at())).duplicate, true);
+      assert.deepEqual(texts(store.read("cap", { now: T0 })), ["c2"]);
+      const again = await store.append("cap", msg(2, "c1 again", { originId: "x" }), at());
+      assert.equal(again.duplicate, undefined);
+      assert.ok(again.msgId > c2.msgId && c1.msgId < c2.msgId);
+      assert.deepEqual(texts(store.read("cap", { now: T0 })), ["c1 again"]);
+    });
+
+    test("store - same-turn appends with one originId store it once", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("t"), at());
+      const before = store.stats().lastMsgId;
+      const r = await Promise.all([
+        store.append("t", msg(2, "a", { originId: "edge-1:5" }), at()),
+        store.append("t", msg(0, "a (retry)", { originId: "edge-1:5" }), at()),
+        store.append("t", msg(1, "b", { originId: "edge-1:6" }), at()),
+        store.append("t", msg(2, "a (again)", { originId: "edge-1:5" }), at()),
+        store.append("t", msg(2, "no origin"), at()),
+      ]);
+      assert.deepEqual(r.map((m) => m.duplicate ?? false), [false, true, false, true, false]);
+      assert.deepEqual(r.map((m) => m.msgId), [before + 1, before + 1, before + 2, before + 1, before + 3]);
+      assert.deepEqual(texts([r[1]!, r[3]!]), ["a", "a"]);
+      assert.equal(r[1]!.priority, 2);
+      assert.deepEqual(texts(store.read("t", { now: T0 })), ["b", "a", "no origin"]);
+      assert.equal(store.stats().messages, 3);
+      assert.equal(store.stats().lastMsgId, before + 3);
+      // A refused append in the batch does not claim its originId.
+      const s2 = await fresh({ maxBytesPerMailbox: 3 });
+      await s2.store.createMailbox(box("small"), at());
+      const out = await Promise.allSettled([
+        s2.store.append("small", msg(2, "toolong", { originId: "o" }), at()),
+        s2.store.append("small", msg(2, "ok", { originId: "o" }), at()),
+        s2.store.append("small", msg(2, "dup", { originId: "o" }), at()),
+      ]);
+      assert.deepEqual(out.map((o) => o.status), ["rejected", "fulfilled", "fulfilled"]);
+      assert.equal((out[0] as PromiseRejectedResult).reason.code, ErrorCode.LIMIT_MAILBOX_BYTES);
+      const [ok, dup] = [(out[1] as PromiseFulfilledResult<AppendedMessage>).value, (out[2] as PromiseFulfilledResult<AppendedMessage>).value];
+      assert.deepEqual([ok.duplicate, dup.duplicate, dup.msgId, texts([dup])], [undefined, true, ok.msgId, ["ok"]]);
+    });
+
+    test("store - an originId is freed with its message: delete, key replacement, expiry, mailbox removal", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("f"), at());
+      const isNew = async (address: string, text: string, more: Partial<NewMessage>, now = T0) => {
+        const r = await store.append(address, msg(2, text, more), at(now));
+        assert.equal(r.duplicate, undefined, `${text} stored anew`);
+        return r;
+      };
+      const isDup = async (address: string, of: StoredMessage, now = T0) => {
+        const r = await store.append(address, msg(2, "retry", { originId: of.originId }), at(now));
+        assert.deepEqual([r.duplicate, r.msgId], [true, of.msgId]);
+      };
+      // deleteMessage
+      const d = await isNew("f", "d1", { originId: "del" });
+      await isDup("f", d);
+      assert.equal(await store.deleteMessage("f", d.msgId), true);
+      const d2 = await isNew("f", "d2", { originId: "del" });
+      assert.ok(d2.msgId > d.msgId);
+      await isDup("f", d2);
+      // mq9-key replacement
+      const k1 = await isNew("f", "k1", { originId: "key-1", key: "cfg" });
+      await isNew("f", "k2", { originId: "key-2", key: "cfg" });
+      assert.equal(store.getMessage("f", k1.msgId), undefined);
+      await isNew("f", "k1 again", { originId: "key-1" });
+      // message TTL: held (duplicate) until expire() removes it, even once past due
+      const e = await isNew("f", "e1", { originId: "ttl", ttlSec: 1 });
+      await isDup("f", e, T0 + 1500);
+      assert.equal((await store.expire(T0 + 1000)).messages, 1);
+      await isNew("f", "e2", { originId: "ttl" });
+      // mailbox deletion
+      const m = await isNew("f", "m1", { originId: "box" });
+      await store.deleteMailbox("f");
+      await store.createMailbox(box("f"), at());
+      assert.notEqual((await isNew("f", "m2", { originId: "box" })).msgId, m.msgId);
+      // mailbox expiry
+      await store.createMailbox(box("short", { ttlSec: 1 }), at());
+      const s = await isNew("short", "s1", { originId: "gone" });
+      await isDup("short", s);
+      assert.deepEqual((await store.expire(T0 + 1000)).mailboxes.map((b) => b.address), ["short"]);
+      await store.createMailbox(box("short"), at());
+      await isNew("short", "s2", { originId: "gone" });
+      assert.deepEqual(texts(store.read("f", { now: T0 })), ["m2"]);
+    });
+
+    test("store - originId round-trips through append, read and getMessage, and is validated", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("r"), at());
+      const long = "é".repeat(512); // 1024 bytes is fine
+      const ids = ["cloud:r:0001", "edge-7:42", "ключ 🔑", long];
+      const stored = await Promise.all(ids.map((o, i) => store.append("r", msg((i % 3) as PriorityRank, `m${i}`, { originId: o, key: i === 0 ? "k" : null }), at())));
+      const plainMsg = await store.append("r", msg(2, "none"), at());
+      const nullMsg = await store.append("r", msg(2, "null", { originId: null }), at());
+      assert.deepEqual(stored.map((m) => m.originId), ids);
+      assert.deepEqual([plainMsg.originId, nullMsg.originId], [null, null]);
+      const read = store.read("r", { now: T0 });
+      for (const m of [...stored, plainMsg, nullMsg]) {
+        assert.equal(read.find((x) => x.msgId === m.msgId)!.originId, m.originId);
+        assert.deepEqual(plain(store.getMessage("r", m.msgId)!), plain(m));
+      }
+      const before = snapshot(store);
+      for (const bad of ["", "a\x00b", long + "x", 42 as never]) {
+        await rejectsWith(store.append("r", msg(0, "x", { originId: bad }), at()), ErrorCode.STORE_INVALID_INPUT);
+      }
+      assert.deepEqual(snapshot(store), before);
+    });
+
+    test("store - different mailboxes hold the same originId independently", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("a"), at());
+      await store.createMailbox(box("b"), at());
+      const a = await store.append("a", msg(2, "in a", { originId: "same" }), at());
+      const b = await store.append("b", msg(2, "in b", { originId: "same" }), at());
+      assert.equal(b.duplicate, undefined);
+      assert.ok(b.msgId > a.msgId);
+      assert.deepEqual(texts([await store.append("b", msg(2, "retry", { originId: "same" }), at())]), ["in b"]);
+      await store.deleteMessage("a", a.msgId);
+      const dupB = await store.append("b", msg(2, "retry", { originId: "same" }), at());
+      assert.deepEqual([dupB.duplicate, dupB.msgId], [true, b.msgId]);
+      assert.equal((await store.append("a", msg(2, "a again", { originId: "same" }), at())).duplicate, undefined);
+      await store.deleteMailbox("b");
+      assert.equal((await store.append("a", msg(2, "retry", { originId: "same" }), at())).duplicate, true);
+      assert.equal(store.stats().messages, 1);
+    });
+
+    test("store - the origin index survives a reopen (persistent stores)", async (t) => {
+      const subject = await fresh();
+      if (!subject.reopen) return t.skip("not persistent");
+      let store = subject.store;
+      await store.createMailbox(box("p"), at());
+      const kept = await store.append("p", msg(1, "kept", { originId: "cloud:p:1", tags: ["x"] }), at());
+      const gone = await store.append("p", msg(2, "gone", { originId: "cloud:p:2" }), at());
+      await store.append("p", msg(2, "plain"), at());
+      await store.deleteMessage("p", gone.msgId);
+      store = await subject.reopen();
+      subject.store = store;
+      assert.deepEqual(store.read("p", { now: T0 }).map((m) => m.originId), ["cloud:p:1", null]);
+      const lastId = store.stats().lastMsgId;
+      const dup = await store.append("p", msg(0, "kept (retry)", { originId: "cloud:p:1" }), at());
+      assert.deepEqual(plain(dup), { ...plain(kept), duplicate: true });
+      const again = await store.append("p", msg(2, "gone again", { originId: "cloud:p:2" }), at());
+      assert.deepEqual([again.duplicate, again.msgId], [undefined, lastId + 1]);
     });
 
     test("store - a latest mailbox keeps only the newest message per priority", async () => {
@@ -594,6 +765,30 @@ describe("store (lmdb only)", () => {
     raw.openDB({ name: "meta" }).putSync("format", 2);
     await raw.close();
     await refused(newer);
+  });
+
+  test("store - a store written before origin ids opens and gains the origin index", async () => {
+    const dir = newDir();
+    let store = await openLmdbStore({ path: dir });
+    await store.createMailbox(box("old"), at());
+    const old = await store.append("old", msg(1, "old record", { key: "k", tags: ["t"] }), at());
+    await store.close();
+    // What the previous build left: the same databases without "origins" (records without originId are byte-identical).
+    const lmdb = await import("lmdb");
+    const raw = lmdb.open({ path: dir });
+    raw.openDB({ name: "origins" }).dropSync();
+    assert.deepEqual([...raw.getKeys()].map(String).sort(), ["expiry", "groups", "keys", "mailboxes", "messages", "meta"]);
+    await raw.close();
+    store = await openLmdbStore({ path: dir });
+    try {
+      assert.deepEqual(plain(store.getMessage("old", old.msgId)!), plain(old));
+      assert.equal(store.getMessage("old", old.msgId)!.originId, null);
+      const m = await store.append("old", msg(2, "new", { originId: "o" }), at());
+      assert.equal((await store.append("old", msg(2, "retry", { originId: "o" }), at())).msgId, m.msgId);
+      assert.equal(store.stats().messages, 2);
+    } finally {
+      await store.close();
+    }
   });
 
   test("store - a store opened twice in one process is refused", async () => {

@@ -159,8 +159,8 @@ class PlainReader extends Reader {
   }
 
   protected giveLate(m: StoredMessage): void {
+    // When this reaches an UNSUB max, the server unsubscribes, which closes this reader.
     this.delivery.send(this.member, m);
-    if (this.member.sub.client.subs.get(this.member.sub.sid) !== this.member.sub) this.closed = true; // UNSUB max reached
   }
 
   position(): { after: readonly [number, number, number] } {
@@ -216,8 +216,7 @@ class GroupReader extends Reader {
     if (member === null) return false;
     this.state = markDone(this.state, m.priority, m.msgId);
     this.unsaved.push(m.msgId);
-    this.delivery.send(member, m);
-    if (member.sub.client.subs.get(member.sub.sid) !== member.sub) this.delivery.leaveGroup(this, member.sub);
+    this.delivery.send(member, m); // an UNSUB max reached here takes the member out of the group
     return true;
   }
 

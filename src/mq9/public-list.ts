@@ -48,7 +48,6 @@ export class PublicList {
       msgStart: 0,
       msgEnd: msg.length,
     });
-    if (sub.client.subs.get(sub.sid) !== sub) this.subs.delete(sub); // UNSUB max reached
   }
 }
 

@@ -161,7 +161,9 @@ export class Mq9Service {
     }
     // An expired mailbox not yet swept is gone: sweep it now so CREATE starts afresh.
     const existing = this.store.getMailbox(address);
-    if (existing !== undefined && existing.expiresAt !== 0 && existing.expiresAt <= this.clock.now()) await this.store.deleteMailbox(address);
+    if (existing !== undefined && existing.expiresAt !== 0 && existing.expiresAt <= this.clock.now()) {
+      if ((await this.store.deleteMailbox(address)) && existing.public) this.publicList.expired(existing);
+    }
     const { mailbox, isNew } = await this.store.createMailbox({ address, public: isPublic, desc, type, ttlSec: ttl }, this.at());
     if (isNew && mailbox.public) this.publicList.created(mailbox);
     return { error: "", mail_address: address, mail_id: address, is_new: isNew, ttl: mailbox.ttlSec, token: mailbox.token };

@@ -95,7 +95,7 @@ export function parseCommand(subject: string): Mq9Command | null {
     return null;
   }
   if (a === "PUBLIC" && b === "LIST" && t.length === 2) return { kind: "publicList" };
-  if (a === "BROADCAST" && t.length >= 4) return { kind: "broadcast" };
+  if (a === "BROADCAST" && t.length >= 3) return { kind: "broadcast" }; // BROADCAST.{domain}.{event}
   return null;
 }
 

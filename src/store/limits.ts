@@ -51,6 +51,7 @@ export const MAX_TAG_BYTES = 1024;
 export const MAX_TAGS = 256;
 export const MAX_GROUP_BYTES = 256;
 export const MAX_META_KEY_BYTES = 256;
+export const MAX_ORIGIN_ID_BYTES = 1024;
 
 function invalid(message: string): Mq9Error {
   return new Mq9Error(ErrorCode.STORE_INVALID_INPUT, message);
@@ -109,6 +110,7 @@ export interface CheckedMessage {
   readonly tags: readonly string[];
   readonly ttlSec: number;
   readonly delaySec: number;
+  readonly originId: string | null;
   readonly size: number;
 }
 
@@ -117,6 +119,7 @@ export function checkMessage(msg: NewMessage): CheckedMessage {
   if (!(msg.payload instanceof Uint8Array)) throw invalid("payload must be bytes");
   if (msg.headers !== null && !(msg.headers instanceof Uint8Array)) throw invalid("headers must be bytes or null");
   const key = msg.key === undefined || msg.key === null ? null : checkKeyString("mq9-key", msg.key, MAX_KEY_BYTES);
+  const originId = msg.originId === undefined || msg.originId === null ? null : checkKeyString("origin id", msg.originId, MAX_ORIGIN_ID_BYTES);
   const tags = msg.tags ?? [];
   if (!Array.isArray(tags) || tags.length > MAX_TAGS) throw invalid(`tags must be an array of at most ${MAX_TAGS}`);
   for (const t of tags) {
@@ -130,6 +133,7 @@ export function checkMessage(msg: NewMessage): CheckedMessage {
     tags: tags.slice(),
     ttlSec: checkSeconds("mq9-ttl", msg.ttlSec),
     delaySec: checkSeconds("mq9-delay", msg.delaySec),
+    originId,
     size: msg.payload.byteLength + (msg.headers?.byteLength ?? 0),
   };
 }

@@ -13,6 +13,8 @@ import type { GroupProgress, GroupState, MailboxMeta, MailboxType, PriorityRank,
 //   [u32le n | n bytes headers] if flags & HEADERS   (absent flag = headers null)
 //   [u16le n | n bytes key]     if flags & KEY
 //   [u16le count | (u16le n | n bytes tag)*] if flags & TAGS
+//   [u16le n | n bytes originId] if flags & ORIGIN   (absent flag = originId null; records
+//                               written before origin ids never have it)
 //   payload: every remaining byte
 
 const REC_FORMAT = 1;
@@ -21,6 +23,7 @@ const F_KEY = 2;
 const F_TAGS = 4;
 const F_EXPIRES = 8;
 const F_DELAYED = 16;
+const F_ORIGIN = 32;
 
 /** Fields of a record needed to remove it and to filter reads, without the payload. */
 export interface RecordInfo {
@@ -30,6 +33,7 @@ export interface RecordInfo {
   headers: Uint8Array | null;
   key: string | null;
   tags: string[];
+  originId: string | null;
   payloadOffset: number;
   size: number;
 }
@@ -37,6 +41,7 @@ export interface RecordInfo {
 export function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: number, visibleAt: number): Buffer {
   const keyBytes = m.key === null ? null : Buffer.from(m.key, "utf8");
   const tagBytes = m.tags.map((t) => Buffer.from(t, "utf8"));
+  const originBytes = m.originId === null ? null : Buffer.from(m.originId, "utf8");
   let flags = 0;
   let n = 6;
   if (expiresAt !== 0) (flags |= F_EXPIRES), (n += 8);
@@ -48,6 +53,7 @@ export function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: n
     n += 2;
     for (const t of tagBytes) n += 2 + t.length;
   }
+  if (originBytes !== null) (flags |= F_ORIGIN), (n += 2 + originBytes.length);
   const buf = Buffer.allocUnsafe(n + m.payload.byteLength);
   buf[0] = REC_FORMAT;
   buf[1] = flags;
@@ -71,6 +77,10 @@ export function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: n
       o += t.copy(buf, o);
     }
   }
+  if (originBytes !== null) {
+    o = buf.writeUInt16LE(originBytes.length, o);
+    o += originBytes.copy(buf, o);
+  }
   buf.set(m.payload, o);
   return buf;
 }
@@ -85,6 +95,7 @@ export function decodeInfo(buf: Buffer): RecordInfo {
   let headers: Uint8Array | null = null;
   let key: string | null = null;
   const tags: string[] = [];
+  let originId: string | null = null;
   if (flags & F_EXPIRES) (expiresAt = buf.readDoubleLE(o)), (o += 8);
   if (flags & F_DELAYED) (visibleAt = buf.readDoubleLE(o)), (o += 8);
   if (flags & F_HEADERS) {
@@ -106,7 +117,12 @@ export function decodeInfo(buf: Buffer): RecordInfo {
       o += 2 + n;
     }
   }
-  return { createTime, expiresAt, visibleAt, headers, key, tags, payloadOffset: o, size: buf.length - o + (headers?.byteLength ?? 0) };
+  if (flags & F_ORIGIN) {
+    const n = buf.readUInt16LE(o);
+    originId = buf.toString("utf8", o + 2, o + 2 + n);
+    o += 2 + n;
+  }
+  return { createTime, expiresAt, visibleAt, headers, key, tags, originId, payloadOffset: o, size: buf.length - o + (headers?.byteLength ?? 0) };
 }
 
 export function toMessage(address: string, priority: PriorityRank, msgId: number, buf: Buffer, info = decodeInfo(buf)): StoredMessage {
@@ -121,6 +137,7 @@ export function toMessage(address: string, priority: PriorityRank, msgId: number
     tags: info.tags,
     expiresAt: info.expiresAt,
     visibleAt: info.visibleAt,
+    originId: info.originId,
   };
 }
 

@@ -23,6 +23,7 @@ import {
 import type { StoreLimits } from "./limits.js";
 import { compactProgress, isDone, markDone, MailboxType, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
 import type {
+  AppendedMessage,
   ExpireResult,
   GroupState,
   Instant,
@@ -44,6 +45,8 @@ interface Box {
   /** Messages per rank, ascending msgId. */
   byRank: [StoredMessage[], StoredMessage[], StoredMessage[]];
   keys: Map<string, StoredMessage>;
+  /** Messages by originId. */
+  origins: Map<string, StoredMessage>;
   groups: Map<string, GroupState>;
 }
 
@@ -78,6 +81,7 @@ export class MemoryMailboxStore implements MailboxStore {
       bytes: 0,
       byRank: [[], [], []],
       keys: new Map(),
+      origins: new Map(),
       groups: new Map(),
     };
     this.boxes.set(s.address, created);
@@ -103,11 +107,13 @@ export class MemoryMailboxStore implements MailboxStore {
     return this.removeBox(address) !== undefined;
   }
 
-  async append(address: string, msg: NewMessage, at: Instant): Promise<StoredMessage> {
+  async append(address: string, msg: NewMessage, at: Instant): Promise<AppendedMessage> {
     this.open();
     const m = checkMessage(msg);
     const box = this.boxes.get(address);
     if (!box) throw mailboxNotFound(address);
+    const known = m.originId === null ? undefined : box.origins.get(m.originId);
+    if (known) return { ...copy(known), duplicate: true };
     const replaced = new Set<StoredMessage>();
     if (m.key !== null) {
       const old = box.keys.get(m.key);
@@ -133,9 +139,11 @@ export class MemoryMailboxStore implements MailboxStore {
       tags: m.tags,
       expiresAt: deadline(at.now, m.ttlSec),
       visibleAt: deadline(at.now, m.delaySec),
+      originId: m.originId,
     };
     box.byRank[m.priority].push(stored);
     if (stored.key !== null) box.keys.set(stored.key, stored);
+    if (stored.originId !== null) box.origins.set(stored.originId, stored);
     box.messages++;
     box.bytes += m.size;
     this.perRank[m.priority]!.messages++;
@@ -303,6 +311,7 @@ export class MemoryMailboxStore implements MailboxStore {
     const list = box.byRank[m.priority];
     list.splice(indexById(list, m.msgId), 1);
     if (m.key !== null && box.keys.get(m.key) === m) box.keys.delete(m.key);
+    if (m.originId !== null && box.origins.get(m.originId) === m) box.origins.delete(m.originId);
     box.messages--;
     box.bytes -= size(m);
     this.perRank[m.priority]!.messages--;

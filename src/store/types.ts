@@ -74,6 +74,10 @@ export interface NewMessage {
   readonly ttlSec?: number;
   /** mq9-delay: seconds before reads return it; absent or 0 = at once. */
   readonly delaySec?: number;
+  /** The sender's id for this message, so that a retried send is stored once: an append whose
+   *  originId that mailbox already holds stores nothing (see `append`). Same rules as a key
+   *  string (non-empty, no NUL, at most 1024 UTF-8 bytes); absent or null = no such id. */
+  readonly originId?: string | null;
 }
 
 export interface StoredMessage {
@@ -91,6 +95,15 @@ export interface StoredMessage {
   readonly expiresAt: number;
   /** Store-clock ms before which reads skip it; 0 = visible at once. */
   readonly visibleAt: number;
+  /** The originId it was appended with, or null.
+   *  An origin id is known exactly as long as its message is stored: deleting, replacing (mq9-key, `latest`) or expiring the message (or its mailbox) frees it. */
+  readonly originId: string | null;
+}
+
+/** What `append` resolves with: the stored message, marked `duplicate` when nothing was
+ *  stored because the mailbox already held a message with the same originId (that one). */
+export interface AppendedMessage extends StoredMessage {
+  readonly duplicate?: true;
 }
 
 export interface ReadOptions {
@@ -155,8 +168,14 @@ export interface MailboxStore {
   /** Removes a mailbox with its messages and groups; false if there was none. */
   deleteMailbox(address: string): Promise<boolean>;
 
-  /** Stores a message (MAILBOX_NOT_FOUND, LIMIT_*, STORE_FULL); resolves once durable. */
-  append(address: string, msg: NewMessage, at: Instant): Promise<StoredMessage>;
+  /**
+   * Stores a message (MAILBOX_NOT_FOUND, LIMIT_*, STORE_FULL); resolves once durable. When
+   * `msg.originId` is set and the mailbox already holds a message with that originId
+   * (written earlier, or earlier in the same batch), nothing is written: no msgId is
+   * issued, no limit checked, nothing replaced; it resolves with that message and
+   * `duplicate: true`, whatever else `msg` says.
+   */
+  append(address: string, msg: NewMessage, at: Instant): Promise<AppendedMessage>;
   /** Messages in delivery order (critical, urgent, normal; oldest first). Throws MAILBOX_NOT_FOUND. */
   read(address: string, opts: ReadOptions): StoredMessage[];
   /** One message of that mailbox by id, expired or not yet visible included. */
