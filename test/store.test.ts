@@ -791,6 +791,40 @@ describe("store (lmdb only)", () => {
     }
   });
 
+  test("store - the origins database holds exactly the origin ids of stored messages", async () => {
+    const dir = newDir();
+    const store = await openLmdbStore({ path: dir });
+    await store.createMailbox(box("a"), at());
+    await store.createMailbox(box("l", { type: "latest" }), at());
+    await store.createMailbox(box("gone"), at());
+    await store.createMailbox(box("short", { ttlSec: 1 }), at());
+    const del = await store.append("a", msg(2, "deleted", { originId: "del" }), at());
+    await store.deleteMessage("a", del.msgId);
+    await store.append("a", msg(2, "replaced", { originId: "k1", key: "k" }), at());
+    await store.append("a", msg(2, "replacer", { originId: "k2", key: "k" }), at());
+    await store.append("a", msg(2, "ttl", { originId: "ttl", ttlSec: 1 }), at());
+    await store.append("a", msg(1, "kept", { originId: "kept" }), at());
+    await store.append("l", msg(2, "old", { originId: "l1" }), at());
+    await store.append("l", msg(2, "new", { originId: "l2" }), at());
+    await store.append("gone", msg(2, "x", { originId: "g" }), at());
+    await store.deleteMailbox("gone");
+    await store.append("short", msg(2, "x", { originId: "s" }), at());
+    const swept = await store.expire(T0 + 1000);
+    assert.deepEqual([swept.messages, swept.mailboxes.length], [1, 1]);
+    const expected = store.listMailboxes().flatMap((b) => store.read(b.address, { now: T0 }).map((m) => [b.address, m.originId, m.priority, m.msgId]));
+    await store.close();
+    const lmdb = await import("lmdb");
+    const raw = lmdb.open({ path: dir });
+    try {
+      const origins = [...raw.openDB<[number, number], [string, string]>({ name: "origins" }).getRange()].map(({ key, value }) => [...key, ...value]);
+      const byKey = (x: unknown[], y: unknown[]) => String(x[0]).localeCompare(String(y[0])) || String(x[1]).localeCompare(String(y[1]));
+      assert.deepEqual(origins, expected.filter((e) => e[1] !== null).sort(byKey));
+      assert.deepEqual(origins.map((o) => o[1]), ["k2", "kept", "l2"]);
+    } finally {
+      await raw.close();
+    }
+  });
+
   test("store - a store opened twice in one process is refused", async () => {
     const dir = newDir();
     const store = await openLmdbStore({ path: dir });
