@@ -128,7 +128,7 @@ export class Mq9Handler implements SubjectHandler {
         return null;
       case "mailbox":
         try {
-          this.service.mailbox(target.address);
+          this.service.requireMailbox(target.address);
         } catch (err) {
           sub.client.log.debug({ subject: sub.subject, reason: (err as Error).message }, "mq9 subscription refused");
           return permissionViolationSub(sub.subject);

@@ -123,15 +123,21 @@ export class Mq9Service {
   }
 
   /**
-   * The mailbox, or the "does not exist" error every command gives. Only addresses that
-   * follow the naming rules are reachable, so the broker's internal mailboxes are not.
+   * The mailbox, or the "does not exist" error every command gives. The broker's own
+   * mailboxes have addresses starting with `$`, which no name or private address can,
+   * so commands cannot reach them.
    */
   mailbox(address: string): MailboxMeta {
-    const m = nameError(address) === null ? this.store.getMailbox(address) : undefined;
-    if (m === undefined || (m.expiresAt !== 0 && m.expiresAt <= this.clock.now())) {
+    this.requireMailbox(address);
+    return this.store.getMailbox(address)!;
+  }
+
+  /** As `mailbox()`, without reading the mailbox's record (the send path). */
+  requireMailbox(address: string): void {
+    const expiresAt = address.charCodeAt(0) === 36 /* $ */ ? undefined : this.store.expiryOf(address);
+    if (expiresAt === undefined || (expiresAt !== 0 && expiresAt <= this.clock.now())) {
       throw new Mq9Error(ErrorCode.MAILBOX_NOT_FOUND, `mailbox ${address} does not exist`);
     }
-    return m;
   }
 
   async create(payload: Uint8Array): Promise<Reply> {
@@ -175,7 +181,7 @@ export class Mq9Service {
    * mq9-priority) are read from it.
    */
   async send(address: string, priority: PriorityRank, headers: Uint8Array | null, payload: Uint8Array, opts: { pull?: boolean; ttlSec?: number } = {}): Promise<Reply> {
-    this.mailbox(address);
+    this.requireMailbox(address);
     const msg: { -readonly [K in keyof NewMessage]: NewMessage[K] } = { priority, headers, payload };
     if (opts.ttlSec !== undefined) msg.ttlSec = opts.ttlSec;
     if (headers !== null) {
@@ -193,8 +199,12 @@ export class Mq9Service {
       if (key !== undefined && key !== "") msg.key = key;
       const tags = headerValue(pairs, "mq9-tags");
       if (tags !== undefined) msg.tags = tags.split(",").map((t) => t.trim()).filter((t) => t !== "");
+      // A sender that retries (an uplink) marks its message so it is stored once.
+      const origin = headerValue(pairs, "mq9-origin-id");
+      if (origin !== undefined && origin !== "") msg.originId = origin;
     }
     const stored = await this.store.append(address, msg, this.at());
+    if (stored.duplicate) return { error: "", msg_id: stored.msgId, duplicate: true };
     if (stored.visibleAt > 0) {
       setTimeout(() => this.delivery.visible(stored), Math.max(0, stored.visibleAt - this.clock.now())).unref();
     } else {
@@ -207,13 +217,13 @@ export class Mq9Service {
     const o = jsonObject(payload);
     const limit = optInt(o, "limit", 1, 100_000) ?? this.opts.listLimit;
     const since = optInt(o, "since_id", 0, Number.MAX_SAFE_INTEGER) ?? 0;
-    this.mailbox(address);
+    this.requireMailbox(address);
     const messages = this.store.read(address, { now: this.clock.now(), limit, after: since });
     return { error: "", mail_address: address, messages: messages.map(messageItem) };
   }
 
   async delete(address: string, msgId: number): Promise<Reply> {
-    this.mailbox(address);
+    this.requireMailbox(address);
     const deleted = await this.store.deleteMessage(address, msgId);
     return { error: "", deleted };
   }
@@ -247,7 +257,7 @@ export class Mq9Service {
     if (tags !== undefined && (!Array.isArray(tags) || tags.some((t) => typeof t !== "string"))) throw bad("tags must be an array of strings");
     const since = optInt(o, "since", 0, Number.MAX_SAFE_INTEGER);
     const limit = optInt(o, "limit", 1, 100_000) ?? 100;
-    this.mailbox(address);
+    this.requireMailbox(address);
     let messages = this.store.read(address, {
       now: this.clock.now(),
       ...(key !== undefined ? { key } : {}),
@@ -270,7 +280,7 @@ export class Mq9Service {
     if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg)) throw bad("config must be an object");
     const num = optInt(cfg, "num_msgs", 1, 10_000) ?? 100;
     const maxWait = Math.min(optInt(cfg, "max_wait_ms", 0, FETCH_MAX_WAIT_MS) ?? 500, FETCH_MAX_WAIT_MS);
-    this.mailbox(address);
+    this.requireMailbox(address);
     let state: GroupState;
     const saved = group === undefined ? undefined : this.store.getGroup(address, `p:${group}`);
     if (saved !== undefined) state = saved;
@@ -301,7 +311,7 @@ export class Mq9Service {
     if (group === undefined || msgId === undefined) throw bad("group_name and msg_id are required");
     const named = optString(o, "mail_address");
     if (named !== undefined && named !== address) throw bad(`mail_address ${named} does not match the subject's mailbox ${address}`);
-    this.mailbox(address);
+    this.requireMailbox(address);
     await this.store.ackGroup(address, `p:${group}`, [msgId]);
     return { error: "" };
   }

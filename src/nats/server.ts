@@ -235,7 +235,8 @@ export class NatsServer {
 
   /** Fans a message out to plain and queue subscribers; returns how many got it. */
   private deliver(from: ClientConn | null, subject: string, f: PubFrame): number {
-    const r = this.sublist.match(subject);
+    // What the server itself publishes is mostly replies to one-off inbox subjects.
+    const r = this.sublist.match(subject, from !== null);
     let n = 0;
     const plain = r.plain;
     for (let i = 0; i < plain.length; i++) {

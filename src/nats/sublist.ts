@@ -27,6 +27,12 @@ interface Level<T extends Subscription> {
   full: Node<T> | null;
 }
 
+/** Queue members found while matching, grouped by queue; no map until one is found. */
+interface Queues<T> {
+  map: Map<string, T[]> | null;
+}
+const NO_QUEUES: never[][] = [];
+
 const newLevel = <T extends Subscription>(): Level<T> => ({ literal: new Map(), star: null, full: null });
 const newNode = <T extends Subscription>(): Node<T> => ({ next: null, plain: [], queues: null });
 
@@ -107,14 +113,19 @@ export class Sublist<T extends Subscription> {
     return true;
   }
 
-  /** Subscriptions matching a literal subject. Do not mutate the result. */
-  match(subject: string): MatchResult<T> {
+  /**
+   * Subscriptions matching a literal subject. Do not mutate the result. `cache: false`
+   * for subjects unlikely to recur (replies to unique inboxes), so they do not evict
+   * the ones that do.
+   */
+  match(subject: string, cache = true): MatchResult<T> {
     const hit = this.cache.get(subject);
     if (hit !== undefined) return hit;
     const plain: T[] = [];
-    const queues = new Map<string, T[]>();
+    const queues: Queues<T> = { map: null };
     matchLevel(this.root, subject.split("."), 0, plain, queues);
-    const result: MatchResult<T> = { plain, queues: [...queues.values()] };
+    const result: MatchResult<T> = { plain, queues: queues.map === null ? NO_QUEUES : [...queues.map.values()] };
+    if (!cache) return result;
     if (this.cache.size >= CACHE_SIZE) {
       // Evict the oldest entry (Map keeps insertion order).
       this.cache.delete(this.cache.keys().next().value!);
@@ -142,13 +153,7 @@ export class Sublist<T extends Subscription> {
   }
 }
 
-function matchLevel<T extends Subscription>(
-  level: Level<T>,
-  tokens: string[],
-  i: number,
-  plain: T[],
-  queues: Map<string, T[]>,
-): void {
+function matchLevel<T extends Subscription>(level: Level<T>, tokens: string[], i: number, plain: T[], queues: Queues<T>): void {
   const last = i === tokens.length - 1;
   if (level.full !== null) collect(level.full, plain, queues);
   if (level.star !== null) {
@@ -162,13 +167,14 @@ function matchLevel<T extends Subscription>(
   }
 }
 
-function collect<T extends Subscription>(node: Node<T>, plain: T[], queues: Map<string, T[]>): void {
+function collect<T extends Subscription>(node: Node<T>, plain: T[], queues: Queues<T>): void {
   for (const s of node.plain) plain.push(s);
   if (node.queues === null) return;
+  const map = (queues.map ??= new Map());
   for (const [name, members] of node.queues) {
-    const acc = queues.get(name);
+    const acc = map.get(name);
     if (acc) for (const m of members) acc.push(m);
-    else queues.set(name, members.slice());
+    else map.set(name, members.slice());
   }
 }
 

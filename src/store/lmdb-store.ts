@@ -293,6 +293,11 @@ export class LmdbMailboxStore implements MailboxStore {
     return box && view(box);
   }
 
+  expiryOf(address: string): number | undefined {
+    this.open();
+    return this.boxes.get(address)?.meta.expiresAt;
+  }
+
   listMailboxes(opts: { publicOnly?: boolean } = {}): MailboxMeta[] {
     this.open();
     const out: MailboxMeta[] = [];

@@ -94,6 +94,11 @@ export class MemoryMailboxStore implements MailboxStore {
     return box && view(box);
   }
 
+  expiryOf(address: string): number | undefined {
+    this.open();
+    return this.boxes.get(address)?.meta.expiresAt;
+  }
+
   listMailboxes(opts: { publicOnly?: boolean } = {}): MailboxMeta[] {
     this.open();
     return [...this.boxes.values()]

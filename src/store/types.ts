@@ -163,6 +163,8 @@ export interface MailboxStore {
   createMailbox(spec: MailboxSpec, at: Instant): Promise<{ mailbox: MailboxMeta; isNew: boolean }>;
   /** The mailbox, or undefined. */
   getMailbox(address: string): MailboxMeta | undefined;
+  /** The mailbox's expiresAt (0 = never), or undefined if there is none: a cheap existence check for hot paths. */
+  expiryOf(address: string): number | undefined;
   /** Every mailbox (or only public ones), sorted by address. */
   listMailboxes(opts?: { publicOnly?: boolean }): MailboxMeta[];
   /** Removes a mailbox with its messages and groups; false if there was none. */
