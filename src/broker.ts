@@ -16,12 +16,14 @@ import { Expiry, loadCheckpoint } from "./mq9/expiry.js";
 import { Mq9Handler } from "./mq9/handler.js";
 import { PublicList } from "./mq9/public-list.js";
 import { DEFAULT_MQ9_OPTIONS, Mq9Service } from "./mq9/service.js";
+import { Uplink } from "./uplink/uplink.js";
 
 export interface Broker {
   nats: NatsServer;
   store: MailboxStore;
   service: Mq9Service;
   expiry: Expiry;
+  uplink: Uplink | null;
   address: { host: string; port: number };
   close(): Promise<void>;
 }
@@ -58,13 +60,18 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
   await expiry.checkpoint();
   const address = await nats.listen();
   expiry.start();
+  // The uplink starts after the local broker serves: a cloud that is down or
+  // misconfigured never keeps local agents waiting.
+  const uplink = c.uplinkUrl === "" ? null : await Uplink.start(c, service, log);
   return {
     nats,
     store,
     service,
     expiry,
+    uplink,
     address,
     async close() {
+      await uplink?.stop();
       await nats.close();
       await expiry.stop();
     },

@@ -10,6 +10,7 @@ import {
   PRIORITY_NAMES,
   Priority,
   newGroupState,
+  type AppendedMessage,
   type GroupState,
   type MailboxMeta,
   type MailboxStore,
@@ -39,6 +40,13 @@ const MAX_TTL_SEC = 10 * 365 * 86_400;
 const FETCH_MAX_WAIT_MS = 30_000;
 
 export type Reply = Record<string, unknown>;
+
+/** Takes sends to some addresses elsewhere (the uplink's outbox). */
+export interface Forwarder {
+  forwards(address: string): boolean;
+  /** Keeps the message durably for sending on; resolves with its outbox id. */
+  enqueue(address: string, priority: PriorityRank, headers: Uint8Array | null, payload: Uint8Array): Promise<number>;
+}
 
 const bad = (message: string): Mq9Error => new Mq9Error(ErrorCode.MQ9_BAD_REQUEST, message);
 
@@ -110,6 +118,9 @@ export function messageItem(m: StoredMessage): Reply {
 }
 
 export class Mq9Service {
+  /** Set when an uplink forwards some addresses to the cloud. */
+  forwarder: Forwarder | null = null;
+
   constructor(
     readonly store: MailboxStore,
     readonly clock: Clock,
@@ -181,6 +192,13 @@ export class Mq9Service {
    * mq9-priority) are read from it.
    */
   async send(address: string, priority: PriorityRank, headers: Uint8Array | null, payload: Uint8Array, opts: { pull?: boolean; ttlSec?: number } = {}): Promise<Reply> {
+    if (this.forwarder?.forwards(address)) {
+      if (opts.pull && headers !== null) {
+        const p = headerValue(parseHeaders(headers), "mq9-priority");
+        if (p === "critical" || p === "urgent") priority = Priority[p];
+      }
+      return { error: "", msg_id: await this.forwarder.enqueue(address, priority, headers, payload) };
+    }
     this.requireMailbox(address);
     const msg: { -readonly [K in keyof NewMessage]: NewMessage[K] } = { priority, headers, payload };
     if (opts.ttlSec !== undefined) msg.ttlSec = opts.ttlSec;
@@ -203,14 +221,20 @@ export class Mq9Service {
       const origin = headerValue(pairs, "mq9-origin-id");
       if (origin !== undefined && origin !== "") msg.originId = origin;
     }
+    const stored = await this.append(address, msg);
+    return stored.duplicate ? { error: "", msg_id: stored.msgId, duplicate: true } : { error: "", msg_id: stored.msgId };
+  }
+
+  /** Stores a message and hands it to the mailbox's readers once durable (not if a duplicate). */
+  async append(address: string, msg: NewMessage): Promise<AppendedMessage> {
     const stored = await this.store.append(address, msg, this.at());
-    if (stored.duplicate) return { error: "", msg_id: stored.msgId, duplicate: true };
+    if (stored.duplicate) return stored;
     if (stored.visibleAt > 0) {
       setTimeout(() => this.delivery.visible(stored), Math.max(0, stored.visibleAt - this.clock.now())).unref();
     } else {
       this.delivery.appended(stored);
     }
-    return { error: "", msg_id: stored.msgId };
+    return stored;
   }
 
   list(address: string, payload: Uint8Array): Reply {

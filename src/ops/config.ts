@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { ConfigError, ErrorCode, Mq9Error } from "../errors.js";
 
-type Kind = "string" | "int" | "size" | "seconds" | "level";
+type Kind = "string" | "int" | "size" | "seconds" | "level" | "enum";
 
 interface Spec {
   kind: Kind;
@@ -14,6 +14,8 @@ interface Spec {
   min?: number;
   max?: number;
   secret?: boolean;
+  /** For kind "enum". */
+  values?: readonly string[];
 }
 
 const LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -37,6 +39,20 @@ const SPECS = {
   maxMailboxMessages: { kind: "int", default: 100_000, min: 0, help: "messages in one mailbox (0 = no limit)" },
   maxMailboxBytes: { kind: "size", default: 64 * 1024 * 1024, min: 0, help: "message bytes in one mailbox (0 = no limit)" },
   maxStoreBytes: { kind: "size", default: 1024 * 1024 * 1024, min: 0, help: "message bytes in the whole store (0 = no limit)" },
+  uplinkUrl: { kind: "string", default: "", help: "cloud mq9 NATS URL(s), comma separated (nats://host:4222, tls://host:4222); empty = no uplink" },
+  uplinkDialect: { kind: "enum", default: "pull", values: ["pull", "push"], help: "the cloud's mq9 dialect: pull (MSG.FETCH/ACK, RobustMQ today) or push (MAILBOX.LIST/DELETE)" },
+  uplinkMailbox: { kind: "string", default: "", help: "this edge's mailbox in the cloud, drained into the local mailbox of the same name" },
+  uplinkForward: { kind: "string", default: "", help: "addresses whose sends go to the cloud through the durable outbox: comma-separated patterns (* one token, > the rest)" },
+  uplinkUser: { kind: "string", default: "", help: "user name for the cloud (with --uplink-password)" },
+  uplinkPassword: { kind: "string", default: "", secret: true, help: "password for the cloud" },
+  uplinkToken: { kind: "string", default: "", secret: true, help: "token for the cloud" },
+  uplinkTlsCa: { kind: "string", default: "", help: "CA certificate file (PEM) to verify the cloud" },
+  uplinkTlsCert: { kind: "string", default: "", help: "client certificate file (PEM) for the cloud" },
+  uplinkTlsKey: { kind: "string", default: "", secret: true, help: "client key file (PEM) for the cloud" },
+  uplinkBatch: { kind: "int", default: 100, min: 1, max: 10_000, help: "messages fetched or sent per round trip" },
+  uplinkHeartbeat: { kind: "seconds", default: 5, min: 0.1, help: "seconds between pings to the cloud; a link silent for two is dead" },
+  uplinkBackoffMin: { kind: "seconds", default: 0.5, min: 0.01, help: "first reconnect delay (doubles up to --uplink-backoff-max, with jitter)" },
+  uplinkBackoffMax: { kind: "seconds", default: 30, min: 0.01, help: "longest reconnect delay" },
 } as const satisfies Record<string, Spec>;
 
 export type ConfigKey = keyof typeof SPECS;
@@ -62,6 +78,23 @@ export interface Config {
   maxMailboxMessages: number;
   maxMailboxBytes: number;
   maxStoreBytes: number;
+  uplinkUrl: string;
+  uplinkDialect: "pull" | "push";
+  uplinkMailbox: string;
+  uplinkForward: string;
+  uplinkUser: string;
+  uplinkPassword: string;
+  uplinkToken: string;
+  uplinkTlsCa: string;
+  uplinkTlsCert: string;
+  uplinkTlsKey: string;
+  uplinkBatch: number;
+  /** Milliseconds. */
+  uplinkHeartbeat: number;
+  /** Milliseconds. */
+  uplinkBackoffMin: number;
+  /** Milliseconds. */
+  uplinkBackoffMax: number;
 }
 
 const KEYS = Object.keys(SPECS) as ConfigKey[];
@@ -85,6 +118,9 @@ function coerce(key: string, spec: Spec, raw: unknown): string | number {
   switch (spec.kind) {
     case "string":
       if (typeof raw !== "string") bad(`must be a string, got ${JSON.stringify(raw)}`);
+      return raw as string;
+    case "enum":
+      if (typeof raw !== "string" || !spec.values!.includes(raw)) bad(`must be one of ${spec.values!.join(", ")}, got ${JSON.stringify(raw)}`);
       return raw as string;
     case "level":
       if (typeof raw !== "string" || !(LEVELS as readonly string[]).includes(raw)) bad(`must be one of ${LEVELS.join(", ")}, got ${JSON.stringify(raw)}`);
@@ -201,6 +237,14 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const c = config as unknown as Config;
   if ((c.user === "") !== (c.password === "")) throw new ConfigError(c.user === "" ? flagName("user") : flagName("password"), "--user and --password go together");
   if (c.authToken !== "" && c.user !== "") throw new ConfigError(flagName("authToken"), "use either a token or user/password, not both");
+  if (c.uplinkUrl !== "") {
+    if (c.uplinkMailbox === "") throw new ConfigError(flagName("uplinkMailbox"), "is needed with --uplink-url: the edge's mailbox in the cloud");
+    if ((c.uplinkUser === "") !== (c.uplinkPassword === "")) throw new ConfigError(flagName("uplinkPassword"), "--uplink-user and --uplink-password go together");
+    if ((c.uplinkTlsCert === "") !== (c.uplinkTlsKey === "")) throw new ConfigError(flagName("uplinkTlsKey"), "--uplink-tls-cert and --uplink-tls-key go together");
+    if (c.uplinkBackoffMin > c.uplinkBackoffMax) throw new ConfigError(flagName("uplinkBackoffMin"), "must not be above --uplink-backoff-max");
+  } else if (c.uplinkForward !== "") {
+    throw new ConfigError(flagName("uplinkForward"), "needs --uplink-url");
+  }
   return { command: positional[0] ?? "serve", config: c, sources, positional: positional.slice(1) };
 }
 

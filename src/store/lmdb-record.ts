@@ -148,7 +148,7 @@ export type Counts = [number, number, number];
 export type MailboxRecord = [boolean, string, string, number, number, number, string, Counts, Counts];
 
 export interface Box {
-  meta: Omit<MailboxMeta, "messages" | "bytes">;
+  meta: Omit<MailboxMeta, "messages" | "bytes" | "counts">;
   /** Messages and bytes by rank. */
   counts: Counts;
   bytes: Counts;
@@ -169,7 +169,7 @@ export function recordOf(b: Box): MailboxRecord {
 }
 
 export function view(b: Box): MailboxMeta {
-  return { ...b.meta, messages: b.counts[0] + b.counts[1] + b.counts[2], bytes: b.bytes[0] + b.bytes[1] + b.bytes[2] };
+  return { ...b.meta, messages: b.counts[0] + b.counts[1] + b.counts[2], bytes: b.bytes[0] + b.bytes[1] + b.bytes[2], counts: [b.counts[0], b.counts[1], b.counts[2]] };
 }
 
 export type GroupRecord = [number, number[]][];

@@ -39,7 +39,7 @@ import type {
 } from "./types.js";
 
 interface Box {
-  meta: Omit<MailboxMeta, "messages" | "bytes">;
+  meta: Omit<MailboxMeta, "messages" | "bytes" | "counts">;
   messages: number;
   bytes: number;
   /** Messages per rank, ascending msgId. */
@@ -341,7 +341,7 @@ export class MemoryMailboxStore implements MailboxStore {
 }
 
 function view(box: Box): MailboxMeta {
-  return { ...box.meta, messages: box.messages, bytes: box.bytes };
+  return { ...box.meta, messages: box.messages, bytes: box.bytes, counts: [box.byRank[0].length, box.byRank[1].length, box.byRank[2].length] };
 }
 
 function size(m: StoredMessage): number {

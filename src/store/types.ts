@@ -59,6 +59,8 @@ export interface MailboxMeta extends MailboxSpec {
   readonly messages: number;
   /** Payload + header bytes stored now. */
   readonly bytes: number;
+  /** Messages stored now per priority, indexed by rank. */
+  readonly counts: readonly [number, number, number];
 }
 
 export interface NewMessage {
