@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import type { Config, LoadedConfig } from "./ops/config.js";
 import { redacted } from "./ops/config.js";
 import { createLogger } from "./ops/log.js";
+import { SystemdNotifier } from "./ops/systemd.js";
 import { VERSION } from "./ops/version.js";
 import { NatsServer } from "./nats/server.js";
 import { openLmdbStore } from "./store/lmdb-store.js";
@@ -108,12 +109,15 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
     { host: broker.address.host, port: broker.address.port, version: VERSION, mailboxes: st.mailboxes, messages: st.messages, config: redacted(c), sources },
     "ready",
   );
+  const systemd = SystemdNotifier.fromEnv(log);
+  systemd?.ready(`serving NATS on ${broker.address.host}:${broker.address.port}`);
 
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) return;
       stopping = true;
+      systemd?.stopping();
       log.info({ signal }, "stopping");
       broker
         .close()
