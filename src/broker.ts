@@ -7,6 +7,7 @@ import type { Config, LoadedConfig } from "./ops/config.js";
 import { redacted } from "./ops/config.js";
 import { createLogger } from "./ops/log.js";
 import { SystemdNotifier } from "./ops/systemd.js";
+import { startHttp } from "./ops/http.js";
 import { VERSION } from "./ops/version.js";
 import { NatsServer } from "./nats/server.js";
 import { openLmdbStore } from "./store/lmdb-store.js";
@@ -109,16 +110,26 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
     { host: broker.address.host, port: broker.address.port, version: VERSION, mailboxes: st.mailboxes, messages: st.messages, config: redacted(c), sources },
     "ready",
   );
+  let stopping = false;
+  let ops: Awaited<ReturnType<typeof startHttp>> | null = null;
+  if (c.httpPort !== 0) {
+    try {
+      ops = await startHttp(c.httpHost, c.httpPort, { nats: broker.nats, store, uplink: broker.uplink, maxStoreBytes: c.maxStoreBytes, ready: () => !stopping }, log);
+    } catch (err) {
+      // Metrics are for operators; their port being taken must not stop the broker.
+      log.error({ err, host: c.httpHost, port: c.httpPort }, "cannot start the operator endpoint; the broker runs without it");
+    }
+  }
   const systemd = SystemdNotifier.fromEnv(log);
   systemd?.ready(`serving NATS on ${broker.address.host}:${broker.address.port}`);
 
   return new Promise<number>((resolve) => {
-    let stopping = false;
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) return;
       stopping = true;
       systemd?.stopping();
       log.info({ signal }, "stopping");
+      ops?.close();
       broker
         .close()
         .then(() => store.close())

@@ -69,3 +69,9 @@ export class ConfigError extends Mq9Error {
     this.key = key;
   }
 }
+
+/** Errors seen since start, by code, for metrics. */
+export const errorCounts = new Map<ErrorCode, number>();
+export function countError(code: ErrorCode): void {
+  errorCounts.set(code, (errorCounts.get(code) ?? 0) + 1);
+}

@@ -5,6 +5,7 @@ import { ConfigError, Mq9Error } from "./errors.js";
 import { loadConfig, readConfigFile, usage } from "./ops/config.js";
 import { VERSION } from "./ops/version.js";
 import { runBroker } from "./broker.js";
+import { mailboxCommand, statusCommand } from "./ops/commands.js";
 
 const EXIT_USAGE = 2;
 
@@ -19,6 +20,8 @@ async function main(argv: string[]): Promise<number> {
   }
   let loaded;
   try {
+    if (argv[0] === "status") return await statusCommand(argv.slice(1));
+    if (argv[0] === "mailbox") return await mailboxCommand(argv.slice(1));
     if (argv[0] === "check-config") {
       const file = argv[1];
       if (file === undefined) throw new ConfigError("check-config", "needs a FILE");

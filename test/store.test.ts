@@ -72,7 +72,7 @@ function conformance(name: string, factory: Factory): void {
       assert.match(a.mailbox.token, /^[0-9a-f]{32}$/);
       assert.deepEqual(
         { ...a.mailbox, token: "" },
-        { address: "status.w1", public: true, desc: "worker 1", type: "latest", ttlSec: 60, createdAt: WALL, expiresAt: T0 + 60_000, token: "", messages: 0, bytes: 0 },
+        { address: "status.w1", public: true, desc: "worker 1", type: "latest", ttlSec: 60, createdAt: WALL, expiresAt: T0 + 60_000, token: "", messages: 0, bytes: 0, counts: [0, 0, 0] },
       );
       const b = await store.createMailbox(box("status.w1", { ttlSec: 30, desc: "changed", type: "standard" }), at(T0 + 10_000));
       assert.equal(b.isNew, false);

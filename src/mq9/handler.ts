@@ -8,7 +8,7 @@ import type { ClientConn, ClientSub } from "../nats/client.js";
 import type { PubFrame } from "../nats/parser.js";
 import { permissionViolationPub, permissionViolationSub, type NatsErrText } from "../nats/protocol.js";
 import type { NatsServer, SubjectHandler } from "../nats/server.js";
-import { ErrorCode, Mq9Error } from "../errors.js";
+import { ErrorCode, Mq9Error, countError } from "../errors.js";
 import { MQ9_PREFIX, parseCommand, parseSubscription, type Mq9Command } from "./subjects.js";
 import type { Delivery } from "./delivery.js";
 import type { PublicList } from "./public-list.js";
@@ -104,13 +104,14 @@ export class Mq9Handler implements SubjectHandler {
     let text: string;
     if (err instanceof Mq9Error) {
       text = err.message;
+      countError(err.code);
       client.log.debug({ subject, code: err.code, error: text }, "mq9 command refused");
     } else {
       text = `internal error: ${err instanceof Error ? err.message : String(err)}`;
       client.log.error({ err, subject }, "mq9 command failed");
     }
     if (replyTo !== null) this.respond(replyTo, { error: text });
-    else client.sendErr(permissionViolationPub(subject));
+    else client.sendErr(permissionViolationPub(subject), err instanceof Mq9Error);
   }
 
   subscribe(sub: ClientSub): NatsErrText | null | "plain" {

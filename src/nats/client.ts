@@ -7,7 +7,8 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import { Parser, ParseErrorKind, type ParseError, type ParserHandler, type PubFrame } from "./parser.js";
 import type { Subscription } from "./sublist.js";
-import { NatsErr, type NatsErrText } from "./protocol.js";
+import { NatsErr, errCode, type NatsErrText } from "./protocol.js";
+import { ErrorCode, countError } from "../errors.js";
 import type { NatsServer } from "./server.js";
 
 export class ClientSub implements Subscription {
@@ -300,7 +301,9 @@ export class ClientConn implements ParserHandler {
     this.sendRaw(PING);
   }
 
-  sendErr(text: NatsErrText): void {
+  /** Sends `-ERR`; `counted` when the caller already counted the error under its own code. */
+  sendErr(text: NatsErrText, counted = false): void {
+    if (!counted) countError(errCode(text));
     this.sendRaw(Buffer.from(`-ERR '${text}'\r\n`, "latin1"));
   }
 
@@ -350,6 +353,7 @@ export class ClientConn implements ParserHandler {
   private slowConsumer(): void {
     if (this.closed) return;
     this.server.stats.slowConsumers++;
+    countError(ErrorCode.PROTO_SLOW_CONSUMER);
     this.log.warn({ pending: this.pos + this.queued, maxPending: this.server.opts.maxPending }, "slow consumer");
     this.pos = 0;
     this.out = null;

@@ -1,5 +1,7 @@
 // Protocol texts as nats-server sends them: clients match on these strings.
 
+import { ErrorCode } from "../errors.js";
+
 export const NatsErr = {
   UNKNOWN_OP: "Unknown Protocol Operation",
   MAX_CONTROL_LINE: "maximum control line exceeded",
@@ -37,3 +39,29 @@ export interface ServerInfo {
 
 /** The 503 status header nats-server sends a requester nobody answers. */
 export const NO_RESPONDERS_HEADER = Buffer.from("NATS/1.0 503\r\n\r\n");
+
+/** The stable code behind an -ERR text, for metrics and logs. */
+export function errCode(text: NatsErrText): ErrorCode {
+  switch (text) {
+    case NatsErr.UNKNOWN_OP:
+    case NatsErr.PROTOCOL:
+    case NatsErr.NO_RESPONDERS_NEEDS_HEADERS:
+      return ErrorCode.PROTO_UNKNOWN_OP;
+    case NatsErr.MAX_CONTROL_LINE:
+      return ErrorCode.PROTO_CONTROL_LINE;
+    case NatsErr.MAX_PAYLOAD:
+      return ErrorCode.PROTO_MAX_PAYLOAD;
+    case NatsErr.INVALID_SUBJECT:
+    case NatsErr.INVALID_PUBLISH_SUBJECT:
+      return ErrorCode.PROTO_INVALID_SUBJECT;
+    case NatsErr.AUTHORIZATION:
+    case NatsErr.AUTH_TIMEOUT:
+      return ErrorCode.PROTO_AUTH;
+    case NatsErr.MAX_CONNECTIONS:
+      return ErrorCode.PROTO_MAX_CONNECTIONS;
+    case NatsErr.STALE:
+      return ErrorCode.PROTO_STALE;
+    default:
+      return ErrorCode.PROTO_PERMISSION;
+  }
+}

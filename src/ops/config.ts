@@ -39,6 +39,8 @@ const SPECS = {
   maxMailboxMessages: { kind: "int", default: 100_000, min: 0, help: "messages in one mailbox (0 = no limit)" },
   maxMailboxBytes: { kind: "size", default: 64 * 1024 * 1024, min: 0, help: "message bytes in one mailbox (0 = no limit)" },
   maxStoreBytes: { kind: "size", default: 1024 * 1024 * 1024, min: 0, help: "message bytes in the whole store (0 = no limit)" },
+  httpHost: { kind: "string", default: "127.0.0.1", help: "address of the operator endpoint (/metrics, /healthz, /readyz, /status)" },
+  httpPort: { kind: "int", default: 0, min: 0, max: 65535, help: "port of the operator endpoint; 0 = off" },
   uplinkUrl: { kind: "string", default: "", help: "cloud mq9 NATS URL(s), comma separated (nats://host:4222, tls://host:4222); empty = no uplink" },
   uplinkDialect: { kind: "enum", default: "pull", values: ["pull", "push"], help: "the cloud's mq9 dialect: pull (MSG.FETCH/ACK, RobustMQ today) or push (MAILBOX.LIST/DELETE)" },
   uplinkMailbox: { kind: "string", default: "", help: "this edge's mailbox in the cloud, drained into the local mailbox of the same name" },
@@ -78,6 +80,8 @@ export interface Config {
   maxMailboxMessages: number;
   maxMailboxBytes: number;
   maxStoreBytes: number;
+  httpHost: string;
+  httpPort: number;
   uplinkUrl: string;
   uplinkDialect: "pull" | "push";
   uplinkMailbox: string;
@@ -266,6 +270,8 @@ export function usage(): string {
   });
   return [
     "usage: mq9-edge [serve] [flags]        run the broker",
+    "       mq9-edge status [--json]       what the running broker reports (needs --http-port)",
+    "       mq9-edge mailbox create|send|list|delete|watch ...   mailboxes without a NATS CLI",
     "       mq9-edge check-config FILE     validate a config file",
     "       mq9-edge --version | --help",
     "",
