@@ -11,7 +11,7 @@
 //   proxy, on temp data dirs that survive restarts; `close()` removes everything.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { NatsConnection } from 'nats';
@@ -52,10 +52,22 @@ interface Pair {
   stalled: boolean;
 }
 
+/** 'up': client (edge) to target (cloud); 'down': the other way. */
+export type Direction = 'up' | 'down';
+
+interface Trap {
+  dir: Direction;
+  match: RegExp;
+  action: 'drop' | 'pass';
+  then: () => void;
+  fired: () => void;
+}
+
 export class FaultProxy {
   private mode: ProxyMode = 'open';
   private readonly pairs = new Set<Pair>();
   private closed = false;
+  private trap: Trap | undefined;
   /** Connections accepted so far (refused ones included). */
   accepted = 0;
 
@@ -120,6 +132,19 @@ export class FaultProxy {
     for (const p of [...this.pairs]) if (p.stalled) this.drop(p);
   }
 
+  /**
+   * One-shot fault at an exact point of the byte stream: the next chunk going `dir`
+   * whose text matches `match` is dropped ('drop': it never arrives) or forwarded
+   * ('pass'), and then `then` runs at once (e.g. cut(), stall(), or SIGKILL the edge).
+   * Resolves when it fired. A chunk is whatever one socket read gave; NATS control
+   * lines are short, so a subject is not split in practice.
+   */
+  trapOnce(dir: Direction, match: RegExp, action: 'drop' | 'pass', then: () => void): Promise<void> {
+    return new Promise((resolve) => {
+      this.trap = { dir, match, action, then, fired: resolve };
+    });
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -149,13 +174,21 @@ export class FaultProxy {
       // While stalled the client must not learn anything, not even that the far end went away.
       if (!pair.stalled) this.drop(pair);
     });
-    this.forward(client, up, pair);
-    this.forward(up, client, pair);
+    this.forward(client, up, pair, 'up');
+    this.forward(up, client, pair, 'down');
   }
 
-  private forward(src: net.Socket, dst: net.Socket, pair: Pair): void {
+  private forward(src: net.Socket, dst: net.Socket, pair: Pair, dir: Direction): void {
     src.on('data', (chunk: Buffer) => {
       if (pair.stalled || dst.destroyed) return; // dropped on the floor
+      const t = this.trap;
+      if (t !== undefined && t.dir === dir && t.match.test(chunk.toString('latin1'))) {
+        this.trap = undefined;
+        if (t.action === 'pass') dst.write(chunk);
+        t.then();
+        t.fired();
+        return;
+      }
       if (!dst.write(chunk)) {
         src.pause();
         dst.once('drain', () => src.resume());
@@ -190,6 +223,21 @@ export interface ExitStatus {
 }
 
 const MAX_RECORDS = 50_000;
+
+// If a test is abandoned (timeout) before its cleanup ran, the test process still must
+// not leave brokers or temp dirs behind: both are tracked and removed on exit.
+const live = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
+process.once('exit', () => {
+  for (const c of live) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
 const MAX_TEXT = 256 * 1024;
 
 export class BrokerProc {
@@ -205,8 +253,10 @@ export class BrokerProc {
     readonly name: string,
     readonly proc: ChildProcess,
   ) {
+    live.add(proc);
     this.exited = new Promise((resolve) =>
       proc.once('exit', (code, signal) => {
+        live.delete(proc);
         this.exit = { code, signal };
         resolve(this.exit);
       }),
@@ -227,6 +277,17 @@ export class BrokerProc {
   /** Recent output, for failure messages. */
   output(tail = 6000): string {
     return this.text.slice(-tail);
+  }
+
+  /** The last `n` log records, one a line, without the config dump of "ready". */
+  logTail(n = 30): string {
+    return this.records
+      .slice(-n)
+      .map((r) => {
+        const { config: _c, sources: _s, time: _t, pid: _p, hostname: _h, ...rest } = r;
+        return JSON.stringify(rest);
+      })
+      .join('\n');
   }
 
   private onData(which: 'out' | 'err', s: string): void {
@@ -368,6 +429,10 @@ export class UplinkRig {
   /** How many edge processes were started (1 = the first run). */
   edgeRuns = 0;
 
+  constructor() {
+    tempDirs.add(this.tmp.dir);
+  }
+
   /** Starts the cloud (same data dir each time) and the proxy in front of it (retargeted on restarts). */
   async startCloud(extra: string[] = []): Promise<BrokerProc> {
     this.cloudArgs = extra;
@@ -429,6 +494,7 @@ export class UplinkRig {
     await Promise.all(this.procs.splice(0).map((p) => p.kill()));
     await this.proxy?.close();
     this.tmp.remove();
+    tempDirs.delete(this.tmp.dir);
   }
 }
 
@@ -464,6 +530,15 @@ export async function sendAll(nc: NatsConnection, dialect: Dialect, mailbox: str
   };
   await Promise.all(Array.from({ length: Math.min(window, items.length) }, worker));
   return ids;
+}
+
+/**
+ * The edge's acknowledgement of drained messages on the wire: MSG.ACK (pull) or
+ * MAILBOX.DELETE (push) of its cloud mailbox, as the spec says it must do.
+ */
+export function ackPattern(dialect: Dialect, mailbox: string): RegExp {
+  const a = mailbox.replace(/\./g, '\\.');
+  return dialect === 'pull' ? new RegExp(`\\$mq9\\.AI\\.MSG\\.ACK\\.${a}\\b`) : new RegExp(`\\$mq9\\.AI\\.MAILBOX\\.DELETE\\.${a}\\.\\d`);
 }
 
 /** `n` commands of pseudo-random priority, payload `${tag}-${i}`. */
