@@ -375,6 +375,7 @@ describe('uplink - behaviour', () => {
           // Pings every 0.5 s, two unanswered = dead: 1.0-1.5 s. Request deadlines alone
           // (at least 2 s) are not enough.
           assert.ok(took <= 2000, `half-open link found dead after ${took} ms; heartbeat 0.5 s, expected within ~2 s`);
+          assert.match(String(down.reason), /stale|timeout/i, "the reason names a dead link, not a plain close");
           assert.ok(typeof down.reason === 'string' && down.reason !== '', `"uplink down" without a reason: ${recText(down)}`);
 
           await send1({ priority: 'critical', payload: 'during' });

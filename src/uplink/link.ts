@@ -5,7 +5,7 @@
 // failed one drops the connection, so a stalled link cannot wedge a worker.
 
 import { readFileSync } from "node:fs";
-import { connect, type ConnectionOptions, type NatsConnection } from "nats";
+import { connect, DebugEvents, type ConnectionOptions, type NatsConnection } from "nats";
 import type { Logger } from "pino";
 
 export const LinkState = { down: "down", connecting: "connecting", up: "up" } as const;
@@ -80,6 +80,11 @@ export class CloudLink {
       this.log.info({ server: nc.getServer() }, "uplink up");
       const abort = new AbortController();
       let reason = "";
+      // nats.js tells a stale link (pings unanswered: a dead or half-open peer) only here.
+      let stale = false;
+      void (async () => {
+        for await (const s of nc.status()) if (s.type === DebugEvents.StaleConnection) stale = true;
+      })();
       // The session ends on its own error; a closed connection ends it too.
       const closed = nc.closed().then((err) => {
         reason ||= err ? describe(err) : "connection closed";
@@ -93,6 +98,8 @@ export class CloudLink {
       abort.abort();
       await nc.close().catch(() => undefined);
       await closed;
+      await new Promise((r) => setImmediate(r)); // let the status stream catch up
+      if (stale) reason = "stale: the cloud did not answer 2 pings (dead or half-open link)";
       this.nc = null;
       if (this.stopped) break;
       // A link that held a while starts the back-off afresh.
