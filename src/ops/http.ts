@@ -74,30 +74,23 @@ function registry(s: StatusSources): Registry {
   // Each metric reads the one status snapshot taken per scrape.
   let snap: Status | null = null;
   const get = (): Status => (snap ??= status(s));
-  const gauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge, st: Status) => void): void => {
-    new Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [reg],
-      collect() {
-        this.reset();
-        fill(this, get());
-      },
-    });
-  };
-  const counter = (name: string, help: string, labelNames: string[], fill: (c: Counter, st: Status) => void): void => {
-    new Counter({
-      name,
-      help,
-      labelNames,
-      registers: [reg],
-      collect() {
-        this.reset();
-        fill(this, get());
-      },
-    });
-  };
+  // Counters and gauges alike are filled from the snapshot when scraped.
+  type Fill<M> = (m: M, st: Status) => void;
+  const define = <M extends Gauge | Counter>(Kind: new (cfg: { name: string; help: string; labelNames: string[]; registers: Registry[]; collect(this: M): void }) => M) =>
+    (name: string, help: string, labelNames: string[], fill: Fill<M>): void => {
+      new Kind({
+        name,
+        help,
+        labelNames,
+        registers: [reg],
+        collect() {
+          this.reset();
+          fill(this, get());
+        },
+      });
+    };
+  const gauge = define<Gauge>(Gauge);
+  const counter = define<Counter>(Counter);
   gauge("mq9_edge_connections", "NATS client connections open now", [], (g, st) => g.set(st.connections));
   counter("mq9_edge_connections_total", "NATS client connections accepted since start", [], (c, st) => c.inc(st.totalConnections));
   counter("mq9_edge_messages_in_total", "messages received from clients", [], (c, st) => c.inc(st.msgsIn));
