@@ -58,7 +58,11 @@ abstract class Reader {
     return this.priorities.includes(rank);
   }
 
-  /** Reads and sends until caught up or out of room. */
+  /**
+   * Reads and sends until caught up. Room is checked before every message, so a client
+   * holds at most ROOM_BYTES plus one message; when every client of this reader is full,
+   * the pump waits for a drain and goes on from its position.
+   */
   pump(): void {
     if (this.pumping || this.closed) return;
     this.pumping = true;
@@ -67,6 +71,7 @@ abstract class Reader {
       const waitOn = this.blockedOn();
       if (waitOn !== null) {
         // Stays `pumping`: live messages wait in the store until the pump resumes.
+        this.afterPump();
         waitOn.client.whenWritable(() => {
           this.pumping = false;
           this.pump();
@@ -84,14 +89,19 @@ abstract class Reader {
         }, 1000).unref();
         return;
       }
+      let full = false;
       for (const m of batch) {
-        if (!this.give(m) || this.closed) {
+        if (this.blockedOn() !== null || !this.give(m)) {
+          full = true;
+          break;
+        }
+        if (this.closed) {
           this.pumping = false;
           this.afterPump();
           return;
         }
       }
-      if (batch.length < BATCH) break;
+      if (!full && batch.length < BATCH) break;
     }
     this.pumping = false;
     this.caughtUp = true;
