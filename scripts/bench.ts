@@ -46,6 +46,12 @@ interface Config {
   rssMailboxes: number;
   rssPerMailbox: number;
   mq9NodeArgs: string[];
+  uplinkCommands: number;
+  uplinkDialects: Array<"pull" | "push">;
+  uplinkBatches: number[];
+  uplinkMix: [number, number, number];
+  uplinkSeed: number;
+  edgeNodeArgs: string[];
 }
 
 const USAGE = `usage: npm run bench -- [options]
@@ -72,7 +78,15 @@ const USAGE = `usage: npm run bench -- [options]
   --rss-mailboxes M    mailboxes in rss-stored (default 10000)
   --rss-per-mailbox K  messages per mailbox in rss-stored (default 100: 1,000,000 messages)
   --mq9-node-args 'A B'  extra node flags for the mq9-edge process, e.g.
-                       '--cpu-prof --cpu-prof-dir=.bench/prof' (written when the broker exits)`;
+                       '--cpu-prof --cpu-prof-dir=.bench/prof' (written when the broker exits)
+ uplink drain (mq9-edge only: a cloud mq9-edge, an edge mq9-edge with --uplink-url through a
+ forwarder in this process that refuses connections until the backlog is queued):
+  --uplink-commands N  commands queued in the cloud mailbox edge.bench (default 10000)
+  --uplink-dialects a,b  pull and/or push (default pull,push)
+  --uplink-batches a,b   --uplink-batch values to run (default 100,500)
+  --uplink-mix C,U,N   percent critical, urgent, normal, drawn at random per command (default 10,30,60)
+  --uplink-seed S      seed of that draw (default 1)
+  --edge-node-args 'A B' extra node flags for the edge process only (the cloud takes --mq9-node-args)`;
 
 function parseArgs(argv: string[]): Config {
   const cfg: Config = {
@@ -98,6 +112,12 @@ function parseArgs(argv: string[]): Config {
     rssMailboxes: 10_000,
     rssPerMailbox: 100,
     mq9NodeArgs: [],
+    uplinkCommands: 10_000,
+    uplinkDialects: ["pull", "push"],
+    uplinkBatches: [100, 500],
+    uplinkMix: [10, 30, 60],
+    uplinkSeed: 1,
+    edgeNodeArgs: [],
   };
   const int = (flag: string, v: string | undefined): number => {
     const n = Number((v ?? "").replace(/_/g, ""));
@@ -186,6 +206,44 @@ function parseArgs(argv: string[]): Config {
         break;
       case "--mq9-node-args":
         cfg.mq9NodeArgs = val().split(/\s+/).filter(Boolean);
+        break;
+      case "--uplink-commands":
+        cfg.uplinkCommands = Math.max(1, int(flag, val()));
+        break;
+      case "--uplink-dialects":
+        cfg.uplinkDialects = val()
+          .split(",")
+          .map((x) => x.trim())
+          .filter(Boolean)
+          .map((x) => {
+            if (x !== "pull" && x !== "push") throw new UsageError(`--uplink-dialects: unknown dialect ${x}`);
+            return x;
+          });
+        if (cfg.uplinkDialects.length === 0) throw new UsageError("--uplink-dialects is empty");
+        break;
+      case "--uplink-batches":
+        cfg.uplinkBatches = val()
+          .split(",")
+          .map((x) => x.trim())
+          .filter(Boolean)
+          .map((x) => {
+            const n = int(flag, x);
+            if (n < 1 || n > 10_000) throw new UsageError("--uplink-batches: each from 1 to 10000");
+            return n;
+          });
+        if (cfg.uplinkBatches.length === 0) throw new UsageError("--uplink-batches is empty");
+        break;
+      case "--uplink-mix": {
+        const parts = val().split(",").map((x) => int(flag, x.trim()));
+        if (parts.length !== 3 || parts[0]! + parts[1]! + parts[2]! === 0) throw new UsageError("--uplink-mix needs C,U,N percentages");
+        cfg.uplinkMix = [parts[0]!, parts[1]!, parts[2]!];
+        break;
+      }
+      case "--uplink-seed":
+        cfg.uplinkSeed = int(flag, val());
+        break;
+      case "--edge-node-args":
+        cfg.edgeNodeArgs = val().split(/\s+/).filter(Boolean);
         break;
       case "--help":
       case "-h":
@@ -762,6 +820,10 @@ interface LgResult {
   normal?: number;
   first_violation?: string;
   create_reply?: string;
+  extra?: number;
+  t_first_critical?: number;
+  t_first_urgent?: number;
+  t_first_normal?: number;
 }
 
 class Loadgen {
@@ -809,6 +871,9 @@ interface Figure {
   value: number;
   better: Better;
   fmt: Fmt;
+  /** pivot scenarios: the configuration (table row) and measure (column) */
+  row?: string;
+  col?: string;
 }
 
 const fig = (id: string, label: string, unit: string, value: number, better: Better, fmt: Fmt): Figure => ({
@@ -832,6 +897,11 @@ interface Scenario {
   title: string;
   /** false: runs once, without a broker (load-generator ceiling) */
   needsServer: boolean;
+  /** Runs only for servers of this kind, which it starts itself (run gets server = null). */
+  selfHosted?: ServerKind;
+  /** Figures carrying row/col are printed as their own table (one row per configuration), not in the main one. */
+  pivot?: boolean;
+  pivotNote?(cfg: Config): string;
   repeats(cfg: Config): number;
   serverOptions?(cfg: Config): ServerStartOptions;
   run(ctx: ScenarioContext, server: ServerHandle | null): Promise<Figure[]>;
@@ -1060,6 +1130,8 @@ interface PreqOpts {
   fanout?: number;
   timeoutMs?: number;
   maxSeconds?: number;
+  /** file for "<seq> <reply>" lines */
+  repliesOut?: string;
 }
 
 /** The pipelined requester (raw client; window 1 = sequential). Resolves with its RESULT even when requests failed. */
@@ -1076,6 +1148,7 @@ async function preq(port: number, o: PreqOpts): Promise<LgResult> {
   if (o.payload !== undefined) args["payload"] = o.payload;
   else args["size"] = o.size ?? 128;
   if (o.fanout !== undefined) args["fanout"] = o.fanout;
+  if (o.repliesOut !== undefined) args["replies-out"] = o.repliesOut;
   return new Loadgen("preq", args).result(((o.maxSeconds ?? 900) + 60) * 1000);
 }
 
@@ -1347,6 +1420,364 @@ const rssStored: Scenario = {
   },
 };
 
+// ------------------------------------------------ uplink drain (mq9-edge only)
+
+/** The edge's cloud mailbox, drained into the local mailbox of the same name. */
+const UPLINK_BOX = "edge.bench";
+const RANK_NAMES = ["critical", "urgent", "normal"] as const;
+const UPLINK_FIRST_TARGET_MS = 500;
+const UPLINK_RATE_TARGET = 10_000;
+/** How long the edge's subscriber keeps reading after the last command, to catch duplicates. */
+const UPLINK_LINGER_MS = 1000;
+
+/** mulberry32: a small seeded PRNG, so every run queues the same priority sequence. */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The link between edge and cloud: a TCP forwarder on a fixed port that has no listener
+ * until open() (the edge's connects are refused, as with a cloud out of reach), then forwards
+ * every connection to the cloud. Records when it accepted each one, in process.hrtime
+ * nanoseconds (CLOCK_MONOTONIC, the clock of loadgen's timestamps).
+ */
+class LinkGate {
+  readonly accepted: bigint[] = [];
+  private server: net.Server | null = null;
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(
+    readonly port: number,
+    private readonly target: number,
+  ) {}
+
+  open(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const srv = net.createServer({ noDelay: true }, (down) => {
+        this.accepted.push(process.hrtime.bigint());
+        const up = net.connect({ host: "127.0.0.1", port: this.target, noDelay: true });
+        const both = (): void => {
+          down.destroy();
+          up.destroy();
+        };
+        for (const sock of [down, up]) {
+          this.sockets.add(sock);
+          sock.on("error", both);
+          sock.on("close", () => {
+            this.sockets.delete(sock);
+            both();
+          });
+        }
+        down.pipe(up);
+        up.pipe(down);
+      });
+      srv.once("error", reject);
+      srv.listen(this.port, "127.0.0.1", () => {
+        srv.off("error", reject);
+        resolve();
+      });
+      this.server = srv;
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const sock of this.sockets) sock.destroy();
+    const srv = this.server;
+    this.server = null;
+    if (srv) await new Promise<void>((r) => srv.close(() => r()));
+  }
+}
+
+/** The port of mq9-edge's `"msg":"ready"` log line, else undefined. */
+function readyPort(line: string): number | undefined {
+  if (!line.includes('"ready"')) return undefined;
+  try {
+    const j = JSON.parse(line) as { msg?: unknown; port?: unknown };
+    return j.msg === "ready" && typeof j.port === "number" ? j.port : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** One mq9 request through the raw requester; resolves with the reply object. */
+async function mq9Request(port: number, subject: string, body: unknown): Promise<Record<string, unknown>> {
+  const lg = new Loadgen("preq", { port, subject, count: 1, window: 1, payload: JSON.stringify(body), show: 1, "timeout-ms": 10_000, "max-seconds": 30 });
+  await lg.result(60_000);
+  const line = lg.proc.out.find((l) => l.startsWith("REPLY "));
+  if (!line) throw new Error(`${subject}: no reply${lg.proc.tail()}`);
+  return JSON.parse(line.replace(/^REPLY \d+ /, "")) as Record<string, unknown>;
+}
+
+/** Samples two processes' CPU seconds every 10 ms with a monotonic time stamp. */
+function cpuTrace(pids: number[]): { stop(): void; at(t: bigint): number[] } {
+  const samples: Array<{ t: bigint; cpu: number[] }> = [];
+  const sample = (): void => {
+    try {
+      samples.push({ t: process.hrtime.bigint(), cpu: pids.map(cpuSeconds) });
+    } catch {
+      /* gone */
+    }
+  };
+  sample();
+  const timer = setInterval(sample, 10);
+  return {
+    stop(): void {
+      clearInterval(timer);
+      sample();
+    },
+    /** CPU seconds at the first sample taken at or after t (else the last). */
+    at(t: bigint): number[] {
+      return (samples.find((s) => s.t >= t) ?? samples[samples.length - 1]!).cpu;
+    },
+  };
+}
+
+interface DrainCheck {
+  exact: boolean;
+  dups: number;
+  missing: number;
+  unexpected: number;
+  firstMismatch: string;
+}
+
+/** Compares what the edge's subscriber got with the cloud's ids sorted by priority, then id. */
+function checkDrain(expected: Array<{ rank: number; id: number }>, got: Array<{ rank: number; id: number }>): DrainCheck {
+  const want = [...expected].sort((a, b) => a.rank - b.rank || a.id - b.id);
+  const wantIds = new Map(want.map((e) => [e.id, e.rank]));
+  const seen = new Map<number, number>();
+  let dups = 0;
+  let unexpected = 0;
+  for (const g of got) {
+    const n = (seen.get(g.id) ?? 0) + 1;
+    seen.set(g.id, n);
+    if (n > 1) dups++;
+    if (wantIds.get(g.id) !== g.rank) unexpected++;
+  }
+  let missing = 0;
+  for (const e of want) if (!seen.has(e.id)) missing++;
+  let firstMismatch = "";
+  const n = Math.max(want.length, got.length);
+  for (let i = 0; i < n && !firstMismatch; i++) {
+    const w = want[i];
+    const g = got[i];
+    if (!w || !g || w.rank !== g.rank || w.id !== g.id) {
+      const show = (x: { rank: number; id: number } | undefined): string => (x ? `${RANK_NAMES[x.rank] ?? "no priority"} ${x.id}` : "nothing");
+      firstMismatch = `delivery ${i + 1}: got ${show(g)}, expected ${show(w)}`;
+    }
+  }
+  return { exact: firstMismatch === "", dups, missing, unexpected, firstMismatch };
+}
+
+async function uplinkDrainOnce(ctx: ScenarioContext, dialect: "pull" | "push", batch: number): Promise<Figure[]> {
+  const { cfg } = ctx;
+  const n = cfg.uplinkCommands;
+  const conf = `${dialect}, batch ${batch}`;
+  const tmp = mkTemp("bench-uplink-");
+  let cloud: ServerHandle | null = null;
+  let edge: Proc | null = null;
+  let sub: Loadgen | null = null;
+  let gate: LinkGate | null = null;
+  const edgeDir = mkTemp("bench-edge-");
+  try {
+    // the cloud: an mq9-edge as every other scenario starts one
+    cloud = await mq9EdgeDef("cloud").start(cfg, {});
+    const created = await mq9Request(cloud.port, "$mq9.AI.MAILBOX.CREATE", { name: UPLINK_BOX, ttl: 0 });
+    if (created["error"] !== "") throw new Error(`cloud MAILBOX.CREATE: ${JSON.stringify(created)}`);
+
+    // the edge, its link refused until the backlog is queued
+    gate = new LinkGate(await freePort(), cloud.port);
+    const args = [
+      ...cfg.edgeNodeArgs,
+      path.join(ROOT, "dist", "main.js"),
+      "serve",
+      "--host", "127.0.0.1",
+      "--port", "0",
+      "--data-dir", edgeDir,
+      "--uplink-url", `nats://127.0.0.1:${gate.port}`,
+      "--uplink-mailbox", UPLINK_BOX,
+      "--uplink-dialect", dialect,
+      "--uplink-heartbeat", "1",
+      "--uplink-batch", String(batch),
+    ];
+    edge = new Proc("edge", process.execPath, args, { cwd: ROOT, keepLines: 2000, logFile: logFileFor(cfg, `edge-${dialect}-b${batch}`) });
+    let upAt: bigint | null = null;
+    let carry = "";
+    edge.child.stdout?.on("data", (chunk: Buffer) => {
+      if (upAt !== null) return;
+      const text = carry + chunk.toString("utf8");
+      if (text.includes('"msg":"uplink up"')) upAt = process.hrtime.bigint();
+      carry = text.slice(-40);
+    });
+    const edgePort = await edge.waitLine(readyPort, 120_000);
+    await edge.waitLine((l) => (l.includes('"uplink cannot connect"') ? true : undefined), 15_000);
+
+    // the local agent: subscribed on the edge before the link opens
+    const dump = path.join(tmp, "received.txt");
+    sub = new Loadgen("replay", {
+      port: edgePort,
+      subject: `$mq9.AI.MAILBOX.MSG.${UPLINK_BOX}`,
+      count: n,
+      order: "mq9",
+      "id-header": "mq9-cloud-msg-id",
+      dump,
+      "idle-ms": 120_000,
+      "linger-ms": UPLINK_LINGER_MS,
+    });
+    await sub.proc.waitLine((l) => (l === "SUBSCRIBED" ? true : undefined), 15_000);
+
+    // the backlog, queued in the cloud while the link is down: a seeded random priority per command
+    const rnd = seededRandom(cfg.uplinkSeed);
+    const [pc, pu, pn] = cfg.uplinkMix;
+    const ranks: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const x = rnd() * (pc + pu + pn);
+      ranks.push(x < pc ? 0 : x < pc + pu ? 1 : 2);
+    }
+    const base = `$mq9.AI.MAILBOX.MSG.${UPLINK_BOX}`;
+    const subjectsFile = path.join(tmp, "subjects.txt");
+    fs.writeFileSync(subjectsFile, ranks.map((r) => (r === 2 ? base : `${base}.${RANK_NAMES[r]}`)).join("\n") + "\n");
+    const repliesFile = path.join(tmp, "replies.txt");
+    const fill = await preqAll(cloud.port, { subject: `@${subjectsFile}`, count: n, window: cfg.window, size: cfg.size, repliesOut: repliesFile }, `queueing ${n} commands in the cloud`);
+    const expected = fs
+      .readFileSync(repliesFile, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => {
+        const sp = l.indexOf(" ");
+        const seq = Number(l.slice(0, sp));
+        const id = (JSON.parse(l.slice(sp + 1)) as { msg_id?: number }).msg_id;
+        if (!Number.isSafeInteger(id)) throw new Error(`queueing: reply without msg_id: ${l}`);
+        return { rank: ranks[seq]!, id: id! };
+      });
+    const mix = [0, 1, 2].map((r) => ranks.filter((x) => x === r).length);
+    ctx.log(`${conf}: queued ${fmtInt(n)} × ${cfg.size} B in the cloud (critical ${mix[0]}, urgent ${mix[1]}, normal ${mix[2]}; seed ${cfg.uplinkSeed}) at ${fmtInt(num(fill.rate, "rate"))} sends/s; link refused meanwhile`);
+    if (!sub.proc.running) throw new Error(`the edge's subscriber ended before the link opened${sub.proc.tail()}`);
+
+    // link restored
+    const trace = cpuTrace([edge.pid, cloud.pid]);
+    const self0 = process.cpuUsage();
+    const wall0 = process.hrtime.bigint();
+    await gate.open();
+    const r = await sub.result(600_000);
+    trace.stop();
+    const selfUse = process.cpuUsage(self0);
+    const selfPct = ((selfUse.user + selfUse.system) / 1e3 / (Number(process.hrtime.bigint() - wall0) / 1e6)) * 100;
+    const tAccept = gate.accepted[0];
+    if (tAccept === undefined) throw new Error("the edge never connected through the link");
+    const since = (t: number | bigint | undefined): number => (t ? Number(BigInt(t) - tAccept) / 1e6 : NaN); // ms
+    const got = fs
+      .readFileSync(dump, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => {
+        const [rank, id] = l.split(" ");
+        return { rank: Number(rank), id: Number(id) };
+      });
+    if (cfg.keepLogs) {
+      // per-command arrival times, for a look at the batch rhythm
+      const keep = logFileFor(cfg, `uplink-${dialect}-b${batch}-received`)!;
+      fs.writeFileSync(keep, `# rank cloud_id t_ns (accept at ${tAccept}, 'uplink up' seen at ${upAt ?? "?"})\n` + fs.readFileSync(dump, "utf8"));
+    }
+    const chk = checkDrain(expected, got);
+    const received = num(r.received, "received");
+    const firstCritMs = since(r.t_first_critical);
+    const lastMs = since(r.t_last);
+    const drainSecs = lastMs / 1000;
+    const rate = received === n && drainSecs > 0 ? n / drainSecs : 0;
+    const upMs = upAt !== null ? since(upAt) : NaN;
+    const firstMs = since(r.t_first);
+    // CPU from the accept to the last command
+    const [e0, c0] = trace.at(tAccept);
+    const [e1, c1] = trace.at(BigInt(r.t_last ?? 0));
+    const edgeCpu = drainSecs > 0 ? ((e1! - e0!) / drainSecs) * 100 : NaN;
+    const cloudCpu = drainSecs > 0 ? ((c1! - c0!) / drainSecs) * 100 : NaN;
+
+    // the cloud mailbox must be empty (acknowledgements of the last batch may trail the delivery)
+    const emptyCheck = async (): Promise<number> => {
+      const reply =
+        dialect === "push"
+          ? await mq9Request(cloud!.port, `$mq9.AI.MAILBOX.LIST.${UPLINK_BOX}`, { limit: 100_000 })
+          : await mq9Request(cloud!.port, `$mq9.AI.MSG.FETCH.${UPLINK_BOX}`, { group_name: "mq9-edge", deliver: "earliest", config: { num_msgs: 10_000, max_wait_ms: 0 } });
+      if (reply["error"] !== "") throw new Error(`cloud empty check: ${JSON.stringify(reply).slice(0, 300)}`);
+      return Array.isArray(reply["messages"]) ? reply["messages"].length : NaN;
+    };
+    let left = await emptyCheck();
+    for (const deadline = Date.now() + 5000; left !== 0 && Date.now() < deadline; ) {
+      await sleep(100);
+      left = await emptyCheck();
+    }
+    const how = dialect === "push" ? "MAILBOX.LIST" : 'FETCH group "mq9-edge" deliver earliest';
+
+    const downs = edge.out.filter((l) => l.includes('"uplink down"')).length;
+    if (gate.accepted.length !== 1 || downs > 0) ctx.warn(`${conf}: the link was connected ${gate.accepted.length} times, "uplink down" logged ${downs} times`);
+    if (received !== n) ctx.warn(`${conf}: ${received} of ${n} commands reached the edge's subscriber (ended: ${r.end})`);
+    if (!chk.exact || chk.dups || chk.missing || chk.unexpected || (r.extra ?? 0) > 0)
+      ctx.warn(`${conf}: delivery not exact: ${chk.firstMismatch || "order ok"}; ${chk.dups} duplicates, ${chk.missing} missing, ${chk.unexpected} unexpected, ${r.extra ?? 0} after the last; loadgen order violations ${r.violations}${r.first_violation ? ` (${r.first_violation})` : ""}`);
+    if (left !== 0) ctx.warn(`${conf}: cloud mailbox not empty 5 s after the drain: ${how} returns ${left} messages`);
+    ctx.log(
+      `${conf}: link accepted → 'uplink up' logged ${upMs.toFixed(1)} ms, first command ${firstMs.toFixed(1)} ms, first critical ${firstCritMs.toFixed(1)} ms` +
+        ` (target ≤ ${UPLINK_FIRST_TARGET_MS}: ${firstCritMs <= UPLINK_FIRST_TARGET_MS ? "met" : "NOT met"}), last (${fmtInt(received)}th) ${lastMs.toFixed(1)} ms` +
+        ` → ${fmtInt(rate)} commands/s (target ≥ ${fmtInt(UPLINK_RATE_TARGET)}: ${rate >= UPLINK_RATE_TARGET ? "met" : "NOT met"});` +
+        ` order ${chk.exact ? "exact" : `NOT exact (${chk.firstMismatch})`}, ${chk.dups} duplicates, ${chk.missing} missing, ${r.extra ?? 0} extra in ${UPLINK_LINGER_MS} ms after;` +
+        ` cloud ${how}: ${left} left; CPU over the drain: edge ${edgeCpu.toFixed(0)}%, cloud ${cloudCpu.toFixed(0)}%,` +
+        ` this process (forwarder, samplers; incl. the ${UPLINK_LINGER_MS} ms linger) ${selfPct.toFixed(0)}%`,
+    );
+    const id = `uplink.${dialect}.b${batch}`;
+    const f = (key: string, col: string, unit: string, value: number, better: Better, fmt: Fmt): Figure => ({
+      ...fig(`${id}.${key}`, `uplink drain ${conf}: ${col}`, unit, value, better, fmt),
+      row: conf,
+      col,
+    });
+    return [
+      f("up", "accept → uplink up", "ms", upMs, "lower", "f1"),
+      f("first", "→ first critical", "ms", firstCritMs, "lower", "f1"),
+      f("last", "→ last", "s", drainSecs, "lower", "f2"),
+      f("rate", "throughput", "cmds/s", rate, "higher", "int"),
+      f("order", "exact order", "", chk.exact && !chk.dups && !chk.missing && !chk.unexpected && !r.extra ? 1 : 0, "none", "yesno"),
+      f("bad", "dup+missing", "", chk.dups + chk.missing + chk.unexpected + (r.extra ?? 0), "lower", "int"),
+      f("empty", "cloud empty", "", left === 0 ? 1 : 0, "none", "yesno"),
+      f("ecpu", "edge CPU", "%", edgeCpu, "none", "pct"),
+      f("ccpu", "cloud CPU", "%", cloudCpu, "none", "pct"),
+    ];
+  } finally {
+    await sub?.stop();
+    await edge?.stop(30_000);
+    await gate?.close();
+    await cloud?.stop();
+    rmTemp(edgeDir);
+    rmTemp(tmp);
+  }
+}
+
+const uplinkDrain: Scenario = {
+  name: "uplink-drain",
+  title: "uplink drain: cloud backlog → edge subscriber after the link is restored (mq9-edge cloud and edge)",
+  needsServer: true,
+  selfHosted: "mq9-edge",
+  pivot: true,
+  repeats: (cfg) => cfg.repeats,
+  pivotNote: (cfg) =>
+    `${fmtInt(cfg.uplinkCommands)} commands (${cfg.uplinkMix.join("/")} % critical/urgent/normal, seed ${cfg.uplinkSeed}) queued in the cloud while the ` +
+    `edge's link is refused; times from the forwarder accepting the edge's connection to the edge's local subscriber reading the command. ` +
+    `Targets: first critical ≤ ${UPLINK_FIRST_TARGET_MS} ms, throughput ≥ ${fmtInt(UPLINK_RATE_TARGET)} commands/s, exact order ` +
+    `(critical, urgent, normal; cloud id ascending within each), none twice, none missing. Cloud empty: push = MAILBOX.LIST empty, ` +
+    `pull = FETCH for group mq9-edge (deliver earliest) empty. CPU: % of one core from accept to last.`,
+  async run(ctx) {
+    const out: Figure[] = [];
+    for (const dialect of ctx.cfg.uplinkDialects) {
+      for (const batch of ctx.cfg.uplinkBatches) out.push(...(await uplinkDrainOnce(ctx, dialect, batch)));
+    }
+    return out;
+  },
+};
+
 /** The generator against fake in-process servers written in C (no broker): its own ceiling. */
 const ceiling: Scenario = {
   name: "ceiling",
@@ -1416,8 +1847,8 @@ const ceiling: Scenario = {
   },
 };
 
-/** Run order. Later issues: add e.g. uplink drain here. */
-const SCENARIOS: Scenario[] = [ceiling, pubsub, pubonly, reqrep, rss, slowconsumer, durableSeq, durablePipelined, replay, rssStored];
+/** Run order. */
+const SCENARIOS: Scenario[] = [ceiling, pubsub, pubonly, reqrep, rss, slowconsumer, durableSeq, durablePipelined, replay, rssStored, uplinkDrain];
 
 // ------------------------------------------------------------ formatting
 
@@ -1474,6 +1905,8 @@ interface Row {
   unit: string;
   better: Better;
   fmt: Fmt;
+  row?: string;
+  col?: string;
   cells: Map<string, Cell>; // by server label ("" for server-less scenarios)
 }
 
@@ -1486,7 +1919,7 @@ class Results {
   add(scenario: string, server: string, f: Figure): void {
     let row = this.byKey.get(f.id);
     if (!row) {
-      row = { scenario, id: f.id, label: f.label, unit: f.unit, better: f.better, fmt: f.fmt, cells: new Map() };
+      row = { scenario, id: f.id, label: f.label, unit: f.unit, better: f.better, fmt: f.fmt, row: f.row, col: f.col, cells: new Map() };
       this.byKey.set(f.id, row);
       this.rows.push(row);
     }
@@ -1591,9 +2024,14 @@ async function main(): Promise<number> {
       }
       continue;
     }
+    const runDefs = sc.selfHosted ? defs.filter((d) => d.kind === sc.selfHosted) : defs;
+    if (runDefs.length === 0) {
+      console.log(`  skipped: ${sc.selfHosted} only, and --servers has none`);
+      continue;
+    }
     const reps = sc.repeats(cfg);
     for (let rep = 1; rep <= reps; rep++) {
-      for (const def of defs) {
+      for (const def of runDefs) {
         const prefix = `  [${def.label}${reps > 1 ? ` ${rep}/${reps}` : ""}]`;
         const ctx: ScenarioContext = {
           cfg,
@@ -1605,9 +2043,9 @@ async function main(): Promise<number> {
         };
         let server: ServerHandle | null = null;
         try {
-          server = await def.start(cfg, sc.serverOptions?.(cfg) ?? {});
+          if (!sc.selfHosted) server = await def.start(cfg, sc.serverOptions?.(cfg) ?? {});
           for (const f of await sc.run(ctx, server)) results.add(sc.name, def.label, f);
-          if (!server.alive()) throw new Error(`server died during the run${server.logTail()}`);
+          if (server && !server.alive()) throw new Error(`server died during the run${server.logTail()}`);
         } catch (e) {
           const msg = errText(e);
           console.log(`${prefix} FAILED: ${msg}`);
@@ -1656,7 +2094,8 @@ function printSummary(
   console.log(`command: ${cmdline}`);
   console.log(info.map(([k, v]) => `${k}: ${v}`).join("; "));
 
-  const serverRows = results.rows.filter((r) => scenarios.find((s) => s.name === r.scenario)?.needsServer);
+  const isPivot = (r: Row): boolean => r.row !== undefined && r.col !== undefined && !!scenarios.find((s) => s.name === r.scenario)?.pivot;
+  const serverRows = results.rows.filter((r) => scenarios.find((s) => s.name === r.scenario)?.needsServer && !isPivot(r));
   if (serverRows.length) {
     const header = ["figure", "unit", ...labels, ...ratioCols.map((l) => `ratio ${l}/${base}`)];
     const rows = serverRows.map((r) => {
@@ -1678,6 +2117,28 @@ function printSummary(
         "\n",
     );
     console.log(renderTable(header, rows, header.map((_, i) => i >= 2)));
+  }
+  for (const sc of scenarios.filter((s) => s.pivot)) {
+    const rows = results.rows.filter((r) => r.scenario === sc.name && isPivot(r));
+    if (!rows.length) continue;
+    const cols: Array<{ col: string; unit: string }> = [];
+    for (const r of rows) if (!cols.some((c) => c.col === r.col)) cols.push({ col: r.col!, unit: r.unit });
+    const confs = [...new Set(rows.map((r) => r.row!))];
+    for (const l of labels) {
+      if (!rows.some((r) => r.cells.get(l)?.values.length || r.cells.get(l)?.errors.length)) continue;
+      const reps = sc.repeats(cfg);
+      console.log(`\n${sc.name} (${l}${reps > 1 ? `, median of ${reps} runs` : ""}): ${sc.title}\n`);
+      const header = ["configuration", ...cols.map((c) => (c.unit ? `${c.col} (${c.unit})` : c.col))];
+      const body = confs.map((conf) => [
+        conf,
+        ...cols.map((c) => {
+          const r = rows.find((x) => x.row === conf && x.col === c.col);
+          return r ? results.cellText(r, l) : "—";
+        }),
+      ]);
+      console.log(renderTable(header, body, header.map((_, i) => i >= 1)));
+      if (sc.pivotNote) console.log(`\n${sc.pivotNote(cfg)}`);
+    }
   }
   const ceilRows = results.rows.filter((r) => !scenarios.find((s) => s.name === r.scenario)?.needsServer);
   if (ceilRows.length) {

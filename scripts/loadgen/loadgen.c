@@ -12,18 +12,27 @@
  *                                                    line arrives on stdin; then reports whether
  *                                                    the server closed the connection
  *   preq   --subject T[,T2...] --count N [--warmup W] [--window K] [--size B | --payload P]
- *          [--fanout F] [--timeout-ms MS] [--show N]
+ *          [--fanout F] [--timeout-ms MS] [--show N] [--replies-out FILE]
  *          pipelined requester (raw client only): keeps up to K requests in flight, each
  *          PUB <subject> _INBOX.lg<pid>.<seq> <len>, replies read on one wildcard SUB; every
  *          reply is checked (a JSON body with a non-empty "error", or a 503 no-responders
  *          status, is a failure). Request i uses template T[i % #templates]; "%d" in a
  *          template or in P becomes (i / #templates) % F. --window 1 = sequential requests.
+ *          --subject @FILE reads the templates from FILE, one per line (e.g. one subject per
+ *          request). --replies-out FILE writes "<seq> <reply payload>" per reply, in arrival order.
  *   replay --subject S --count N [--order mq9|js|none] [--create-subject S2 --create-payload P]
- *          [--idle-ms MS]     (raw client only, CONNECT headers:true)
+ *          [--idle-ms MS] [--id-header H] [--dump FILE] [--linger-ms MS]
+ *          (raw client only, CONNECT headers:true)
  *          times one subscriber from its SUB (or, with --create-subject, from the request that
  *          creates a JetStream push consumer delivering to S) to the N-th message; checks the
  *          order: mq9 = mq9-priority non-decreasing (critical, urgent, normal) and mq9-msg-id
  *          increasing within a priority; js = stream sequence (from the $JS.ACK reply) increasing.
+ *          --id-header: the id header the mq9 order check reads (default mq9-msg-id; e.g.
+ *          mq9-cloud-msg-id for an edge's uplink mailbox). Prints "SUBSCRIBED" once the server
+ *          answered the PING after the SUB (a -ERR before that ends the run: "sub-refused").
+ *          --dump FILE writes "<rank> <id> <t_ns>" per message (rank 0 critical, 1 urgent,
+ *          2 normal, -1 no header; id -1 without the id header; t = CLOCK_MONOTONIC of the read).
+ *          --linger-ms MS: after the N-th message keep reading MS more and count "extra" ones.
  * Fake-server modes (measure the generator's own ceiling without any broker):
  *   sink   listens on 127.0.0.1:0, swallows PUB frames (publisher ceiling)
  *   blast  --count N --size B [--order mq9]   listens, waits for a SUB, then sends N MSG frames
@@ -115,6 +124,10 @@ typedef struct {
   const char *order;
   const char *create_subject;
   const char *create_payload;
+  const char *replies_out;
+  const char *id_header;
+  const char *dump;
+  int linger_ms;
 } args_t;
 
 static args_t A = {
@@ -137,6 +150,10 @@ static args_t A = {
     .order = "none",
     .create_subject = NULL,
     .create_payload = "",
+    .replies_out = NULL,
+    .id_header = "mq9-msg-id",
+    .dump = NULL,
+    .linger_ms = 0,
 };
 
 static void parse_args(int argc, char **argv) {
@@ -164,6 +181,10 @@ static void parse_args(int argc, char **argv) {
     else if (!strcmp(k, "--order")) A.order = v;
     else if (!strcmp(k, "--create-subject")) A.create_subject = v;
     else if (!strcmp(k, "--create-payload")) A.create_payload = v;
+    else if (!strcmp(k, "--replies-out")) A.replies_out = v;
+    else if (!strcmp(k, "--id-header")) A.id_header = v;
+    else if (!strcmp(k, "--dump")) A.dump = v;
+    else if (!strcmp(k, "--linger-ms")) A.linger_ms = atoi(v);
     else die("unknown option %s", k);
   }
   if (strcmp(A.impl, "raw") && strcmp(A.impl, "natsc")) die("--impl must be raw or natsc");
@@ -845,6 +866,7 @@ typedef struct {
   char first_error[400];
   int shown;
   int64_t t_last_reply;
+  FILE *replies_out;
 } preq_t;
 
 static void preq_reply(preq_t *q, frame_t *f, long long lo, long long hi, long long *got, int timed) {
@@ -881,6 +903,7 @@ static void preq_reply(preq_t *q, frame_t *f, long long lo, long long hi, long l
       fprintf(stderr, "loadgen preq: request %lld failed: %s\n", seq, body);
     }
   }
+  if (q->replies_out) fprintf(q->replies_out, "%lld %.*s\n", seq, (int)f->len, f->payload);
   if (q->shown < A.show) {
     q->shown++;
     printf("REPLY %lld %.*s\n", seq, (int)f->len, f->payload);
@@ -961,12 +984,30 @@ static void mode_preq(void) {
   snprintf(wild, sizeof(wild), "%s.*", q->inbox);
   rc_sub(&q->c, wild, 1);
   set_rcvtimeo(q->c.fd, A.timeout_ms);
-  /* subject templates */
-  char *subjects = strdup(A.subject);
+  /* subject templates: comma separated, or one per line of @FILE */
+  char *subjects;
+  const char *sep = ",";
+  if (A.subject[0] == '@') {
+    FILE *sf = fopen(A.subject + 1, "r");
+    if (!sf) die("preq: cannot open %s: %s", A.subject + 1, strerror(errno));
+    fseek(sf, 0, SEEK_END);
+    long sz = ftell(sf);
+    fseek(sf, 0, SEEK_SET);
+    subjects = malloc((size_t)sz + 1);
+    if (fread(subjects, 1, (size_t)sz, sf) != (size_t)sz) die("preq: cannot read %s", A.subject + 1);
+    subjects[sz] = 0;
+    fclose(sf);
+    sep = "\r\n";
+  } else
+    subjects = strdup(A.subject);
   q->tmpl = malloc(sizeof(char *) * (strlen(subjects) + 1));
-  for (char *save = NULL, *t = strtok_r(subjects, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+  for (char *save = NULL, *t = strtok_r(subjects, sep, &save); t; t = strtok_r(NULL, sep, &save)) {
     q->tmpl[q->ntmpl++] = t;
     if (strstr(t, "%d")) q->tmpl_has_d = 1;
+  }
+  if (A.replies_out) {
+    q->replies_out = fopen(A.replies_out, "w");
+    if (!q->replies_out) die("preq: cannot create %s: %s", A.replies_out, strerror(errno));
   }
   if (q->ntmpl == 0) die("preq: --subject is empty");
   if (A.payload) {
@@ -987,6 +1028,7 @@ static void mode_preq(void) {
   int64_t t0 = now_ns();
   if (!missing) missing = preq_run(q, A.warmup, total, 1);
   int64_t t1 = q->t_last_reply > t0 ? q->t_last_reply : now_ns();
+  if (q->replies_out && fclose(q->replies_out) != 0) die("preq: writing %s: %s", A.replies_out, strerror(errno));
   long long n = q->nlat;
   qsort(q->lat, (size_t)n, sizeof(int64_t), cmp_i64);
   double sum = 0;
@@ -1051,6 +1093,8 @@ static void mode_replay(void) {
   if (A.create_subject) {
     /* SUB the delivery subject first (and make sure the server has it), then create the consumer */
     rc_sub(&c, A.subject, 1);
+    printf("SUBSCRIBED\n");
+    fflush(stdout);
     t0 = now_ns();
     int hl = snprintf(line, sizeof(line), "PUB %s %s %zu\r\n", A.create_subject, inbox, strlen(A.create_payload));
     rc_buf(&c, line, (size_t)hl);
@@ -1063,17 +1107,34 @@ static void mode_replay(void) {
     rc_buf(&c, line, (size_t)hl);
     rc_flush(&c);
   }
-  long long count = 0, bytes = 0, violations = 0, no_header = 0, by_rank[3] = {0, 0, 0};
+  long long count = 0, extra = 0, bytes = 0, violations = 0, no_header = 0, by_rank[3] = {0, 0, 0};
   long long last_id[3] = {0, 0, 0}, last_seq = 0;
   int last_rank = 0;
-  int64_t t_first = 0, t_last = 0;
+  int64_t t_first = 0, t_last = 0, t_first_rank[3] = {0, 0, 0};
   char first_violation[300] = "", create_reply[300] = "";
   const char *end = "complete";
+  int subscribed = A.create_subject != NULL, lingering = 0;
+  int64_t linger_end = 0;
+  FILE *dump = NULL;
+  if (A.dump) {
+    dump = fopen(A.dump, "w");
+    if (!dump) die("replay: cannot create %s: %s", A.dump, strerror(errno));
+  }
   frame_t f;
-  while (count < A.count) {
+  for (;;) {
+    if (!lingering && count >= A.count) {
+      if (A.linger_ms <= 0) break;
+      lingering = 1;
+      linger_end = now_ns() + (int64_t)A.linger_ms * 1000000LL;
+    }
+    if (lingering) {
+      int64_t left = linger_end - now_ns();
+      if (left <= 0) break;
+      set_rcvtimeo(c.fd, (int)(left / 1000000) + 1);
+    }
     int r = rc_next(&c, &f);
     if (r <= 0) {
-      end = r == 0 ? "eof" : r == -1 ? "idle-timeout" : "error";
+      if (!lingering) end = r == 0 ? "eof" : r == -1 ? "idle-timeout" : "error";
       break;
     }
     if (f.type == FR_MSG && f.sid_len == 1 && f.sid[0] == '2') {
@@ -1087,20 +1148,31 @@ static void mode_replay(void) {
     }
     if (f.type == FR_MSG) {
       if (f.hdr && hdr_status(f.hdr, f.hdr_len)) continue; /* JetStream heartbeat / flow control */
-      if (count == 0) t_first = c.last_read_ns;
-      count++;
-      bytes += (long long)f.len;
-      t_last = c.last_read_ns;
+      if (count >= A.count) {
+        extra++; /* while lingering */
+      } else {
+        if (count == 0) t_first = c.last_read_ns;
+        count++;
+        bytes += (long long)f.len;
+        t_last = c.last_read_ns;
+      }
       char why[200] = "";
+      int rank = -1;
+      long long id = -1;
+      size_t pl = 0, il = 0;
+      const char *pv = NULL;
+      if (order_mq9 || dump) {
+        pv = f.hdr ? hdr_value(f.hdr, f.hdr_len, "mq9-priority", &pl) : NULL;
+        const char *iv = f.hdr ? hdr_value(f.hdr, f.hdr_len, A.id_header, &il) : NULL;
+        rank = pv ? rank_of(pv, pl) : -1;
+        id = iv ? parse_ll(iv, il) : -1;
+        if (rank >= 0 && !t_first_rank[rank]) t_first_rank[rank] = c.last_read_ns;
+        if (dump) fprintf(dump, "%d %lld %lld\n", rank, id, (long long)c.last_read_ns);
+      }
       if (order_mq9) {
-        size_t pl = 0, il = 0;
-        const char *pv = f.hdr ? hdr_value(f.hdr, f.hdr_len, "mq9-priority", &pl) : NULL;
-        const char *iv = f.hdr ? hdr_value(f.hdr, f.hdr_len, "mq9-msg-id", &il) : NULL;
-        int rank = pv ? rank_of(pv, pl) : -1;
-        long long id = iv ? parse_ll(iv, il) : -1;
         if (rank < 0 || id < 0) {
           no_header++;
-          snprintf(why, sizeof(why), "message %lld: no mq9-priority/mq9-msg-id header", count);
+          snprintf(why, sizeof(why), "message %lld: no mq9-priority/%s header", count + extra, A.id_header);
         } else {
           by_rank[rank]++;
           if (rank < last_rank)
@@ -1146,19 +1218,30 @@ static void mode_replay(void) {
     } else if (f.type == FR_PING) {
       rc_bufs(&c, "PONG\r\n");
       rc_flush(&c);
+    } else if (f.type == FR_PONG && !subscribed) {
+      subscribed = 1; /* the server has processed the SUB */
+      printf("SUBSCRIBED\n");
+      fflush(stdout);
     } else if (f.type == FR_ERR) {
       fprintf(stderr, "loadgen replay: %.*s\n", (int)f.line_len, f.line);
       if (!first_violation[0]) json_escape(first_violation, sizeof(first_violation), f.line, f.line_len);
+      if (!subscribed) {
+        end = "sub-refused";
+        break;
+      }
     }
   }
+  if (dump && fclose(dump) != 0) die("replay: writing %s: %s", A.dump, strerror(errno));
   double secs = count ? (t_last - t0) / 1e9 : 0;
   printf("RESULT {\"mode\":\"replay\",\"impl\":\"raw\",\"expected\":%lld,\"received\":%lld,\"payload_bytes\":%lld,"
          "\"t_sub\":%lld,\"t_first\":%lld,\"t_last\":%lld,\"elapsed_s\":%.4f,\"rate\":%.1f,\"end\":\"%s\","
          "\"order\":\"%s\",\"violations\":%lld,\"unchecked\":%lld,\"critical\":%lld,\"urgent\":%lld,\"normal\":%lld,"
-         "\"first_violation\":\"%s\",\"create_reply\":\"%s\",\"cpu_s\":%.4f}\n",
+         "\"first_violation\":\"%s\",\"create_reply\":\"%s\",\"extra\":%lld,\"t_first_critical\":%lld,"
+         "\"t_first_urgent\":%lld,\"t_first_normal\":%lld,\"cpu_s\":%.4f}\n",
          A.count, count, bytes, (long long)t0, (long long)t_first, (long long)t_last, secs,
          secs > 0 ? count / secs : 0.0, end, A.order, violations, no_header, by_rank[0], by_rank[1], by_rank[2],
-         first_violation, create_reply, cpu_seconds());
+         first_violation, create_reply, extra, (long long)t_first_rank[0], (long long)t_first_rank[1],
+         (long long)t_first_rank[2], cpu_seconds());
   fflush(stdout);
   close(c.fd);
 }
