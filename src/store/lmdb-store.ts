@@ -486,11 +486,15 @@ export class LmdbMailboxStore implements MailboxStore {
       if (!this.boxes.has(address)) throw mailboxNotFound(address);
       const r = this.groupsDb.get([address, group]);
       let s = r ? groupFromRecord(r) : newGroupState();
+      const touched = new Set<PriorityRank>();
       for (const id of ids) {
         const rank = PRIORITY_RANKS.find((p) => this.messagesDb.doesExist([address, p, id]));
-        if (rank !== undefined) s = markDone(s, rank, id);
+        if (rank !== undefined) {
+          s = markDone(s, rank, id);
+          touched.add(rank);
+        }
       }
-      s = this.compact(address, s);
+      s = this.compact(address, s, r ? touched : undefined); // a new group: every priority
       this.groupsDb.put([address, group], recordOfGroup(s));
       return s;
     });
@@ -610,10 +614,12 @@ export class LmdbMailboxStore implements MailboxStore {
     return before;
   }
 
-  private compact(address: string, s: GroupState): GroupState {
+  /** Compacts the progress of the given priorities (all by default): one range read each. */
+  private compact(address: string, s: GroupState, ranks: ReadonlySet<PriorityRank> = new Set(PRIORITY_RANKS)): GroupState {
     const lastIssued = this.nextMsgId - 1;
     const db = this.messagesDb;
     return s.map((p, rank) => {
+      if (!ranks.has(rank as PriorityRank)) return p;
       const ids = db.getKeys({ start: [address, rank, p.floor + 1], end: [address, rank + 1] }).map((k) => k[2] as number);
       return compactProgress(p, ids, lastIssued);
     }) as unknown as GroupState;

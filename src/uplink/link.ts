@@ -122,6 +122,9 @@ export class CloudLink {
       maxPingOut: 2,
       timeout: Math.max(2000, 2 * o.heartbeatMs),
       noEcho: true,
+      // Otherwise every request captures stack traces it never uses (a quarter of the
+      // edge's CPU while draining).
+      noAsyncTraces: true,
     };
     if (o.token !== "") opts.token = o.token;
     if (o.user !== "") {
