@@ -1,0 +1,207 @@
+// `npm run smoke:exe`: the smoke test of the single executables built by `npm run package`.
+//
+//   node scripts/smoke-exe.mjs                      out/mq9-edge-linux-x64 and -arm64
+//   node scripts/smoke-exe.mjs out/mq9-edge-linux-arm64
+//
+// Each executable (the one of another architecture under qemu-user-static) starts from an empty
+// data folder, serves a NATS client (nats.js from node_modules, run by this machine's Node: the
+// client is not what is tested), which creates mailbox smoke.box, sends a normal then a critical
+// message and, subscribed, gets the critical one first. The broker is killed with SIGKILL,
+// started again on the same folder, and must still list and replay both, in order; then SIGTERM
+// must stop it with exit code 0. The lmdb addon must have been copied out to the
+// $PKG_NATIVE_CACHE_PATH the test gives it. Ends with "N passed, N failed".
+import { execFile, spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:net";
+import { promisify } from "node:util";
+import { closeSync, existsSync, mkdtempSync, openSync, readSync, readdirSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { arch as hostArchOf, tmpdir } from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const require = createRequire(path.join(root, "package.json"));
+const { connect, StringCodec } = require("nats");
+const sc = StringCodec();
+
+const READY_TIMEOUT_MS = 60_000; // the arm64 executable under qemu starts in a few seconds
+const REPLY_TIMEOUT_MS = 15_000;
+const BOX = "smoke.box";
+
+const exes = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ["out/mq9-edge-linux-x64", "out/mq9-edge-linux-arm64"];
+
+let passed = 0;
+let failed = 0;
+function check(ok, what, detail = "") {
+  if (ok) passed++;
+  else failed++;
+  console.log(`${ok ? "ok" : "FAIL"} - ${what}${!ok && detail ? `: ${detail}` : ""}`);
+  return ok;
+}
+
+/** The command that runs `exe` here: itself, or under qemu-user-static for another arch. */
+function runnerFor(exe) {
+  const target = elfArch(exe);
+  if (target === hostArchOf()) return [exe];
+  if (target === "arm64") return ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu", exe];
+  return ["qemu-x86_64-static", "-L", "/usr/x86_64-linux-gnu", exe];
+}
+
+/** x64 or arm64 from an ELF header's e_machine. */
+function elfArch(file) {
+  const head = Buffer.alloc(20);
+  const fd = openSync(file, "r");
+  try {
+    readSync(fd, head, 0, 20, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return { 62: "x64", 183: "arm64" }[head.readUInt16LE(18)] ?? `machine ${head.readUInt16LE(18)}`;
+}
+
+/** A TCP port free right now on 127.0.0.1 (for --http-port, where 0 means "off"). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts the broker; resolves with {child, port} on its "ready" log line. */
+function start(cmd, dataDir, env, extra = []) {
+  const child = spawn(cmd[0], [...cmd.slice(1), "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", dataDir, ...extra], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env,
+  });
+  let out = "";
+  let err = "";
+  child.stderr.on("data", (d) => (err += d));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "ready" within ${READY_TIMEOUT_MS} ms\n${out}${err}`)), READY_TIMEOUT_MS);
+    child.stdout.on("data", (d) => {
+      out += d;
+      for (const line of out.split("\n")) {
+        if (!line.includes('"msg":"ready"')) continue;
+        clearTimeout(timer);
+        resolve({ child, port: JSON.parse(line).port, log: () => out + err });
+        return;
+      }
+    });
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`exited (${code ?? signal}) before ready\n${out}${err}`));
+    });
+  });
+}
+
+function exited(child, timeoutMs) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve({ code: null, signal: "timeout" }), timeoutMs);
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal });
+    });
+  });
+}
+
+async function request(nc, subject, payload) {
+  const msg = await nc.request(subject, sc.encode(payload), { timeout: REPLY_TIMEOUT_MS });
+  return JSON.parse(sc.decode(msg.data));
+}
+
+/** Subscribes to the mailbox and returns the first `n` deliveries as "priority:payload". */
+async function replay(nc, n) {
+  const sub = nc.subscribe(`$mq9.AI.MAILBOX.MSG.${BOX}`, { max: n, timeout: REPLY_TIMEOUT_MS });
+  const got = [];
+  for await (const m of sub) got.push(`${m.subject.split(".").pop()}:${sc.decode(m.data)}`);
+  return got;
+}
+
+async function smoke(exe) {
+  console.log(`# ${exe}`);
+  if (!check(existsSync(exe), `${exe} exists`, "run `npm run package` first")) return;
+  const cmd = runnerFor(exe);
+  const tmp = mkdtempSync(path.join(tmpdir(), "mq9-smoke-"));
+  const dataDir = path.join(tmp, "data"); // does not exist yet: an empty start
+  const nativeCache = path.join(tmp, "native-cache");
+  const env = { ...process.env, PKG_NATIVE_CACHE_PATH: nativeCache };
+  let broker;
+  let nc;
+  try {
+    const t0 = Date.now();
+    broker = await start(cmd, dataDir, env);
+    check(true, `starts from an empty data folder and is ready (${Date.now() - t0} ms${cmd[0] === exe ? "" : `, under ${cmd[0]}`})`);
+    const addons = existsSync(nativeCache) ? readdirSync(nativeCache, { recursive: true }).map(String).filter((f) => f.endsWith(".node")) : [];
+    check(addons.some((f) => f.endsWith("lmdb.node")), "lmdb addon copied out to $PKG_NATIVE_CACHE_PATH", JSON.stringify(addons));
+    const foreign = addons.filter((f) => elfArch(path.join(nativeCache, f)) !== elfArch(exe));
+    check(foreign.length === 0, `the addons it loaded are ${elfArch(exe)} (${addons.map((f) => path.basename(f)).join(", ")})`, JSON.stringify(foreign));
+
+    nc = await connect({ servers: `127.0.0.1:${broker.port}`, timeout: REPLY_TIMEOUT_MS });
+    const created = await request(nc, "$mq9.AI.MAILBOX.CREATE", JSON.stringify({ name: BOX, ttl: 0 }));
+    check(created.error === "" && created.mail_address === BOX, "CREATE smoke.box", JSON.stringify(created));
+    const normal = await request(nc, `$mq9.AI.MAILBOX.MSG.${BOX}`, "normal-1");
+    const critical = await request(nc, `$mq9.AI.MAILBOX.MSG.${BOX}.critical`, "critical-1");
+    check(normal.error === "" && critical.error === "" && critical.msg_id > normal.msg_id, "sends normal then critical, both stored", JSON.stringify([normal, critical]));
+    const first = await replay(nc, 2);
+    check(JSON.stringify(first) === JSON.stringify(["critical:critical-1", "normal:normal-1"]), "subscriber gets critical before normal", JSON.stringify(first));
+    await nc.close();
+    nc = undefined;
+
+    broker.child.kill("SIGKILL");
+    const killed = await exited(broker.child, 10_000);
+    check(killed.signal === "SIGKILL", "killed with SIGKILL", JSON.stringify(killed));
+
+    const httpPort = await freePort();
+    broker = await start(cmd, dataDir, env, ["--http-port", String(httpPort)]);
+    check(true, "starts again on the same data folder");
+    nc = await connect({ servers: `127.0.0.1:${broker.port}`, timeout: REPLY_TIMEOUT_MS });
+    const listed = await request(nc, `$mq9.AI.MAILBOX.LIST.${BOX}`, "");
+    const order = (listed.messages ?? []).map((m) => `${m.priority}:${m.payload}`);
+    check(listed.error === "" && JSON.stringify(order) === JSON.stringify(["critical:critical-1", "normal:normal-1"]), "LIST after SIGKILL still holds both, in order", JSON.stringify(listed));
+    const again = await replay(nc, 2);
+    check(JSON.stringify(again) === JSON.stringify(["critical:critical-1", "normal:normal-1"]), "subscriber after restart gets both, in order", JSON.stringify(again));
+    await nc.close();
+    nc = undefined;
+
+    // The executable's own NATS client (the CLI) and the operator endpoint (prom-client): both
+    // modules load lazily in the bundle, so they are exercised here.
+    const cli = await promisify(execFile)(cmd[0], [...cmd.slice(1), "mailbox", "list", BOX, "--host", "127.0.0.1", "--port", String(broker.port)], {
+      env,
+      timeout: READY_TIMEOUT_MS,
+    });
+    let cliOrder;
+    try {
+      cliOrder = JSON.parse(cli.stdout).messages.map((m) => `${m.priority}:${m.payload}`);
+    } catch {
+      cliOrder = cli.stdout;
+    }
+    check(JSON.stringify(cliOrder) === JSON.stringify(["critical:critical-1", "normal:normal-1"]), "`mq9-edge mailbox list` (its NATS client) lists both, in order", cli.stdout + cli.stderr);
+    const metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text());
+    check(/^mq9_edge_/m.test(metrics), "/metrics answers (prom-client)", metrics.slice(0, 200));
+
+    broker.child.kill("SIGTERM");
+    const stopped = await exited(broker.child, 15_000);
+    check(stopped.code === 0, "SIGTERM stops it with exit code 0", JSON.stringify(stopped));
+  } catch (err) {
+    check(false, `${exe} smoke`, err instanceof Error ? err.message : String(err));
+    if (broker) process.stderr.write(broker.log());
+  } finally {
+    if (nc) await nc.close().catch(() => undefined);
+    if (broker && broker.child.exitCode === null && broker.child.signalCode === null) {
+      broker.child.kill("SIGKILL");
+      await exited(broker.child, 5_000);
+    }
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+const deps = spawnSync("bash", [path.join(root, "scripts", "install-package-deps.sh")], { stdio: "inherit" });
+if (deps.status !== 0) process.exit(deps.status ?? 1);
+for (const exe of exes) await smoke(path.resolve(root, exe));
+console.log(`${passed} passed, ${failed} failed`);
+process.exitCode = failed === 0 ? 0 : 1;
