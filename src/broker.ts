@@ -7,7 +7,7 @@ import type { Config, LoadedConfig } from "./ops/config.js";
 import { redacted } from "./ops/config.js";
 import { createLogger } from "./ops/log.js";
 import { SystemdNotifier } from "./ops/systemd.js";
-import { startHttp } from "./ops/http.js";
+import type { Server as HttpServer } from "node:http";
 import { VERSION } from "./ops/version.js";
 import { NatsServer } from "./nats/server.js";
 import { openLmdbStore } from "./store/lmdb-store.js";
@@ -18,7 +18,7 @@ import { Expiry, loadCheckpoint } from "./mq9/expiry.js";
 import { Mq9Handler } from "./mq9/handler.js";
 import { PublicList } from "./mq9/public-list.js";
 import { DEFAULT_MQ9_OPTIONS, Mq9Service } from "./mq9/service.js";
-import { Uplink } from "./uplink/uplink.js";
+import type { Uplink } from "./uplink/uplink.js";
 
 export interface Broker {
   nats: NatsServer;
@@ -64,7 +64,9 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
   expiry.start();
   // The uplink starts after the local broker serves: a cloud that is down or
   // misconfigured never keeps local agents waiting.
-  const uplink = c.uplinkUrl === "" ? null : await Uplink.start(c, service, log);
+  // Loaded only when configured: the cloud client (nats.js, tls) costs memory an edge
+  // without an uplink need not pay.
+  const uplink = c.uplinkUrl === "" ? null : await (await import("./uplink/uplink.js")).Uplink.start(c, service, log);
   return {
     nats,
     store,
@@ -105,21 +107,24 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
     log.flush();
     return 1;
   }
-  const st = store.stats();
-  log.info(
-    { host: broker.address.host, port: broker.address.port, version: VERSION, mailboxes: st.mailboxes, messages: st.messages, config: redacted(c), sources },
-    "ready",
-  );
   let stopping = false;
-  let ops: Awaited<ReturnType<typeof startHttp>> | null = null;
+  let ops: HttpServer | null = null;
   if (c.httpPort !== 0) {
     try {
+      // Loaded only when configured, as the uplink.
+      const { startHttp } = await import("./ops/http.js");
       ops = await startHttp(c.httpHost, c.httpPort, { nats: broker.nats, store, uplink: broker.uplink, maxStoreBytes: c.maxStoreBytes, ready: () => !stopping }, log);
     } catch (err) {
       // Metrics are for operators; their port being taken must not stop the broker.
       log.error({ err, host: c.httpHost, port: c.httpPort }, "cannot start the operator endpoint; the broker runs without it");
     }
   }
+  // "ready" (log, systemd) once everything configured serves.
+  const st = store.stats();
+  log.info(
+    { host: broker.address.host, port: broker.address.port, version: VERSION, mailboxes: st.mailboxes, messages: st.messages, config: redacted(c), sources },
+    "ready",
+  );
   const systemd = SystemdNotifier.fromEnv(log);
   systemd?.ready(`serving NATS on ${broker.address.host}:${broker.address.port}`);
 

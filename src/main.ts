@@ -5,7 +5,6 @@ import { ConfigError, Mq9Error } from "./errors.js";
 import { loadConfig, readConfigFile, usage } from "./ops/config.js";
 import { VERSION } from "./ops/version.js";
 import { runBroker } from "./broker.js";
-import { mailboxCommand, statusCommand } from "./ops/commands.js";
 
 const EXIT_USAGE = 2;
 
@@ -20,8 +19,9 @@ async function main(argv: string[]): Promise<number> {
   }
   let loaded;
   try {
-    if (argv[0] === "status") return await statusCommand(argv.slice(1));
-    if (argv[0] === "mailbox") return await mailboxCommand(argv.slice(1));
+    // Loaded only for these commands: the NATS client and fetch are not the broker's.
+    if (argv[0] === "status") return await (await import("./ops/commands.js")).statusCommand(argv.slice(1));
+    if (argv[0] === "mailbox") return await (await import("./ops/commands.js")).mailboxCommand(argv.slice(1));
     if (argv[0] === "check-config") {
       const file = argv[1];
       if (file === undefined) throw new ConfigError("check-config", "needs a FILE");
