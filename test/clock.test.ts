@@ -24,6 +24,17 @@ class FakeTime implements TimeSources {
 
 const HOUR = 3_600_000;
 
+/** A broker over a memory store whose clocks the test moves, and a client of it. */
+async function fakeTimeBroker(t: { after(fn: () => unknown): void }) {
+  const time = new FakeTime();
+  const { config } = loadConfig(["--port", "0"], {});
+  const broker = await startBroker(config, createMemoryStore(), pino({ level: "silent" }), time);
+  t.after(() => broker.close());
+  const nc = await connect({ servers: `127.0.0.1:${broker.address.port}` });
+  t.after(() => nc.close());
+  return { time, broker, nc, sc: StringCodec() };
+}
+
 test("clock - advances with monotonic time only while running", () => {
   const t = new FakeTime();
   const c = new TimelineClock(undefined, t);
@@ -66,14 +77,7 @@ test("clock - a boot with an unset clock (1970) or a clock that went back counts
 });
 
 test("clock - mailbox expiry over a running broker ignores wall-clock steps", async (t) => {
-  const time = new FakeTime();
-  const store = createMemoryStore();
-  const { config } = loadConfig(["--port", "0"], {});
-  const broker = await startBroker(config, store, pino({ level: "silent" }), time);
-  t.after(() => broker.close());
-  const nc = await connect({ servers: `127.0.0.1:${broker.address.port}` });
-  t.after(() => nc.close());
-  const sc = StringCodec();
+  const { time, broker, nc, sc } = await fakeTimeBroker(t);
   const req = async (subject: string, body: string): Promise<Record<string, unknown>> =>
     JSON.parse(sc.decode((await nc.request(subject, sc.encode(body))).data)) as Record<string, unknown>;
 
@@ -100,14 +104,7 @@ test("clock - mailbox expiry over a running broker ignores wall-clock steps", as
 });
 
 test("clock - a re-CREATE renews the TTL from the timeline, not the wall clock", async (t) => {
-  const time = new FakeTime();
-  const store = createMemoryStore();
-  const { config } = loadConfig(["--port", "0"], {});
-  const broker = await startBroker(config, store, pino({ level: "silent" }), time);
-  t.after(() => broker.close());
-  const nc = await connect({ servers: `127.0.0.1:${broker.address.port}` });
-  t.after(() => nc.close());
-  const sc = StringCodec();
+  const { time, broker, nc, sc } = await fakeTimeBroker(t);
   const create = async (): Promise<Record<string, unknown>> =>
     JSON.parse(sc.decode((await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"ttl":10,"name":"cap.w1"}'))).data)) as Record<string, unknown>;
   assert.equal((await create())["is_new"], true);
