@@ -1,0 +1,48 @@
+// Forwarding with the pull dialect's MSG.SEND: the priority comes from the
+// mq9-priority header, and the message reaches the cloud with it and an origin id.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { connect, headers, StringCodec } from "nats";
+import { waitFor } from "./harness.js";
+import { spawnBroker } from "./uplink-helpers.js";
+
+test("uplink - MSG.SEND to a forwarded address goes up with the priority of its mq9-priority header", async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "mq9-fwd-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const cloud = await spawnBroker("cloud", path.join(dir, "cloud"), []);
+  t.after(() => cloud.kill());
+  const sc = StringCodec();
+  const cnc = await connect({ servers: `127.0.0.1:${cloud.port!}` });
+  t.after(() => cnc.close());
+  await cnc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"up.fwd","ttl":0}'));
+
+  const edge = await spawnBroker("edge", path.join(dir, "edge"), [
+    "--uplink-url", `nats://127.0.0.1:${cloud.port!}`, "--uplink-mailbox", "edge.fwd", "--uplink-forward", "up.*",
+  ]);
+  t.after(() => edge.kill());
+  const enc = await connect({ servers: `127.0.0.1:${edge.port!}` });
+  t.after(() => enc.close());
+  const send = async (payload: string, priority?: string): Promise<Record<string, unknown>> => {
+    const h = headers();
+    if (priority !== undefined) h.set("mq9-priority", priority);
+    return JSON.parse(sc.decode((await enc.request("$mq9.AI.MSG.SEND.up.fwd", sc.encode(payload), { headers: h, timeout: 5000 })).data)) as Record<string, unknown>;
+  };
+  assert.equal((await send("plain"))["error"], "");
+  assert.equal((await send("hot", "critical"))["error"], "");
+  assert.equal((await send("odd", "bogus"))["error"], ""); // anything else is normal, as RobustMQ
+  // Not forwarded: no local mailbox up.other.sub (two tokens after up. do not match up.*).
+  assert.match(String((await enc.request("$mq9.AI.MSG.SEND.up.other.sub", sc.encode("x")).then((m) => JSON.parse(sc.decode(m.data)) as Record<string, unknown>))["error"]), /does not exist/);
+
+  let items: Array<{ payload: string; priority: string; headers: Record<string, string> }> = [];
+  await waitFor(async () => {
+    const r = JSON.parse(sc.decode((await cnc.request("$mq9.AI.MAILBOX.LIST.up.fwd", sc.encode(""))).data)) as { messages: typeof items };
+    items = r.messages;
+    return items.length === 3;
+  }, 10_000, "the three forwarded messages in the cloud");
+  assert.deepEqual(items.map((m) => [m.payload, m.priority]), [["hot", "critical"], ["plain", "normal"], ["odd", "normal"]]);
+  for (const m of items) assert.match(m.headers["mq9-origin-id"] ?? "", /^[0-9a-f]{16}:\d+$/);
+});
