@@ -21,6 +21,7 @@ export const OUTBOX = "$uplink.outbox";
 /** How long to wait before retrying messages the cloud refused. */
 const RETRY_MS = 2000;
 const IDLE_MS = 1000;
+const REFUSAL_LOG_MS = 60_000;
 
 export interface OutboxOptions {
   dialect: "pull" | "push";
@@ -38,6 +39,7 @@ export class Outbox implements Forwarder {
   refused = 0;
   private readonly patterns: string[][];
   private wakeUp: (() => void) | null = null;
+  private readonly refusals = new Map<string, { loggedAt: number; since: number }>();
 
   constructor(
     private readonly service: Mq9Service,
@@ -145,7 +147,19 @@ export class Outbox implements Forwarder {
     const err = replyError(r);
     if (err === null && typeof (r as { msg_id?: unknown }).msg_id === "number") return true;
     this.refused++;
-    this.log.warn({ to, outboxId: m.msgId, error: err ?? "no msg_id in the reply" }, "the cloud refused a forwarded message; it stays in the outbox");
+    this.logRefusal(to, err ?? "no msg_id in the reply");
     return false;
+  }
+
+  /** One line per destination a minute: a refused message is retried every few seconds. */
+  private logRefusal(to: string, error: string): void {
+    const now = Date.now();
+    const seen = this.refusals.get(to);
+    if (seen !== undefined && now - seen.loggedAt < REFUSAL_LOG_MS) {
+      seen.since++;
+      return;
+    }
+    this.refusals.set(to, { loggedAt: now, since: 0 });
+    this.log.warn({ to, error, refusedSinceLastLine: seen?.since ?? 0 }, "the cloud refuses messages forwarded to this address; they stay in the outbox and are retried");
   }
 }
