@@ -25,6 +25,9 @@ export interface LinkOptions {
 }
 
 /** What runs while the link is up; it returns (or throws) when the link is done for. */
+/** How often a failure that keeps repeating is logged again. */
+const REPEAT_LOG_MS = 5 * 60_000;
+
 export type Session = (nc: NatsConnection, signal: AbortSignal) => Promise<void>;
 
 export class CloudLink {
@@ -34,6 +37,7 @@ export class CloudLink {
   lastError = "";
   connects = 0;
   private stopped = false;
+  private lastFailureLog = 0;
   private nc: NatsConnection | null = null;
   private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
@@ -68,14 +72,22 @@ export class CloudLink {
       try {
         nc = await connect(this.connectOptions());
       } catch (err) {
-        this.lastError = describe(err);
+        const error = describe(err);
+        // A cloud away for days must not fill the journal: the first failure, a new error,
+        // and then one line every few minutes.
+        if (error !== this.lastError || Date.now() - this.lastFailureLog >= REPEAT_LOG_MS) {
+          this.log.error({ servers: this.opts.servers, error, attempt }, "uplink cannot connect");
+          this.lastFailureLog = Date.now();
+        }
+        this.lastError = error;
         this.setState(LinkState.down);
-        this.log.error({ servers: this.opts.servers, error: this.lastError, attempt }, "uplink cannot connect");
         await this.pause(backoff(attempt++, this.opts.backoffMinMs, this.opts.backoffMaxMs));
         continue;
       }
       this.nc = nc;
       this.connects++;
+      this.lastError = "";
+      this.lastFailureLog = 0;
       this.setState(LinkState.up);
       this.log.info({ server: nc.getServer() }, "uplink up");
       const abort = new AbortController();

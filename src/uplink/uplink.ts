@@ -11,7 +11,8 @@ import { CloudLink, type LinkState } from "./link.js";
 import { Outbox } from "./outbox.js";
 
 const EDGE_ID_KEY = "uplink.edgeId";
-const STATUS_LOG_MS = 30_000;
+/** A status line while the link is down or messages wait; metrics have it continuously. */
+const STATUS_LOG_MS = 5 * 60_000;
 
 export interface UplinkStatus {
   state: LinkState;
