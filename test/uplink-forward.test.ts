@@ -10,7 +10,8 @@ import { connect, headers, StringCodec } from "nats";
 import { waitFor } from "./harness.js";
 import { spawnBroker } from "./uplink-helpers.js";
 
-test("uplink - MSG.SEND to a forwarded address goes up with the priority of its mq9-priority header", async (t) => {
+/** A cloud holding `cloudMailboxes`, an edge forwarding `up.*` to it, and a client of each. */
+async function cloudAndEdge(t: { after(fn: () => unknown): void }, cloudMailboxes: string[]) {
   const dir = mkdtempSync(path.join(os.tmpdir(), "mq9-fwd-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const cloud = await spawnBroker("cloud", path.join(dir, "cloud"), []);
@@ -18,14 +19,18 @@ test("uplink - MSG.SEND to a forwarded address goes up with the priority of its 
   const sc = StringCodec();
   const cnc = await connect({ servers: `127.0.0.1:${cloud.port!}` });
   t.after(() => cnc.close());
-  await cnc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"up.fwd","ttl":0}'));
-
+  for (const name of cloudMailboxes) await cnc.request("$mq9.AI.MAILBOX.CREATE", sc.encode(JSON.stringify({ name, ttl: 0 })));
   const edge = await spawnBroker("edge", path.join(dir, "edge"), [
-    "--uplink-url", `nats://127.0.0.1:${cloud.port!}`, "--uplink-mailbox", "edge.fwd", "--uplink-forward", "up.*",
+    "--uplink-url", `nats://127.0.0.1:${cloud.port!}`, "--uplink-mailbox", "edge.fwd", "--uplink-forward", "up.*", "--uplink-heartbeat", "0.5",
   ]);
   t.after(() => edge.kill());
   const enc = await connect({ servers: `127.0.0.1:${edge.port!}` });
   t.after(() => enc.close());
+  return { sc, cnc, enc, edge };
+}
+
+test("uplink - MSG.SEND to a forwarded address goes up with the priority of its mq9-priority header", async (t) => {
+  const { sc, cnc, enc } = await cloudAndEdge(t, ["up.fwd"]);
   const send = async (payload: string, priority?: string): Promise<Record<string, unknown>> => {
     const h = headers();
     if (priority !== undefined) h.set("mq9-priority", priority);
@@ -48,19 +53,7 @@ test("uplink - MSG.SEND to a forwarded address goes up with the priority of its 
 });
 
 test("uplink - a message the cloud refuses stays in the outbox, is logged once, and goes up when the cloud accepts it", async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "mq9-fwd-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const cloud = await spawnBroker("cloud", path.join(dir, "cloud"), []);
-  t.after(() => cloud.kill());
-  const sc = StringCodec();
-  const cnc = await connect({ servers: `127.0.0.1:${cloud.port!}` });
-  t.after(() => cnc.close());
-  const edge = await spawnBroker("edge", path.join(dir, "edge"), [
-    "--uplink-url", `nats://127.0.0.1:${cloud.port!}`, "--uplink-mailbox", "edge.fwd", "--uplink-forward", "up.*", "--uplink-heartbeat", "0.5",
-  ]);
-  t.after(() => edge.kill());
-  const enc = await connect({ servers: `127.0.0.1:${edge.port!}` });
-  t.after(() => enc.close());
+  const { sc, cnc, enc, edge } = await cloudAndEdge(t, []);
   // up.later does not exist in the cloud yet: the edge accepts it into its outbox all the same.
   const r = JSON.parse(sc.decode((await enc.request("$mq9.AI.MAILBOX.MSG.up.later.urgent", sc.encode("keep me"))).data)) as Record<string, unknown>;
   assert.equal(r["error"], "");

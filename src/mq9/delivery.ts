@@ -381,9 +381,18 @@ export class Delivery {
   }
 
   send(member: Member, m: StoredMessage): void {
-    const subject = this.subjectBytes(member.dialect, m.address, m.priority);
-    const name = PRIORITY_NAMES[m.priority];
-    const hdr = deliveryHeaders(m.msgId, name, m.address, m.headers);
+    this.server.deliverTo(member.sub, this.frameOf(m, member.dialect));
+  }
+
+  // The last frame built: a live message goes to every reader of its mailbox in a row,
+  // and the frame is only read (copied into each client's output), so they share it.
+  private last: { m: StoredMessage; dialect: Dialect; frame: PubFrame } | null = null;
+
+  private frameOf(m: StoredMessage, dialect: Dialect): PubFrame {
+    const last = this.last;
+    if (last !== null && last.m === m && last.dialect === dialect) return last.frame;
+    const subject = this.subjectBytes(dialect, m.address, m.priority);
+    const hdr = deliveryHeaders(m.msgId, PRIORITY_NAMES[m.priority], m.address, m.headers);
     const msg = Buffer.allocUnsafe(hdr.length + m.payload.length);
     msg.set(hdr, 0);
     msg.set(m.payload, hdr.length);
@@ -398,7 +407,8 @@ export class Delivery {
       msgStart: 0,
       msgEnd: msg.length,
     };
-    this.server.deliverTo(member.sub, frame);
+    this.last = { m, dialect, frame };
+    return frame;
   }
 
   private subjectBytes(dialect: Dialect, address: string, rank: PriorityRank): Buffer {

@@ -143,10 +143,15 @@ export class Mq9Service {
     return this.store.getMailbox(address)!;
   }
 
+  /** Whether an expiry time (0 = never) has passed: expired mailboxes are gone before the sweep. */
+  private expired(expiresAt: number): boolean {
+    return expiresAt !== 0 && expiresAt <= this.clock.now();
+  }
+
   /** As `mailbox()`, without reading the mailbox's record (the send path). */
   requireMailbox(address: string): void {
     const expiresAt = address.charCodeAt(0) === 36 /* $ */ ? undefined : this.store.expiryOf(address);
-    if (expiresAt === undefined || (expiresAt !== 0 && expiresAt <= this.clock.now())) {
+    if (expiresAt === undefined || this.expired(expiresAt)) {
       throw new Mq9Error(ErrorCode.MAILBOX_NOT_FOUND, `mailbox ${address} does not exist`);
     }
   }
@@ -178,7 +183,7 @@ export class Mq9Service {
     }
     // An expired mailbox not yet swept is gone: sweep it now so CREATE starts afresh.
     const existing = this.store.getMailbox(address);
-    if (existing !== undefined && existing.expiresAt !== 0 && existing.expiresAt <= this.clock.now()) {
+    if (existing !== undefined && this.expired(existing.expiresAt)) {
       if ((await this.store.deleteMailbox(address)) && existing.public) this.publicList.expired(existing);
     }
     const { mailbox, isNew } = await this.store.createMailbox({ address, public: isPublic, desc, type, ttlSec: ttl }, this.at());
@@ -192,23 +197,19 @@ export class Mq9Service {
    * mq9-priority) are read from it.
    */
   async send(address: string, priority: PriorityRank, headers: Uint8Array | null, payload: Uint8Array, opts: { pull?: boolean; ttlSec?: number } = {}): Promise<Reply> {
+    const pairs = headers === null ? [] : parseHeaders(headers);
+    if (opts.pull) {
+      const p = headerValue(pairs, "mq9-priority");
+      // As RobustMQ: anything but urgent or critical is normal.
+      priority = p === "critical" || p === "urgent" ? Priority[p] : Priority.normal;
+    }
     if (this.forwarder?.forwards(address)) {
-      if (opts.pull && headers !== null) {
-        const p = headerValue(parseHeaders(headers), "mq9-priority");
-        if (p === "critical" || p === "urgent") priority = Priority[p];
-      }
       return { error: "", msg_id: await this.forwarder.enqueue(address, priority, headers, payload) };
     }
     this.requireMailbox(address);
     const msg: { -readonly [K in keyof NewMessage]: NewMessage[K] } = { priority, headers, payload };
     if (opts.ttlSec !== undefined) msg.ttlSec = opts.ttlSec;
-    if (headers !== null) {
-      const pairs = parseHeaders(headers);
-      if (opts.pull) {
-        const p = headerValue(pairs, "mq9-priority");
-        // As RobustMQ: anything but urgent or critical is normal.
-        if (p === "critical" || p === "urgent") msg.priority = Priority[p];
-      }
+    if (pairs.length > 0) {
       const ttl = headerValue(pairs, "mq9-ttl");
       if (ttl !== undefined) msg.ttlSec = seconds("mq9-ttl", ttl);
       const delay = headerValue(pairs, "mq9-delay");
@@ -254,8 +255,7 @@ export class Mq9Service {
 
   /** Public mailboxes that have not expired. */
   livePublicMailboxes(): MailboxMeta[] {
-    const now = this.clock.now();
-    return this.store.listMailboxes({ publicOnly: true }).filter((m) => m.expiresAt === 0 || m.expiresAt > now);
+    return this.store.listMailboxes({ publicOnly: true }).filter((m) => !this.expired(m.expiresAt));
   }
 
   publicMailboxes(): Reply {

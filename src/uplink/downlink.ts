@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import { ErrorCode, Mq9Error } from "../errors.js";
 import type { Mq9Service } from "../mq9/service.js";
 import { MailboxType } from "../store/types.js";
-import { headerBlock, itemHeaders, itemPayload, itemPriority, replyError, withoutDeliveryHeaders, type CloudItem, type CloudReply } from "./wire.js";
+import { decodeReply, headerBlock, itemHeaders, itemPayload, itemPriority, withoutDeliveryHeaders, type CloudItem, type CloudReply } from "./wire.js";
 
 export const DOWNLINK_GROUP = "mq9-edge";
 const PUSH_POLL_MS = 200;
@@ -72,22 +72,22 @@ export class Downlink {
 
   private async createCloudMailbox(nc: NatsConnection): Promise<void> {
     const r = await this.request(nc, "$mq9.AI.MAILBOX.CREATE", { name: this.opts.mailbox, ttl: 0 }, true);
-    const err = replyError(r);
+    const err = r.error === undefined || r.error === "" ? null : r.error;
     // RobustMQ refuses a name that exists; that is the state we want.
     if (err !== null && !/already exists/i.test(err)) throw new Error(`cloud MAILBOX.CREATE ${this.opts.mailbox}: ${err}`);
   }
 
   private async fetch(nc: NatsConnection): Promise<CloudItem[]> {
-    const r = (await this.request(nc, `$mq9.AI.MSG.FETCH.${this.opts.mailbox}`, {
+    const r = await this.request(nc, `$mq9.AI.MSG.FETCH.${this.opts.mailbox}`, {
       group_name: DOWNLINK_GROUP,
       deliver: "earliest",
       config: { num_msgs: this.opts.batch, max_wait_ms: PULL_WAIT_MS },
-    })) as CloudReply;
+    });
     return r.messages ?? [];
   }
 
   private async list(nc: NatsConnection): Promise<CloudItem[]> {
-    const r = (await this.request(nc, `$mq9.AI.MAILBOX.LIST.${this.opts.mailbox}`, { limit: this.opts.batch })) as CloudReply;
+    const r = await this.request(nc, `$mq9.AI.MAILBOX.LIST.${this.opts.mailbox}`, { limit: this.opts.batch });
     return r.messages ?? [];
   }
 
@@ -113,19 +113,13 @@ export class Downlink {
   }
 
   /** A request with a deadline; a cloud error reply throws (unless `allowError`). */
-  private async request(nc: NatsConnection, subject: string, body: unknown, allowError = false): Promise<unknown> {
+  private async request(nc: NatsConnection, subject: string, body: unknown, allowError = false): Promise<CloudReply> {
     const data = typeof body === "string" ? Buffer.from(body) : Buffer.from(JSON.stringify(body));
     const timeout = this.opts.requestTimeoutMs + (subject.includes(".FETCH.") ? PULL_WAIT_MS : 0);
     const msg = await nc.request(subject, data, { timeout });
-    let r: unknown;
-    try {
-      r = JSON.parse(Buffer.from(msg.data).toString("utf8"));
-    } catch {
-      throw new Error(`cloud ${subject}: reply is not JSON`);
-    }
-    const err = replyError(r);
-    if (err !== null && !allowError) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: ${err}`);
-    return r;
+    const { reply, error } = decodeReply(subject, msg.data);
+    if (error !== null && !allowError) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: ${error}`);
+    return reply;
   }
 }
 

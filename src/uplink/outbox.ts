@@ -11,10 +11,9 @@ import { parseHeaders } from "../mq9/headers.js";
 import type { Forwarder, Mq9Service } from "../mq9/service.js";
 import { nameError } from "../mq9/subjects.js";
 import { subjectMatches } from "../nats/sublist.js";
-import { ErrorCode, Mq9Error } from "../errors.js";
 import { MailboxType, PRIORITY_NAMES, Priority, type PriorityRank, type StoredMessage } from "../store/types.js";
 import { sleep } from "./downlink.js";
-import { replyError } from "./wire.js";
+import { decodeReply } from "./wire.js";
 
 /** `$` keeps it out of reach of clients (see Mq9Service.requireMailbox). */
 export const OUTBOX = "$uplink.outbox";
@@ -137,17 +136,11 @@ export class Outbox implements Forwarder {
     } else {
       subject = m.priority === Priority.normal ? `$mq9.AI.MAILBOX.MSG.${to}` : `$mq9.AI.MAILBOX.MSG.${to}.${name}`;
     }
-    const reply = await nc.request(subject, m.payload, { timeout: this.opts.requestTimeoutMs, headers: h });
-    let r: unknown;
-    try {
-      r = JSON.parse(Buffer.from(reply.data).toString("utf8"));
-    } catch {
-      throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: reply is not JSON`);
-    }
-    const err = replyError(r);
-    if (err === null && typeof (r as { msg_id?: unknown }).msg_id === "number") return true;
+    const msg = await nc.request(subject, m.payload, { timeout: this.opts.requestTimeoutMs, headers: h });
+    const { reply, error } = decodeReply(subject, msg.data);
+    if (error === null && typeof reply.msg_id === "number") return true;
     this.refused++;
-    this.logRefusal(to, err ?? "no msg_id in the reply");
+    this.logRefusal(to, error ?? "no msg_id in the reply");
     return false;
   }
 

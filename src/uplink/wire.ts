@@ -2,6 +2,7 @@
 // dialects, and both clouds (RobustMQ, another mq9-edge), answer with message items
 // of slightly different shapes; this reads all of them.
 
+import { ErrorCode, Mq9Error } from "../errors.js";
 import { Priority, PRIORITY_NAMES, type PriorityRank } from "../store/types.js";
 
 /** A message item of MSG.FETCH or MAILBOX.LIST. */
@@ -22,11 +23,20 @@ export interface CloudReply {
   msg_id?: number;
 }
 
-/** The cloud's "error" text, or null when the reply is a success. */
-export function replyError(r: unknown): string | null {
-  if (typeof r !== "object" || r === null) return "the cloud's reply is not a JSON object";
+/**
+ * A cloud reply and its "error" text (null on success). A reply that is not JSON means
+ * the peer does not speak mq9 at all: that throws, and the link is dropped.
+ */
+export function decodeReply(subject: string, data: Uint8Array): { reply: CloudReply; error: string | null } {
+  let r: unknown;
+  try {
+    r = JSON.parse(Buffer.from(data).toString("utf8"));
+  } catch {
+    throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: reply is not JSON`);
+  }
+  if (typeof r !== "object" || r === null) return { reply: {}, error: "the cloud's reply is not a JSON object" };
   const e = (r as CloudReply).error;
-  return e === undefined || e === "" ? null : String(e);
+  return { reply: r as CloudReply, error: e === undefined || e === "" ? null : String(e) };
 }
 
 export function itemPriority(item: CloudItem): PriorityRank {
