@@ -14,7 +14,7 @@ import { createMemoryStore } from "../src/store/memory-store.js";
 import { openLmdbStore } from "../src/store/lmdb-store.js";
 import type { StoreLimits } from "../src/store/limits.js";
 import { compactProgress, isDone, markDone, newGroupState, Priority } from "../src/store/types.js";
-import type { AppendedMessage, GroupState, Instant, MailboxSpec, MailboxStore, NewMessage, PriorityRank, StoredMessage } from "../src/store/types.js";
+import type { AppendedMessage, DuplicateAppend, GroupState, Instant, MailboxSpec, MailboxStore, NewMessage, PriorityRank, StoredMessage } from "../src/store/types.js";
 
 const STORE_MODULE = path.resolve(__dirname, "../src/store/lmdb-store.js");
 const T0 = 5_000_000; // store-clock ms
@@ -24,6 +24,16 @@ const at = (now = T0): Instant => ({ now, wallMs: WALL + (now - T0) });
 const box = (address: string, more: Partial<MailboxSpec> = {}): MailboxSpec => ({ address, public: false, desc: "", type: "standard", ttlSec: 0, ...more });
 const msg = (priority: PriorityRank, text: string, more: Partial<NewMessage> = {}): NewMessage => ({ priority, headers: null, payload: Buffer.from(text), ...more });
 const texts = (ms: StoredMessage[]): string[] => ms.map((m) => Buffer.from(m.payload).toString());
+/** The stored arm of an append's result; fails the test on a duplicate. */
+function live(r: AppendedMessage): StoredMessage {
+  assert.ok(!r.duplicate, `expected a stored message, got a duplicate of ${r.msgId}`);
+  return r;
+}
+/** The duplicate arm of an append's result; fails the test on a stored message. */
+function dupOf(r: AppendedMessage): DuplicateAppend {
+  assert.ok(r.duplicate, `expected a duplicate, got stored message ${r.msgId}`);
+  return r;
+}
 /** A message with plain Buffers, to compare with deepEqual. */
 const plain = (m: StoredMessage) => ({ ...m, payload: Buffer.from(m.payload), headers: m.headers && Buffer.from(m.headers) });
 
@@ -118,7 +128,7 @@ function conformance(name: string, factory: Factory): void {
         const rank = (Math.floor(Math.random() * 3) as PriorityRank);
         const payload = randomBytes(Math.floor(Math.random() * 200));
         const headers = i % 5 === 0 ? Buffer.from(`NATS/1.0\r\nx: ${i}\r\n\r\n`) : null;
-        calls.push(store.append("bulk", { priority: rank, headers, payload }, at()));
+        calls.push(store.append("bulk", { priority: rank, headers, payload }, at()).then(live));
         const size = payload.length + (headers?.length ?? 0);
         bytes += size;
         per[rank]!.messages++;
@@ -164,7 +174,7 @@ function conformance(name: string, factory: Factory): void {
         { priority: 1, headers: Buffer.from("NATS/1.0\r\nmq9-key: k\r\nbin: \x00\xff\r\n\r\n", "latin1"), payload: Buffer.from([0, 0, 0]) },
         { priority: 0, headers: randomBytes(4000), payload: big, key: "ключ 🔑", tags: ["a", "b,c", "", "ü"] },
       ];
-      const stored = await Promise.all(cases.map((c) => store.append("bin", c, at())));
+      const stored = (await Promise.all(cases.map((c) => store.append("bin", c, at())))).map(live);
       const read = store.read("bin", { now: T0 });
       for (const c of cases) {
         const s = stored[cases.indexOf(c)]!;
@@ -214,20 +224,19 @@ function conformance(name: string, factory: Factory): void {
       assert.equal(store.stats().messages, 3);
     });
 
-    test("store - an append with an originId the mailbox holds returns that message with duplicate:true and stores nothing", async () => {
+    test("store - an append with an originId the mailbox holds returns a duplicate with that message and stores nothing", async () => {
       const { store } = await fresh({ maxMessagesPerMailbox: 2 });
       await store.createMailbox(box("o"), at());
-      const first = await store.append("o", { priority: 1, headers: Buffer.from("NATS/1.0\r\n\r\n"), payload: Buffer.from("v1"), key: "k", tags: ["t"], originId: "cloud:o:17" }, at());
-      assert.equal(first.duplicate, undefined);
+      const first = live(await store.append("o", { priority: 1, headers: Buffer.from("NATS/1.0\r\n\r\n"), payload: Buffer.from("v1"), key: "k", tags: ["t"], originId: "cloud:o:17" }, at()));
       assert.equal(first.originId, "cloud:o:17");
-      const other = await store.append("o", msg(2, "other", { key: "k2" }), at());
+      const other = live(await store.append("o", msg(2, "other", { key: "k2" }), at()));
       const before = snapshot(store);
       const lastId = store.stats().lastMsgId;
       assert.equal(lastId, other.msgId);
       // Different content, priority and key, an mq9-key that would replace `other`, a full
-      // mailbox (no limit is checked), a later time: none of it matters.
-      const dup = await store.append("o", { priority: 0, headers: null, payload: Buffer.from("v1-retried"), key: "k2", ttlSec: 5, originId: "cloud:o:17" }, at(T0 + 1000));
-      assert.deepEqual(plain(dup), { ...plain(first), duplicate: true });
+      // mailbox (no limit is checked), a later time, a hold: none of it matters.
+      const dup = dupOf(await store.append("o", { priority: 0, headers: null, payload: Buffer.from("v1-retried"), key: "k2", ttlSec: 5, originId: "cloud:o:17", originHold: true }, at(T0 + 1000)));
+      assert.deepEqual({ ...dup, message: plain(dup.message!) }, { duplicate: true, address: "o", msgId: first.msgId, priority: 1, message: plain(first) });
       assert.deepEqual(snapshot(store), before);
       assert.equal(store.stats().lastMsgId, lastId, "no msgId issued");
       assert.deepEqual(plain(store.getMessage("o", other.msgId)!), plain(other));
@@ -238,14 +247,11 @@ function conformance(name: string, factory: Factory): void {
       assert.equal(next.duplicate, undefined);
       // In a latest mailbox a duplicate replaces nothing either.
       await store.createMailbox(box("cap", { type: "latest" }), at());
-      const c1 = await store.append("cap", msg(2, "c1", { originId: "x" }), at());
-      const c2 = await store.append("cap", msg(2, "c2", { originId: "y" }), at()); // replaces c1: x is free
+      live(await store.append("cap", msg(2, "c1", { originId: "x" }), at()));
+      const c2 = live(await store.append("cap", msg(2, "c2", { originId: "y" }), at()));
       assert.equal((await store.append("cap", msg(2, "c2 again", { originId: "y" }), at())).duplicate, true);
       assert.deepEqual(texts(store.read("cap", { now: T0 })), ["c2"]);
-      const again = await store.append("cap", msg(2, "c1 again", { originId: "x" }), at());
-      assert.equal(again.duplicate, undefined);
-      assert.ok(again.msgId > c2.msgId && c1.msgId < c2.msgId);
-      assert.deepEqual(texts(store.read("cap", { now: T0 })), ["c1 again"]);
+      assert.equal(store.stats().lastMsgId, c2.msgId);
     });
 
     test("store - same-turn appends with one originId store it once", async () => {
@@ -261,7 +267,7 @@ function conformance(name: string, factory: Factory): void {
       ]);
       assert.deepEqual(r.map((m) => m.duplicate ?? false), [false, true, false, true, false]);
       assert.deepEqual(r.map((m) => m.msgId), [before + 1, before + 1, before + 2, before + 1, before + 3]);
-      assert.deepEqual(texts([r[1]!, r[3]!]), ["a", "a"]);
+      assert.deepEqual(texts([dupOf(r[1]!).message!, dupOf(r[3]!).message!]), ["a", "a"]);
       assert.equal(r[1]!.priority, 2);
       assert.deepEqual(texts(store.read("t", { now: T0 })), ["b", "a", "no origin"]);
       assert.equal(store.stats().messages, 3);
@@ -277,51 +283,216 @@ function conformance(name: string, factory: Factory): void {
       assert.deepEqual(out.map((o) => o.status), ["rejected", "fulfilled", "fulfilled"]);
       assert.equal((out[0] as PromiseRejectedResult).reason.code, ErrorCode.LIMIT_MAILBOX_BYTES);
       const [ok, dup] = [(out[1] as PromiseFulfilledResult<AppendedMessage>).value, (out[2] as PromiseFulfilledResult<AppendedMessage>).value];
-      assert.deepEqual([ok.duplicate, dup.duplicate, dup.msgId, texts([dup])], [undefined, true, ok.msgId, ["ok"]]);
+      assert.deepEqual([ok.duplicate, dup.duplicate, dup.msgId, texts([dupOf(dup).message!])], [undefined, true, ok.msgId, ["ok"]]);
     });
 
-    test("store - an originId is freed with its message: delete, key replacement, expiry, mailbox removal", async () => {
+    test("store - an originId outlives its message as a tombstone: delete, key replacement, latest replacement, TTL expiry", async () => {
       const { store } = await fresh();
       await store.createMailbox(box("f"), at());
-      const isNew = async (address: string, text: string, more: Partial<NewMessage>, now = T0) => {
-        const r = await store.append(address, msg(2, text, more), at(now));
-        assert.equal(r.duplicate, undefined, `${text} stored anew`);
-        return r;
-      };
-      const isDup = async (address: string, of: StoredMessage, now = T0) => {
-        const r = await store.append(address, msg(2, "retry", { originId: of.originId }), at(now));
-        assert.deepEqual([r.duplicate, r.msgId], [true, of.msgId]);
+      await store.createMailbox(box("cap", { type: "latest" }), at());
+      const add = async (address: string, text: string, more: Partial<NewMessage>, now = T0) => live(await store.append(address, msg(2, text, more), at(now)));
+      const isTomb = async (address: string, of: StoredMessage, now = T0) => {
+        const r = await store.append(address, msg(0, "retry", { originId: of.originId, key: "other" }), at(now));
+        assert.deepEqual(r, { duplicate: true, address, msgId: of.msgId, priority: of.priority, message: null }, `${of.originId} is a tombstone`);
+        assert.deepEqual(store.hasOrigin(address, of.originId!), { msgId: of.msgId, live: false, check: null });
       };
       // deleteMessage
-      const d = await isNew("f", "d1", { originId: "del" });
-      await isDup("f", d);
-      assert.equal(await store.deleteMessage("f", d.msgId), true);
-      const d2 = await isNew("f", "d2", { originId: "del" });
-      assert.ok(d2.msgId > d.msgId);
-      await isDup("f", d2);
+      const d = await add("f", "d1", { originId: "del" });
+      assert.equal(dupOf(await store.append("f", msg(2, "retry", { originId: "del" }), at())).message!.msgId, d.msgId);
+      assert.deepEqual(store.hasOrigin("f", "del"), { msgId: d.msgId, live: true, check: null });
+      assert.equal(await store.deleteMessage("f", d.msgId, at()), true);
+      await isTomb("f", d);
       // mq9-key replacement
-      const k1 = await isNew("f", "k1", { originId: "key-1", key: "cfg" });
-      await isNew("f", "k2", { originId: "key-2", key: "cfg" });
+      const k1 = await add("f", "k1", { originId: "key-1", key: "cfg" });
+      await add("f", "k2", { originId: "key-2", key: "cfg" });
       assert.equal(store.getMessage("f", k1.msgId), undefined);
-      await isNew("f", "k1 again", { originId: "key-1" });
-      // message TTL: held (duplicate) until expire() removes it, even once past due
-      const e = await isNew("f", "e1", { originId: "ttl", ttlSec: 1 });
-      await isDup("f", e, T0 + 1500);
-      assert.equal((await store.expire(T0 + 1000)).messages, 1);
-      await isNew("f", "e2", { originId: "ttl" });
-      // mailbox deletion
-      const m = await isNew("f", "m1", { originId: "box" });
-      await store.deleteMailbox("f");
-      await store.createMailbox(box("f"), at());
-      assert.notEqual((await isNew("f", "m2", { originId: "box" })).msgId, m.msgId);
-      // mailbox expiry
+      await isTomb("f", k1);
+      // latest replacement
+      const c1 = await add("cap", "c1", { originId: "x" });
+      await add("cap", "c2", { originId: "y" });
+      await isTomb("cap", c1);
+      assert.deepEqual(texts(store.read("cap", { now: T0 })), ["c2"]);
+      // message TTL: a duplicate of the message until expire() removes it, then of its tombstone
+      const e = await add("f", "e1", { originId: "ttl", ttlSec: 1 });
+      assert.equal(dupOf(await store.append("f", msg(2, "retry", { originId: "ttl" }), at(T0 + 1500))).message!.msgId, e.msgId);
+      assert.deepEqual(await store.expire(T0 + 1000), { mailboxes: [], messages: 1, tombstones: 0, more: false });
+      await isTomb("f", e, T0 + 2000);
+      const lastId = store.stats().lastMsgId;
+      assert.deepEqual(texts(store.read("f", { now: T0 + 2000 })), ["k2"]);
+      assert.deepEqual([store.stats().messages, store.stats().originTombstones, lastId], [2, 4, e.msgId]);
+      assert.equal(store.hasOrigin("f", "nope"), undefined);
+      assert.equal(store.hasOrigin("nope", "del"), undefined);
+    });
+
+    test("store - a different originCheck under a known originId is refused (stored message or tombstone), nothing stored", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("c"), at());
+      const a = live(await store.append("c", msg(2, "a", { originId: "cloud:c:17", originCheck: "sha:aaa" }), at()));
+      assert.deepEqual(store.hasOrigin("c", "cloud:c:17"), { msgId: a.msgId, live: true, check: "sha:aaa" });
+      const conflict = (check: string) => store.append("c", msg(0, "b", { originId: "cloud:c:17", originCheck: check }), at());
+      let before = snapshot(store);
+      await rejectsWith(conflict("sha:bbb"), ErrorCode.STORE_ORIGIN_CONFLICT);
+      await assert.rejects(conflict("sha:ccc"), { message: "origin id cloud:c:17 is already used by a different message in mailbox c" });
+      assert.deepEqual(snapshot(store), before);
+      // The same check, or none on the retry: a duplicate.
+      assert.equal(dupOf(await store.append("c", msg(2, "a", { originId: "cloud:c:17", originCheck: "sha:aaa" }), at())).message!.msgId, a.msgId);
+      assert.equal((await store.append("c", msg(2, "a", { originId: "cloud:c:17" }), at())).duplicate, true);
+      // An origin stored without a check takes any check.
+      live(await store.append("c", msg(2, "n", { originId: "plain" }), at()));
+      assert.equal((await store.append("c", msg(2, "n2", { originId: "plain", originCheck: "sha:x" }), at())).duplicate, true);
+      assert.equal(store.hasOrigin("c", "plain")!.check, null, "a duplicate does not add a check");
+      // The tombstone keeps the check.
+      await store.deleteMessage("c", a.msgId, at());
+      assert.deepEqual(store.hasOrigin("c", "cloud:c:17"), { msgId: a.msgId, live: false, check: "sha:aaa" });
+      before = snapshot(store);
+      await rejectsWith(conflict("sha:bbb"), ErrorCode.STORE_ORIGIN_CONFLICT);
+      assert.deepEqual(snapshot(store), before);
+      assert.equal(dupOf(await store.append("c", msg(2, "a", { originId: "cloud:c:17", originCheck: "sha:aaa" }), at())).message, null);
+      // In one batch: the refused append does not disturb the others.
+      const out = await Promise.allSettled([
+        store.append("c", msg(2, "z1", { originId: "new", originCheck: "1" }), at()),
+        store.append("c", msg(2, "z2", { originId: "new", originCheck: "2" }), at()),
+        store.append("c", msg(2, "z3", { originId: "new", originCheck: "1" }), at()),
+      ]);
+      assert.deepEqual(out.map((o) => o.status), ["fulfilled", "rejected", "fulfilled"]);
+      assert.equal((out[1] as PromiseRejectedResult).reason.code, ErrorCode.STORE_ORIGIN_CONFLICT);
+      assert.equal((out[2] as PromiseFulfilledResult<AppendedMessage>).value.duplicate, true);
+      assert.deepEqual(texts(store.read("c", { now: T0 })), ["n", "z1"]);
+      // Validated like a key (at most 256 bytes), and originHold must be a boolean.
+      before = snapshot(store);
+      for (const bad of ["", "a\x00b", "é".repeat(128) + "x", 42 as never]) {
+        await rejectsWith(store.append("c", msg(0, "x", { originId: "v", originCheck: bad }), at()), ErrorCode.STORE_INVALID_INPUT);
+      }
+      await rejectsWith(store.append("c", msg(0, "x", { originId: "v", originHold: "yes" as never }), at()), ErrorCode.STORE_INVALID_INPUT);
+      assert.deepEqual(snapshot(store), before);
+      live(await store.append("c", msg(0, "x", { originId: "v", originCheck: "é".repeat(128) }), at()));
+    });
+
+    test("store - tombstones expire originRetentionMs after their message went, swept by expire()", async () => {
+      const { store } = await fresh({ originRetentionMs: 10_000 });
+      await store.createMailbox(box("r"), at());
+      const a = live(await store.append("r", msg(2, "a", { originId: "a" }), at()));
+      const b = live(await store.append("r", msg(2, "b", { originId: "b" }), at()));
+      await store.deleteMessage("r", a.msgId, at(T0 + 1000)); // due T0 + 11 000
+      await store.expire(T0 + 3000);
+      await store.deleteMessage("r", b.msgId); // no `at`: the last now seen (expire's), due T0 + 13 000
+      const none = { mailboxes: [], messages: 0, tombstones: 0, more: false };
+      assert.deepEqual(await store.expire(T0 + 10_999), none);
+      assert.equal((await store.append("r", msg(2, "retry", { originId: "a" }), at(T0 + 10_999))).duplicate, true);
+      assert.deepEqual(await store.expire(T0 + 11_000), { ...none, tombstones: 1 });
+      assert.equal(store.hasOrigin("r", "a"), undefined);
+      const a2 = live(await store.append("r", msg(2, "a again", { originId: "a" }), at(T0 + 11_000)));
+      assert.ok(a2.msgId > b.msgId);
+      assert.equal(store.hasOrigin("r", "b")!.live, false);
+      assert.deepEqual(await store.expire(T0 + 12_999), none);
+      assert.deepEqual(await store.expire(T0 + 13_000), { ...none, tombstones: 1 });
+      assert.equal(store.stats().originTombstones, 0);
+      // Tombstones count against `max` after mailboxes and messages.
+      const t = T0 + 20_000;
+      const ids = [];
+      for (const o of ["t1", "t2", "t3"]) ids.push(live(await store.append("r", msg(2, o, { originId: o }), at(t))).msgId);
+      for (const id of ids) await store.deleteMessage("r", id, at(t));
+      await store.append("r", msg(2, "short", { ttlSec: 10 }), at(t));
+      assert.equal(store.stats().originTombstones, 3);
+      assert.deepEqual(await store.expire(t + 10_000, 2), { ...none, messages: 1, tombstones: 1, more: true });
+      assert.deepEqual(await store.expire(t + 10_000, 1), { ...none, tombstones: 1, more: true });
+      assert.deepEqual(await store.expire(t + 10_000, 5), { ...none, tombstones: 1, more: false });
+      assert.deepEqual([store.stats().originTombstones, store.stats().messages], [0, 1]);
+      assert.deepEqual(texts(store.read("r", { now: t })), ["a again"]);
+    });
+
+    test("store - a held origin's tombstone stays until releaseOrigins, then expires after retention; originHoldMaxMs caps it", async () => {
+      const { store } = await fresh({ originRetentionMs: 10_000, originHoldMaxMs: 100_000 });
+      await store.createMailbox(box("h"), at());
+      const h1 = live(await store.append("h", msg(2, "h1", { originId: "h1", originHold: true }), at()));
+      const h2 = live(await store.append("h", msg(2, "h2", { originId: "h2", originHold: true }), at()));
+      const u = live(await store.append("h", msg(2, "u", { originId: "u" }), at()));
+      await store.deleteMessage("h", h1.msgId, at()); // held: due T0 + 100 000
+      await store.deleteMessage("h", u.msgId, at()); // due T0 + 10 000
+      // h2 released while stored (u is not held, "nope" unknown, repeats count once).
+      assert.equal(await store.releaseOrigins("h", ["h2", "u", "nope", "h2"], at()), 1);
+      assert.deepEqual(store.hasOrigin("h", "h2"), { msgId: h2.msgId, live: true, check: null });
+      await store.deleteMessage("h", h2.msgId, at(T0 + 1000)); // released: due T0 + 11 000
+      assert.deepEqual(await store.expire(T0 + 50_000), { mailboxes: [], messages: 0, tombstones: 2, more: false });
+      assert.deepEqual([store.hasOrigin("h", "u"), store.hasOrigin("h", "h2")], [undefined, undefined]);
+      assert.deepEqual(await store.append("h", msg(2, "retry", { originId: "h1" }), at(T0 + 50_000)), { duplicate: true, address: "h", msgId: h1.msgId, priority: 2, message: null });
+      // Released at T0 + 60 000: due 10 s later.
+      assert.equal(await store.releaseOrigins("h", ["h1"], at(T0 + 60_000)), 1);
+      assert.equal(await store.releaseOrigins("h", ["h1"], at(T0 + 65_000)), 1, "still held-and-released: counted, not moved");
+      assert.equal((await store.expire(T0 + 69_999)).tombstones, 0);
+      assert.equal((await store.expire(T0 + 70_000)).tombstones, 1);
+      assert.equal(await store.releaseOrigins("h", ["h1"], at(T0 + 70_000)), 0);
+      assert.equal(await store.releaseOrigins("missing", ["h1"], at(T0 + 70_000)), 0);
+      // Never released: it goes originHoldMaxMs after its message.
+      const h3 = live(await store.append("h", msg(2, "h3", { originId: "h3", originHold: true }), at(T0 + 70_000)));
+      await store.deleteMessage("h", h3.msgId, at(T0 + 70_000));
+      assert.equal((await store.expire(T0 + 169_999)).tombstones, 0);
+      assert.equal(store.hasOrigin("h", "h3")!.live, false);
+      assert.equal((await store.expire(T0 + 170_000)).tombstones, 1);
+      assert.equal(store.hasOrigin("h", "h3"), undefined);
+      assert.equal(store.stats().originTombstones, 0);
+    });
+
+    test("store - past maxOriginTombstones the soonest-expiring tombstones go, unheld before held, never a stored message's origin", async () => {
+      const { store } = await fresh({ maxOriginTombstones: 3, originRetentionMs: 10_000, originHoldMaxMs: 100_000 });
+      await store.createMailbox(box("e"), at());
+      await store.createMailbox(box("e2"), at());
+      const ids = new Map<string, { address: string; msgId: number }>();
+      for (const o of ["keep", "h", "h2", "h3", "h4"]) ids.set(o, live(await store.append("e", msg(2, o, { originId: o, originHold: o !== "keep" }), at())));
+      for (const o of ["u1", "u2", "u3", "u4", "u5"]) ids.set(o, live(await store.append("e2", msg(2, o, { originId: o }), at())));
+      const gone = (o: string, now: number) => store.deleteMessage(ids.get(o)!.address, ids.get(o)!.msgId, at(now));
+      const known = () =>
+        ["keep", "h", "h2", "h3", "h4", "u1", "u2", "u3", "u4", "u5"].filter((o) => store.hasOrigin(ids.get(o)!.address, o) !== undefined);
+      await gone("h", T0); // held, due T0 + 100 000
+      await gone("u1", T0 + 95_000); // due T0 + 105 000
+      await gone("u2", T0 + 94_000); // due T0 + 104 000
+      assert.deepEqual(known(), ["keep", "h", "h2", "h3", "h4", "u1", "u2", "u3", "u4", "u5"]);
+      await gone("u3", T0 + 96_000); // 4 > 3: the soonest unheld goes (u2), though h is due sooner
+      assert.deepEqual(known(), ["keep", "h", "h2", "h3", "h4", "u1", "u3", "u4", "u5"]);
+      await gone("h2", T0 + 1000); // held, due T0 + 101 000: u1 goes
+      await gone("h3", T0 + 2000); // held, due T0 + 102 000: u3 goes
+      assert.deepEqual(known(), ["keep", "h", "h2", "h3", "h4", "u4", "u5"]);
+      assert.equal(store.stats().originTombstones, 3);
+      await gone("h4", T0 + 500); // only held ones left: the soonest (h, T0 + 100 000) goes
+      assert.deepEqual(known(), ["keep", "h2", "h3", "h4", "u4", "u5"]);
+      // A released tombstone is no longer held: it goes before held ones.
+      assert.equal(await store.releaseOrigins("e", ["h3"], at(T0 + 200_000)), 1); // due T0 + 210 000
+      await gone("u4", T0 + 98_000); // due T0 + 108 000: u4 itself is the soonest unheld
+      assert.deepEqual(known(), ["keep", "h2", "h3", "h4", "u5"]);
+      await gone("u5", T0 + 300_000); // due T0 + 310 000: h3 (released, T0 + 210 000) goes first
+      assert.deepEqual(known(), ["keep", "h2", "h4", "u5"]);
+      assert.deepEqual(store.hasOrigin("e", "keep"), { msgId: ids.get("keep")!.msgId, live: true, check: null });
+      assert.deepEqual([store.stats().originTombstones, store.stats().messages], [3, 1]);
+    });
+
+    test("store - tombstones go with their mailbox: deleteMailbox and mailbox expiry", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("m"), at());
+      await store.createMailbox(box("other"), at());
       await store.createMailbox(box("short", { ttlSec: 1 }), at());
-      const s = await isNew("short", "s1", { originId: "gone" });
-      await isDup("short", s);
-      assert.deepEqual((await store.expire(T0 + 1000)).mailboxes.map((b) => b.address), ["short"]);
+      const m1 = live(await store.append("m", msg(2, "m1", { originId: "box" }), at()));
+      const m2 = live(await store.append("m", msg(2, "m2", { originId: "held", originHold: true }), at()));
+      live(await store.append("m", msg(2, "m3", { originId: "live" }), at()));
+      const o = live(await store.append("other", msg(2, "o", { originId: "box" }), at()));
+      await store.deleteMessage("m", m1.msgId, at());
+      await store.deleteMessage("m", m2.msgId, at());
+      await store.deleteMessage("other", o.msgId, at());
+      assert.equal(store.stats().originTombstones, 3);
+      await store.deleteMailbox("m");
+      assert.equal(store.stats().originTombstones, 1);
+      assert.equal(store.hasOrigin("m", "box"), undefined);
+      await store.createMailbox(box("m"), at());
+      for (const id of ["box", "held", "live"]) assert.equal((await store.append("m", msg(2, "again", { originId: id }), at())).duplicate, undefined, id);
+      assert.equal((await store.append("other", msg(2, "retry", { originId: "box" }), at())).duplicate, true, "another mailbox keeps its own");
+      const s1 = live(await store.append("short", msg(2, "s1", { originId: "gone" }), at()));
+      live(await store.append("short", msg(2, "s2", { originId: "live" }), at()));
+      await store.deleteMessage("short", s1.msgId, at());
+      assert.equal(store.stats().originTombstones, 2);
+      const swept = await store.expire(T0 + 1000);
+      assert.deepEqual([swept.mailboxes.map((b) => b.address), swept.messages, swept.tombstones, swept.more], [["short"], 0, 0, false]);
+      assert.equal(store.stats().originTombstones, 1);
       await store.createMailbox(box("short"), at());
-      await isNew("short", "s2", { originId: "gone" });
-      assert.deepEqual(texts(store.read("f", { now: T0 })), ["m2"]);
+      for (const id of ["gone", "live"]) assert.equal((await store.append("short", msg(2, "again", { originId: id }), at())).duplicate, undefined, id);
     });
 
     test("store - originId round-trips through append, read and getMessage, and is validated", async () => {
@@ -329,9 +500,9 @@ function conformance(name: string, factory: Factory): void {
       await store.createMailbox(box("r"), at());
       const long = "é".repeat(512); // 1024 bytes is fine
       const ids = ["cloud:r:0001", "edge-7:42", "ключ 🔑", long];
-      const stored = await Promise.all(ids.map((o, i) => store.append("r", msg((i % 3) as PriorityRank, `m${i}`, { originId: o, key: i === 0 ? "k" : null }), at())));
-      const plainMsg = await store.append("r", msg(2, "none"), at());
-      const nullMsg = await store.append("r", msg(2, "null", { originId: null }), at());
+      const stored = (await Promise.all(ids.map((o, i) => store.append("r", msg((i % 3) as PriorityRank, `m${i}`, { originId: o, key: i === 0 ? "k" : null }), at())))).map(live);
+      const plainMsg = live(await store.append("r", msg(2, "none"), at()));
+      const nullMsg = live(await store.append("r", msg(2, "null", { originId: null }), at()));
       assert.deepEqual(stored.map((m) => m.originId), ids);
       assert.deepEqual([plainMsg.originId, nullMsg.originId], [null, null]);
       const read = store.read("r", { now: T0 });
@@ -350,37 +521,54 @@ function conformance(name: string, factory: Factory): void {
       const { store } = await fresh();
       await store.createMailbox(box("a"), at());
       await store.createMailbox(box("b"), at());
-      const a = await store.append("a", msg(2, "in a", { originId: "same" }), at());
-      const b = await store.append("b", msg(2, "in b", { originId: "same" }), at());
-      assert.equal(b.duplicate, undefined);
+      const a = live(await store.append("a", msg(2, "in a", { originId: "same" }), at()));
+      const b = live(await store.append("b", msg(2, "in b", { originId: "same" }), at()));
       assert.ok(b.msgId > a.msgId);
-      assert.deepEqual(texts([await store.append("b", msg(2, "retry", { originId: "same" }), at())]), ["in b"]);
+      assert.deepEqual(texts([dupOf(await store.append("b", msg(2, "retry", { originId: "same" }), at())).message!]), ["in b"]);
       await store.deleteMessage("a", a.msgId);
-      const dupB = await store.append("b", msg(2, "retry", { originId: "same" }), at());
-      assert.deepEqual([dupB.duplicate, dupB.msgId], [true, b.msgId]);
-      assert.equal((await store.append("a", msg(2, "a again", { originId: "same" }), at())).duplicate, undefined);
+      const dupB = dupOf(await store.append("b", msg(2, "retry", { originId: "same" }), at()));
+      assert.deepEqual([dupB.msgId, dupB.message!.msgId], [b.msgId, b.msgId]);
+      const dupA = dupOf(await store.append("a", msg(2, "a again", { originId: "same" }), at()));
+      assert.deepEqual([dupA.msgId, dupA.message], [a.msgId, null]);
       await store.deleteMailbox("b");
       assert.equal((await store.append("a", msg(2, "retry", { originId: "same" }), at())).duplicate, true);
-      assert.equal(store.stats().messages, 1);
+      assert.equal(store.stats().messages, 0);
     });
 
-    test("store - the origin index survives a reopen (persistent stores)", async (t) => {
-      const subject = await fresh();
+    test("store - origins and tombstones survive a reopen (persistent stores)", async (t) => {
+      const subject = await fresh({ originRetentionMs: 10_000, originHoldMaxMs: 100_000 });
       if (!subject.reopen) return t.skip("not persistent");
       let store = subject.store;
       await store.createMailbox(box("p"), at());
-      const kept = await store.append("p", msg(1, "kept", { originId: "cloud:p:1", tags: ["x"] }), at());
-      const gone = await store.append("p", msg(2, "gone", { originId: "cloud:p:2" }), at());
+      const kept = live(await store.append("p", msg(1, "kept", { originId: "cloud:p:1", originCheck: "c1", tags: ["x"] }), at()));
+      const gone = live(await store.append("p", msg(2, "gone", { originId: "cloud:p:2", originCheck: "c2" }), at()));
+      const held = live(await store.append("p", msg(2, "held", { originId: "cloud:p:3", originHold: true }), at()));
       await store.append("p", msg(2, "plain"), at());
-      await store.deleteMessage("p", gone.msgId);
+      await store.deleteMessage("p", gone.msgId, at()); // due T0 + 10 000
+      await store.deleteMessage("p", held.msgId, at()); // due T0 + 100 000
+      const origins = (s: MailboxStore) => ["cloud:p:1", "cloud:p:2", "cloud:p:3"].map((o) => s.hasOrigin("p", o));
+      const before = { origins: origins(store), tombstones: store.stats().originTombstones };
       store = await subject.reopen();
       subject.store = store;
+      assert.deepEqual({ origins: origins(store), tombstones: store.stats().originTombstones }, before);
+      assert.equal(before.tombstones, 2);
       assert.deepEqual(store.read("p", { now: T0 }).map((m) => m.originId), ["cloud:p:1", null]);
       const lastId = store.stats().lastMsgId;
-      const dup = await store.append("p", msg(0, "kept (retry)", { originId: "cloud:p:1" }), at());
-      assert.deepEqual(plain(dup), { ...plain(kept), duplicate: true });
-      const again = await store.append("p", msg(2, "gone again", { originId: "cloud:p:2" }), at());
-      assert.deepEqual([again.duplicate, again.msgId], [undefined, lastId + 1]);
+      const dup = dupOf(await store.append("p", msg(0, "kept (retry)", { originId: "cloud:p:1", originCheck: "c1" }), at()));
+      assert.deepEqual(plain(dup.message!), plain(kept));
+      assert.deepEqual(await store.append("p", msg(2, "gone again", { originId: "cloud:p:2" }), at()), { duplicate: true, address: "p", msgId: gone.msgId, priority: 2, message: null });
+      await rejectsWith(store.append("p", msg(2, "gone, other", { originId: "cloud:p:2", originCheck: "c3" }), at()), ErrorCode.STORE_ORIGIN_CONFLICT);
+      assert.equal(store.stats().lastMsgId, lastId);
+      // Their expiry times came through too.
+      assert.equal((await store.expire(T0 + 9_999)).tombstones, 0);
+      assert.equal((await store.expire(T0 + 10_000)).tombstones, 1);
+      assert.equal(await store.releaseOrigins("p", ["cloud:p:3"], at(T0 + 20_000)), 1);
+      store = await subject.reopen();
+      subject.store = store;
+      assert.equal((await store.expire(T0 + 29_999)).tombstones, 0);
+      assert.equal((await store.expire(T0 + 30_000)).tombstones, 1);
+      assert.equal(store.stats().originTombstones, 0);
+      assert.equal(live(await store.append("p", msg(2, "gone again", { originId: "cloud:p:2" }), at())).msgId, lastId + 1);
     });
 
     test("store - a latest mailbox keeps only the newest message per priority", async () => {
@@ -403,7 +591,7 @@ function conformance(name: string, factory: Factory): void {
     test("store - a message TTL hides it when due and expire() removes it", async () => {
       const { store } = await fresh();
       await store.createMailbox(box("ttl"), at());
-      const short = await store.append("ttl", msg(1, "short", { ttlSec: 2 }), at());
+      const short = live(await store.append("ttl", msg(1, "short", { ttlSec: 2 }), at()));
       await store.append("ttl", msg(1, "keep"), at());
       await store.append("ttl", msg(2, "long", { ttlSec: 10 }), at());
       assert.equal(short.expiresAt, T0 + 2000);
@@ -411,12 +599,12 @@ function conformance(name: string, factory: Factory): void {
       assert.deepEqual(texts(store.read("ttl", { now: T0 + 2000 })), ["keep", "long"]);
       assert.equal(store.getMailbox("ttl")!.messages, 3, "counted until removed");
       const none = await store.expire(T0 + 1999);
-      assert.deepEqual(none, { mailboxes: [], messages: 0, more: false });
-      assert.deepEqual(await store.expire(T0 + 5000), { mailboxes: [], messages: 1, more: false });
+      assert.deepEqual(none, { mailboxes: [], messages: 0, tombstones: 0, more: false });
+      assert.deepEqual(await store.expire(T0 + 5000), { mailboxes: [], messages: 1, tombstones: 0, more: false });
       assert.equal(store.getMessage("ttl", short.msgId), undefined);
       assert.equal(store.getMailbox("ttl")!.messages, 2);
       assert.equal(store.getMailbox("ttl")!.bytes, 8);
-      assert.deepEqual(await store.expire(T0 + 60_000), { mailboxes: [], messages: 1, more: false });
+      assert.deepEqual(await store.expire(T0 + 60_000), { mailboxes: [], messages: 1, tombstones: 0, more: false });
       assert.deepEqual(texts(store.read("ttl", { now: T0 + 60_000 })), ["keep"]);
       // expire() also works in slices.
       const many = await Promise.all(Array.from({ length: 7 }, (_, i) => store.append("ttl", msg(2, `x${i}`, { ttlSec: 1 }), at())));
@@ -431,7 +619,7 @@ function conformance(name: string, factory: Factory): void {
     test("store - a delayed message is not read before it is visible", async () => {
       const { store } = await fresh();
       await store.createMailbox(box("later"), at());
-      const d = await store.append("later", msg(0, "delayed", { delaySec: 5 }), at());
+      const d = live(await store.append("later", msg(0, "delayed", { delaySec: 5 }), at()));
       await store.append("later", msg(2, "now"), at());
       assert.equal(d.visibleAt, T0 + 5000);
       assert.deepEqual(texts(store.read("later", { now: T0 + 4999 })), ["now"]);
@@ -450,7 +638,7 @@ function conformance(name: string, factory: Factory): void {
       await store.ackGroup("tmp", "g", [m.msgId]);
       assert.ok(store.getGroup("tmp", "g"));
       await store.createMailbox(box("renewed", { ttlSec: 5 }), at(T0 + 900)); // now due at T0 + 5900
-      assert.deepEqual(await store.expire(T0 + 999), { mailboxes: [], messages: 0, more: false });
+      assert.deepEqual(await store.expire(T0 + 999), { mailboxes: [], messages: 0, tombstones: 0, more: false });
       const r = await store.expire(T0 + 1000);
       assert.deepEqual(r.mailboxes.map((b) => [b.address, b.messages, b.public]), [["tmp", 2, true]]);
       assert.equal(r.messages, 0);
@@ -487,7 +675,7 @@ function conformance(name: string, factory: Factory): void {
       assert.deepEqual(store.read("a", { now: T0 }), []);
       assert.deepEqual(texts(store.read("b", { now: T0 })), ["in b"]);
       assert.equal(store.getMessage("b", mb.msgId)!.msgId, mb.msgId);
-      assert.deepEqual(await store.expire(T0 + 10_000), { mailboxes: [], messages: 0, more: false });
+      assert.deepEqual(await store.expire(T0 + 10_000), { mailboxes: [], messages: 0, tombstones: 0, more: false });
       assert.equal(store.stats().messages, 1);
     });
 
@@ -571,7 +759,7 @@ function conformance(name: string, factory: Factory): void {
       await store.createMailbox(box("noise"), at());
       const m: StoredMessage[] = [];
       for (let i = 0; i < 9; i++) {
-        m.push(await store.append("q", msg((i % 3) as PriorityRank, `m${i}`), at()));
+        m.push(live(await store.append("q", msg((i % 3) as PriorityRank, `m${i}`), at())));
         await store.append("noise", msg(2, "gap"), at()); // ids in q have gaps
       }
       const ids = (rank: number) => m.filter((x) => x.priority === rank).map((x) => x.msgId);
@@ -771,12 +959,13 @@ describe("store (lmdb only)", () => {
     const dir = newDir();
     let store = await openLmdbStore({ path: dir });
     await store.createMailbox(box("old"), at());
-    const old = await store.append("old", msg(1, "old record", { key: "k", tags: ["t"] }), at());
+    const old = live(await store.append("old", msg(1, "old record", { key: "k", tags: ["t"] }), at()));
     await store.close();
-    // What the previous build left: the same databases without "origins" (records without originId are byte-identical).
+    // What that build left: the same databases without "origins" and "tombstones" (records without originId are byte-identical).
     const lmdb = await import("lmdb");
     const raw = lmdb.open({ path: dir });
     raw.openDB({ name: "origins" }).dropSync();
+    raw.openDB({ name: "tombstones" }).dropSync();
     assert.deepEqual([...raw.getKeys()].map(String).sort(), ["expiry", "groups", "keys", "mailboxes", "messages", "meta"]);
     await raw.close();
     store = await openLmdbStore({ path: dir });
@@ -791,35 +980,89 @@ describe("store (lmdb only)", () => {
     }
   });
 
-  test("store - the origins database holds exactly the origin ids of stored messages", async () => {
+  test("store - a store written before tombstones opens: its [rank, msgId] origins still dedupe and become tombstones", async () => {
+    const dir = newDir();
+    let store = await openLmdbStore({ path: dir });
+    await store.createMailbox(box("old"), at());
+    const a = live(await store.append("old", msg(1, "a", { originId: "o1" }), at()));
+    const b = live(await store.append("old", msg(2, "b", { originId: "o2" }), at()));
+    await store.close();
+    // What the previous build left: 2-element origin values and no "tombstones" database.
+    const lmdb = await import("lmdb");
+    let raw = lmdb.open({ path: dir });
+    const origins = raw.openDB<unknown, [string, string]>({ name: "origins" });
+    await origins.put(["old", "o1"], [1, a.msgId]);
+    await origins.put(["old", "o2"], [2, b.msgId]);
+    raw.openDB({ name: "tombstones" }).dropSync();
+    assert.deepEqual([...raw.getKeys()].map(String).sort(), ["expiry", "groups", "keys", "mailboxes", "messages", "meta", "origins"]);
+    await raw.close();
+    store = await openLmdbStore({ path: dir, originRetentionMs: 10_000 });
+    try {
+      assert.equal(store.stats().originTombstones, 0);
+      assert.deepEqual(store.hasOrigin("old", "o1"), { msgId: a.msgId, live: true, check: null });
+      const dup = dupOf(await store.append("old", msg(0, "a (retry)", { originId: "o1", originCheck: "any" }), at()));
+      assert.deepEqual(plain(dup.message!), plain(a));
+      await store.deleteMessage("old", b.msgId, at());
+      assert.deepEqual(await store.append("old", msg(2, "b (retry)", { originId: "o2" }), at()), { duplicate: true, address: "old", msgId: b.msgId, priority: 2, message: null });
+      assert.deepEqual([store.stats().originTombstones, store.stats().messages], [1, 1]);
+      assert.equal((await store.expire(T0 + 10_000)).tombstones, 1);
+      assert.equal(live(await store.append("old", msg(2, "b again", { originId: "o2" }), at())).msgId, store.stats().lastMsgId);
+    } finally {
+      await store.close();
+    }
+    raw = lmdb.open({ path: dir });
+    assert.ok([...raw.getKeys()].map(String).includes("tombstones"));
+    await raw.close();
+  });
+
+  test("store - the origins database holds the stored messages' origin ids and the tombstones, indexed in tombstones", async () => {
     const dir = newDir();
     const store = await openLmdbStore({ path: dir });
     await store.createMailbox(box("a"), at());
     await store.createMailbox(box("l", { type: "latest" }), at());
     await store.createMailbox(box("gone"), at());
     await store.createMailbox(box("short", { ttlSec: 1 }), at());
-    const del = await store.append("a", msg(2, "deleted", { originId: "del" }), at());
+    const del = await store.append("a", msg(2, "deleted", { originId: "del", originCheck: "c-del" }), at());
     await store.deleteMessage("a", del.msgId);
-    await store.append("a", msg(2, "replaced", { originId: "k1", key: "k" }), at());
+    await store.append("a", msg(2, "replaced", { originId: "k1", key: "k", originHold: true }), at());
     await store.append("a", msg(2, "replacer", { originId: "k2", key: "k" }), at());
     await store.append("a", msg(2, "ttl", { originId: "ttl", ttlSec: 1 }), at());
-    await store.append("a", msg(1, "kept", { originId: "kept" }), at());
+    await store.append("a", msg(1, "kept", { originId: "kept", originHold: true, originCheck: "c-kept" }), at());
     await store.append("l", msg(2, "old", { originId: "l1" }), at());
     await store.append("l", msg(2, "new", { originId: "l2" }), at());
     await store.append("gone", msg(2, "x", { originId: "g" }), at());
+    await store.deleteMessage("gone", (await store.append("gone", msg(2, "y", { originId: "g2" }), at())).msgId);
     await store.deleteMailbox("gone");
     await store.append("short", msg(2, "x", { originId: "s" }), at());
     const swept = await store.expire(T0 + 1000);
-    assert.deepEqual([swept.messages, swept.mailboxes.length], [1, 1]);
-    const expected = store.listMailboxes().flatMap((b) => store.read(b.address, { now: T0 }).map((m) => [b.address, m.originId, m.priority, m.msgId]));
+    assert.deepEqual([swept.messages, swept.mailboxes.length, swept.tombstones], [1, 1, 0]);
+    const ids = Object.fromEntries(["del", "k1", "ttl", "l1"].map((o) => [o, store.hasOrigin(o === "l1" ? "l" : "a", o)!.msgId]));
+    const stored = store.listMailboxes().flatMap((b) => store.read(b.address, { now: T0 }).map((m) => [b.address, m.originId, m.priority, m.msgId]));
     await store.close();
+    const R = 24 * 60 * 60 * 1000; // the default originRetentionMs; held k1 is due after originHoldMaxMs (30 days)
+    const H = 30 * R;
     const lmdb = await import("lmdb");
     const raw = lmdb.open({ path: dir });
     try {
-      const origins = [...raw.openDB<[number, number], [string, string]>({ name: "origins" }).getRange()].map(({ key, value }) => [...key, ...value]);
+      const origins = [...raw.openDB<unknown[], [string, string]>({ name: "origins" }).getRange()].map(({ key, value }) => [...key, ...value]);
+      const flags = (o: string) => ({ kept: 2, k1: 2 + 1 })[o] ?? 0;
+      const liveRows = stored.filter((e) => e[1] !== null).map(([a, o, rank, id]) => [a, o, rank, id, flags(o as string), o === "kept" ? "c-kept" : null, 0]);
+      const tombs = [
+        ["a", "del", 2, ids.del, 1, "c-del", T0 + R],
+        ["a", "k1", 2, ids.k1, 3, null, T0 + H],
+        ["a", "ttl", 2, ids.ttl, 1, null, T0 + 1000 + R],
+        ["l", "l1", 2, ids.l1, 1, null, T0 + R],
+      ];
       const byKey = (x: unknown[], y: unknown[]) => String(x[0]).localeCompare(String(y[0])) || String(x[1]).localeCompare(String(y[1]));
-      assert.deepEqual(origins, expected.filter((e) => e[1] !== null).sort(byKey));
-      assert.deepEqual(origins.map((o) => o[1]), ["k2", "kept", "l2"]);
+      assert.deepEqual(origins, [...liveRows, ...tombs].sort(byKey));
+      assert.deepEqual(origins.map((o) => o[1]), ["del", "k1", "k2", "kept", "ttl", "l1", "l2"]);
+      const index = [...raw.openDB({ name: "tombstones" }).getKeys()];
+      assert.deepEqual(index, [
+        [0, T0 + R, "a", "del"],
+        [0, T0 + R, "l", "l1"],
+        [0, T0 + 1000 + R, "a", "ttl"],
+        [1, T0 + H, "a", "k1"],
+      ]);
     } finally {
       await raw.close();
     }

@@ -38,9 +38,6 @@ import {
 export type Dialect = 'pull' | 'push';
 export const DIALECTS: readonly Dialect[] = ['pull', 'push'];
 
-/** The pull group the edge drains its cloud mailbox with (an assumption about the implementation, see the tests). */
-export const EDGE_PULL_GROUP = 'mq9-edge';
-
 // ---------------------------------------------------------------------------
 // the fault-injecting proxy
 
@@ -533,12 +530,13 @@ export async function sendAll(nc: NatsConnection, dialect: Dialect, mailbox: str
 }
 
 /**
- * The edge's acknowledgement of drained messages on the wire: MSG.ACK (pull) or
- * MAILBOX.DELETE (push) of its cloud mailbox, as the spec says it must do.
+ * The edge's removal of drained messages on the wire: MSG.DELETE (pull) or
+ * MAILBOX.DELETE (push) of its cloud mailbox. (A pull group's ACK is not safe against
+ * RobustMQ: see the spec's appendix.)
  */
 export function ackPattern(dialect: Dialect, mailbox: string): RegExp {
   const a = mailbox.replace(/\./g, '\\.');
-  return dialect === 'pull' ? new RegExp(`\\$mq9\\.AI\\.MSG\\.ACK\\.${a}\\b`) : new RegExp(`\\$mq9\\.AI\\.MAILBOX\\.DELETE\\.${a}\\.\\d`);
+  return dialect === 'pull' ? new RegExp(`\\$mq9\\.AI\\.MSG\\.DELETE\\.${a}\\.\\d`) : new RegExp(`\\$mq9\\.AI\\.MAILBOX\\.DELETE\\.${a}\\.\\d`);
 }
 
 /** `n` commands of pseudo-random priority, payload `${tag}-${i}`. */
@@ -556,7 +554,7 @@ export function itemHeader(item: Reply, name: string): string | undefined {
 
 /**
  * Messages the cloud still holds for the edge: push dialect, what MAILBOX.LIST shows;
- * pull dialect, what a FETCH as the edge's group returns (fetching does not move it).
+ * pull dialect, what a FETCH from the earliest, without a group, returns.
  */
 export async function cloudPending(nc: NatsConnection, dialect: Dialect, mailbox: string): Promise<Reply[]> {
   const r =
@@ -565,7 +563,7 @@ export async function cloudPending(nc: NatsConnection, dialect: Dialect, mailbox
       : await req(
           nc,
           `${MQ9}MSG.FETCH.${mailbox}`,
-          { group_name: EDGE_PULL_GROUP, deliver: 'earliest', config: { num_msgs: 10_000, max_wait_ms: 0 } },
+          { deliver: 'earliest', config: { num_msgs: 10_000, max_wait_ms: 0 } },
           { timeout: 10_000 },
         );
   if (r.error !== '') throw new Error(`cloud ${dialect === 'push' ? 'LIST' : 'FETCH'} ${mailbox}: ${JSON.stringify(r)}`);

@@ -5,15 +5,12 @@
 // tests can cut the link, make it half-open, restart either side, and check what local
 // agents and the cloud end up with. Every scenario runs for both cloud dialects.
 //
-// What "nothing left in the cloud" means: push dialect, the cloud's MAILBOX.LIST of the
-// edge's mailbox is empty (the edge deletes what it drained); pull dialect, a MSG.FETCH
-// as the group the edge drains with returns nothing. ASSUMPTION: that group is named
-// "mq9-edge" (EDGE_PULL_GROUP); fetching does not move a group's position, so the test's
-// fetches do not disturb the edge.
+// What "nothing left in the cloud" means: the edge deletes what it drained, so the cloud's
+// MAILBOX.LIST (push) or a MSG.FETCH from the earliest without a group (pull) of the
+// edge's mailbox returns nothing.
 //
 // Tests 2 and 3 inject faults at an exact point of the byte stream: when the edge's
-// acknowledgement of a drained batch (MSG.ACK in pull, MAILBOX.DELETE in push, as the spec
-// says) passes the proxy, the proxy drops it and cuts/stalls, or lets it through and the
+// removal of a drained batch (MSG.DELETE in pull, MAILBOX.DELETE in push) passes the proxy, the proxy drops it and cuts/stalls, or lets it through and the
 // edge is SIGKILLed at once. That hits the window between "stored locally" and "the cloud
 // forgot it" every time instead of by luck.
 

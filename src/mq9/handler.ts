@@ -15,11 +15,15 @@ import type { PublicList } from "./public-list.js";
 import type { Mq9Service, Reply } from "./service.js";
 
 const COMMAND_CACHE = 4096;
+/** Commands that only read the store. */
+const READS: ReadonlySet<Mq9Command["kind"]> = new Set(["list", "fetch", "query", "inboxQuery", "publicList"]);
 
 export class Mq9Handler implements SubjectHandler {
   readonly prefix = MQ9_PREFIX;
   // Publishers repeat subjects; parse each once.
   private readonly commands = new Map<string, Mq9Command | null>();
+  /** Per connection, the last of its mq9 writes still in progress. */
+  private readonly writes = new WeakMap<ClientConn, Promise<void>>();
 
   constructor(
     private readonly server: NatsServer,
@@ -47,11 +51,29 @@ export class Mq9Handler implements SubjectHandler {
     const headers = hdrLen > 0 ? Buffer.from(f.msg.subarray(f.msgStart, f.msgStart + hdrLen)) : null;
     const payload = Buffer.from(f.msg.subarray(f.msgStart + hdrLen, f.msgEnd));
     let result: Reply | Promise<Reply>;
-    try {
-      result = this.run(cmd, subject, replyTo, headers, payload);
-    } catch (err) {
-      this.fail(client, subject, replyTo, err);
-      return true;
+    const writing = this.writes.get(client);
+    if (writing !== undefined && cmd !== null && READS.has(cmd.kind)) {
+      // Read your writes: a read waits for the writes this connection sent before it, as
+      // a NATS client that pipelines (an uplink: DELETE, then the next FETCH) expects.
+      result = writing.then(() => this.run(cmd, subject, replyTo, headers, payload));
+    } else {
+      try {
+        result = this.run(cmd, subject, replyTo, headers, payload);
+      } catch (err) {
+        this.fail(client, subject, replyTo, err);
+        return true;
+      }
+      // Store writes complete in call order, so the last one stands for all before it.
+      if (result instanceof Promise && !READS.has(cmd!.kind)) {
+        const last = result.then(
+          () => undefined,
+          () => undefined,
+        );
+        this.writes.set(client, last);
+        void last.then(() => {
+          if (this.writes.get(client) === last) this.writes.delete(client);
+        });
+      }
     }
     if (result instanceof Promise) {
       result.then(
@@ -78,7 +100,7 @@ export class Mq9Handler implements SubjectHandler {
       case "list":
         return s.list(cmd.address, payload);
       case "delete":
-        return s.delete(cmd.address, cmd.msgId);
+        return s.delete(cmd.address, cmd.msgId, payload);
       case "publicList":
         if (replyTo === null) throw new Mq9Error(ErrorCode.MQ9_READ_ONLY, `${subject} is maintained by the broker; request it or subscribe to it`);
         return s.publicMailboxes();

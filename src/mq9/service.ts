@@ -38,6 +38,9 @@ export const DEFAULT_MQ9_OPTIONS: Mq9Options = { defaultTtlSec: 86_400, notifyTt
 const MAX_DESC_BYTES = 1024;
 const MAX_TTL_SEC = 10 * 365 * 86_400;
 const FETCH_MAX_WAIT_MS = 30_000;
+/** Ids one DELETE may carry in its body. */
+const MAX_BULK_DELETE = 10_000;
+const EMPTY = new Uint8Array(0);
 
 export type Reply = Record<string, unknown>;
 
@@ -247,10 +250,26 @@ export class Mq9Service {
     return { error: "", mail_address: address, messages: messages.map(messageItem) };
   }
 
-  async delete(address: string, msgId: number): Promise<Reply> {
+  /**
+   * MAILBOX.DELETE / MSG.DELETE of one message. An mq9-edge extension for uplinks that
+   * drain us: a body `{"msg_ids":[...]}` deletes those too, in one commit, and the reply
+   * lists in `deleted_ids` every id (the subject's included) that was there and is now
+   * gone. A cloud without the extension ignores the body and answers without the list,
+   * which is how an uplink tells them apart.
+   */
+  async delete(address: string, msgId: number, payload: Uint8Array = EMPTY): Promise<Reply> {
+    const o = jsonObject(payload);
+    const more = o["msg_ids"];
+    if (more !== undefined && (!Array.isArray(more) || more.length > MAX_BULK_DELETE || !more.every((id) => Number.isSafeInteger(id) && id > 0))) {
+      throw bad(`msg_ids must be an array of at most ${MAX_BULK_DELETE} message ids`);
+    }
     this.requireMailbox(address);
-    const deleted = await this.store.deleteMessage(address, msgId);
-    return { error: "", deleted };
+    // The instant times the tombstone of a message sent with an origin id.
+    const at = this.at();
+    if (more === undefined) return { error: "", deleted: await this.store.deleteMessage(address, msgId, at) };
+    const ids = [...new Set([msgId, ...(more as number[])])];
+    const gone = await Promise.all(ids.map((id) => this.store.deleteMessage(address, id, at)));
+    return { error: "", deleted: gone[0], deleted_ids: ids.filter((_, i) => gone[i]) };
   }
 
   /** Public mailboxes that have not expired. */

@@ -62,8 +62,9 @@ export async function statusCommand(argv: string[]): Promise<number> {
   if (u === null) lines.push("uplink       not configured");
   else {
     lines.push(`uplink       ${u.state} for ${duration(u.stateSeconds)}${u.state !== "up" && u.lastError ? `: ${u.lastError}` : ""}   (${num(u.connects)} connects)`);
-    lines.push(`  outbox     critical ${num(u.backlog[0])}   urgent ${num(u.backlog[1])}   normal ${num(u.backlog[2])}   oldest ${duration(u.oldestAgeSeconds)}   sent ${num(u.sent)}   refused ${num(u.refused)}`);
+    lines.push(`  outbox     critical ${num(u.backlog[0])}   urgent ${num(u.backlog[1])}   normal ${num(u.backlog[2])}   oldest ${duration(u.oldestAgeSeconds)}   sent ${num(u.sent)}   refused ${num(u.refused)}   dead-lettered ${num(u.deadLettered)}`);
     lines.push(`  downlink   drained ${num(u.drained)}   duplicates skipped ${num(u.duplicatesSkipped)}`);
+    for (const d of u.downlink) lines.push(`    ${d.mailbox}   ${d.state}   drained ${num(d.drained)}${d.error ? `   (${d.error})` : ""}`);
   }
   process.stdout.write(`${lines.join("\n")}\n`);
   return 0;

@@ -4,6 +4,7 @@
 
 import { readFileSync } from "node:fs";
 import { ConfigError, ErrorCode, Mq9Error } from "../errors.js";
+import { nameError } from "../mq9/subjects.js";
 
 type Kind = "string" | "int" | "size" | "seconds" | "level" | "enum";
 
@@ -16,6 +17,8 @@ interface Spec {
   secret?: boolean;
   /** For kind "enum". */
   values?: readonly string[];
+  /** For kind "string": a comma-separated list, which the file may also give as a JSON array. */
+  list?: boolean;
 }
 
 const LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -43,7 +46,7 @@ const SPECS = {
   httpPort: { kind: "int", default: 0, min: 0, max: 65535, help: "port of the operator endpoint; 0 = off" },
   uplinkUrl: { kind: "string", default: "", help: "cloud mq9 NATS URL(s), comma separated (nats://host:4222, tls://host:4222); empty = no uplink" },
   uplinkDialect: { kind: "enum", default: "pull", values: ["pull", "push"], help: "the cloud's mq9 dialect: pull (MSG.FETCH/ACK, RobustMQ today) or push (MAILBOX.LIST/DELETE)" },
-  uplinkMailbox: { kind: "string", default: "", help: "this edge's mailbox in the cloud, drained into the local mailbox of the same name" },
+  uplinkMailbox: { kind: "string", default: "", list: true, help: "this edge's mailbox(es) in the cloud, comma separated; each is drained into the local mailbox of the same name" },
   uplinkForward: { kind: "string", default: "", help: "addresses whose sends go to the cloud through the durable outbox: comma-separated patterns (* one token, > the rest)" },
   uplinkUser: { kind: "string", default: "", help: "user name for the cloud (with --uplink-password)" },
   uplinkPassword: { kind: "string", default: "", secret: true, help: "password for the cloud" },
@@ -55,6 +58,8 @@ const SPECS = {
   uplinkHeartbeat: { kind: "seconds", default: 5, min: 0.1, help: "seconds between pings to the cloud; a link silent for two is dead" },
   uplinkBackoffMin: { kind: "seconds", default: 0.5, min: 0.01, help: "first reconnect delay (doubles up to --uplink-backoff-max, with jitter)" },
   uplinkBackoffMax: { kind: "seconds", default: 30, min: 0.01, help: "longest reconnect delay" },
+  uplinkDeadLetter: { kind: "string", default: "mq9-edge.dead-letter", help: "local mailbox where outbox messages that cannot go up are set aside (a header the cloud cannot take, over its max_payload, refused too long)" },
+  uplinkRefusedRetry: { kind: "seconds", default: 600, min: 0, help: "seconds an outbox message the cloud refuses is retried before it is set aside in the dead-letter mailbox" },
 } as const satisfies Record<string, Spec>;
 
 export type ConfigKey = keyof typeof SPECS;
@@ -99,6 +104,9 @@ export interface Config {
   uplinkBackoffMin: number;
   /** Milliseconds. */
   uplinkBackoffMax: number;
+  uplinkDeadLetter: string;
+  /** Milliseconds. */
+  uplinkRefusedRetry: number;
 }
 
 const KEYS = Object.keys(SPECS) as ConfigKey[];
@@ -121,7 +129,8 @@ function coerce(key: string, spec: Spec, raw: unknown): string | number {
   };
   switch (spec.kind) {
     case "string":
-      if (typeof raw !== "string") bad(`must be a string, got ${JSON.stringify(raw)}`);
+      if (spec.list && Array.isArray(raw) && raw.every((x) => typeof x === "string")) return raw.join(",");
+      if (typeof raw !== "string") bad(`must be a string${spec.list ? " or an array of strings" : ""}, got ${JSON.stringify(raw)}`);
       return raw as string;
     case "enum":
       if (typeof raw !== "string" || !spec.values!.includes(raw)) bad(`must be one of ${spec.values!.join(", ")}, got ${JSON.stringify(raw)}`);
@@ -242,7 +251,13 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   if ((c.user === "") !== (c.password === "")) throw new ConfigError(c.user === "" ? flagName("user") : flagName("password"), "--user and --password go together");
   if (c.authToken !== "" && c.user !== "") throw new ConfigError(flagName("authToken"), "use either a token or user/password, not both");
   if (c.uplinkUrl !== "") {
-    if (c.uplinkMailbox === "") throw new ConfigError(flagName("uplinkMailbox"), "is needed with --uplink-url: the edge's mailbox in the cloud");
+    const boxes = listValue(c.uplinkMailbox);
+    if (boxes.length === 0) throw new ConfigError(flagName("uplinkMailbox"), "is needed with --uplink-url: the edge's mailbox in the cloud");
+    for (const b of [...boxes, c.uplinkDeadLetter]) {
+      const why = nameError(b);
+      if (why !== null) throw new ConfigError(b === c.uplinkDeadLetter ? flagName("uplinkDeadLetter") : flagName("uplinkMailbox"), `${JSON.stringify(b)} is not a mailbox name: ${why}`);
+    }
+    if (boxes.includes(c.uplinkDeadLetter)) throw new ConfigError(flagName("uplinkDeadLetter"), "must not be one of the downlink's mailboxes");
     if ((c.uplinkUser === "") !== (c.uplinkPassword === "")) throw new ConfigError(flagName("uplinkPassword"), "--uplink-user and --uplink-password go together");
     if ((c.uplinkTlsCert === "") !== (c.uplinkTlsKey === "")) throw new ConfigError(flagName("uplinkTlsKey"), "--uplink-tls-cert and --uplink-tls-key go together");
     if (c.uplinkBackoffMin > c.uplinkBackoffMax) throw new ConfigError(flagName("uplinkBackoffMin"), "must not be above --uplink-backoff-max");
@@ -250,6 +265,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     throw new ConfigError(flagName("uplinkForward"), "needs --uplink-url");
   }
   return { command: positional[0] ?? "serve", config: c, sources, positional: positional.slice(1) };
+}
+
+/** The items of a comma-separated setting, trimmed, without empty ones or repeats. */
+export function listValue(v: string): string[] {
+  return [...new Set(v.split(",").map((x) => x.trim()).filter((x) => x !== ""))];
 }
 
 /** The configuration with secrets masked, for logs. */

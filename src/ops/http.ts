@@ -123,6 +123,12 @@ function registry(s: StatusSources): Registry {
   counter("mq9_edge_uplink_drained_total", "cloud commands stored locally", [], (c, st) => c.inc(st.uplink?.drained ?? 0));
   counter("mq9_edge_uplink_sent_total", "outbox messages the cloud acknowledged", [], (c, st) => c.inc(st.uplink?.sent ?? 0));
   counter("mq9_edge_uplink_connects_total", "uplink connections made", [], (c, st) => c.inc(st.uplink?.connects ?? 0));
+  counter("mq9_edge_uplink_duplicates_total", "cloud commands read again and not stored (already here or handled)", [], (c, st) => c.inc(st.uplink?.duplicatesSkipped ?? 0));
+  gauge("mq9_edge_uplink_downlink_state", "each cloud mailbox's drain state (1 for the current one): full = waiting for local room, refused = the cloud repeats msg_ids", ["mailbox", "state"], (g, st) => {
+    for (const d of st.uplink?.downlink ?? []) for (const state of ["idle", "draining", "full", "refused"]) g.set({ mailbox: d.mailbox, state }, d.state === state ? 1 : 0);
+  });
+  counter("mq9_edge_uplink_repeated_ids_total", "times a cloud mailbox gave one msg_id to two messages", [], (c, st) => c.inc(st.uplink?.repeatedIds ?? 0));
+  counter("mq9_edge_uplink_dead_letter_total", "outbox messages set aside in the dead-letter mailbox", [], (c, st) => c.inc(st.uplink?.deadLettered ?? 0));
   const metrics = reg.metrics.bind(reg);
   reg.metrics = async () => {
     snap = null;

@@ -16,6 +16,14 @@ export interface StoreLimits {
   /** Payload + header bytes over the whole store. This counts message bytes, not the file:
    *  the LMDB file is larger (pages, keys, indexes; see `stats().storeBytes`). */
   readonly maxStoreBytes: number;
+  /** Store-clock ms an origin id stays known (a tombstone) after its message went; for a held
+   *  origin, after `releaseOrigins`. 0 = no time limit (only `maxOriginTombstones`). */
+  readonly originRetentionMs: number;
+  /** Store-clock ms a held origin's tombstone stays at most, unreleased, after its message
+   *  went. 0 = no time limit (until released, or `maxOriginTombstones`). */
+  readonly originHoldMaxMs: number;
+  /** Origin tombstones over the whole store (count); past it the soonest-expiring go first. */
+  readonly maxOriginTombstones: number;
 }
 
 export const DEFAULT_LIMITS: StoreLimits = {
@@ -23,7 +31,18 @@ export const DEFAULT_LIMITS: StoreLimits = {
   maxMessagesPerMailbox: 100_000,
   maxBytesPerMailbox: 64 * 1024 * 1024,
   maxStoreBytes: 1024 * 1024 * 1024,
+  originRetentionMs: 24 * 60 * 60 * 1000,
+  originHoldMaxMs: 30 * 24 * 60 * 60 * 1000,
+  maxOriginTombstones: 100_000,
 };
+
+/** The expiry of a tombstone with no time limit: after every store-clock time in use. */
+export const NEVER = Number.MAX_SAFE_INTEGER;
+
+/** When a tombstone made at `now` (or released at `now`) expires: `now + ms`, NEVER for 0. */
+export function tombstoneExpiry(now: number, ms: number): number {
+  return ms > 0 ? Math.min(NEVER, now + ms) : NEVER;
+}
 
 /** Fills defaults and checks every limit is an integer >= 0 (throws TypeError). */
 export function resolveLimits(given: Partial<StoreLimits> = {}): StoreLimits {
@@ -52,6 +71,7 @@ export const MAX_TAGS = 256;
 export const MAX_GROUP_BYTES = 256;
 export const MAX_META_KEY_BYTES = 256;
 export const MAX_ORIGIN_ID_BYTES = 1024;
+export const MAX_ORIGIN_CHECK_BYTES = 256;
 
 function invalid(message: string): Mq9Error {
   return new Mq9Error(ErrorCode.STORE_INVALID_INPUT, message);
@@ -111,6 +131,10 @@ export interface CheckedMessage {
   readonly ttlSec: number;
   readonly delaySec: number;
   readonly originId: string | null;
+  /** null when there is no originId. */
+  readonly originCheck: string | null;
+  /** false when there is no originId. */
+  readonly originHold: boolean;
   readonly size: number;
 }
 
@@ -120,6 +144,8 @@ export function checkMessage(msg: NewMessage): CheckedMessage {
   if (msg.headers !== null && !(msg.headers instanceof Uint8Array)) throw invalid("headers must be bytes or null");
   const key = msg.key === undefined || msg.key === null ? null : checkKeyString("mq9-key", msg.key, MAX_KEY_BYTES);
   const originId = msg.originId === undefined || msg.originId === null ? null : checkKeyString("origin id", msg.originId, MAX_ORIGIN_ID_BYTES);
+  const originCheck = msg.originCheck === undefined || msg.originCheck === null ? null : checkKeyString("origin check", msg.originCheck, MAX_ORIGIN_CHECK_BYTES);
+  if (msg.originHold !== undefined && typeof msg.originHold !== "boolean") throw invalid("originHold must be a boolean");
   const tags = msg.tags ?? [];
   if (!Array.isArray(tags) || tags.length > MAX_TAGS) throw invalid(`tags must be an array of at most ${MAX_TAGS}`);
   for (const t of tags) {
@@ -134,6 +160,8 @@ export function checkMessage(msg: NewMessage): CheckedMessage {
     ttlSec: checkSeconds("mq9-ttl", msg.ttlSec),
     delaySec: checkSeconds("mq9-delay", msg.delaySec),
     originId,
+    originCheck: originId === null ? null : originCheck,
+    originHold: originId !== null && msg.originHold === true,
     size: msg.payload.byteLength + (msg.headers?.byteLength ?? 0),
   };
 }
@@ -183,6 +211,15 @@ export function checkMailboxLimit(count: number, limits: StoreLimits): void {
 
 export function mailboxNotFound(address: string): Mq9Error {
   return new Mq9Error(ErrorCode.MAILBOX_NOT_FOUND, `mailbox ${address} does not exist`);
+}
+
+export function originConflict(address: string, originId: string): Mq9Error {
+  return new Mq9Error(ErrorCode.STORE_ORIGIN_CONFLICT, `origin id ${originId} is already used by a different message in mailbox ${address}`);
+}
+
+/** Whether an append's origin check refuses a known origin (both set and different). */
+export function checksConflict(known: string | null, given: string | null): boolean {
+  return known !== null && given !== null && known !== given;
 }
 
 export function storeClosed(): Mq9Error {

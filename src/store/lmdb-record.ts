@@ -181,3 +181,40 @@ export function groupFromRecord(r: GroupRecord): GroupState {
 export function recordOfGroup(s: GroupState): GroupRecord {
   return s.map((p: GroupProgress) => [p.floor, [...p.done]]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Origin record: what the store knows of an origin id, while its message is stored (live)
+// and after it went (a tombstone).
+//
+//   [rank, msgId]                              written before tombstones: live, unheld, no check
+//   [rank, msgId, flags, check, expiresAt]     flags: GONE (a tombstone), HELD, RELEASED;
+//                                              check: string | null; expiresAt: 0 while live
+
+export const O_GONE = 1;
+export const O_HELD = 2;
+export const O_RELEASED = 4;
+
+export type OriginRecord = [PriorityRank, number] | [PriorityRank, number, number, string | null, number];
+
+export interface Origin {
+  rank: PriorityRank;
+  msgId: number;
+  flags: number;
+  check: string | null;
+  /** Store-clock ms when the tombstone is due; 0 while live. */
+  expiresAt: number;
+}
+
+export function originFromRecord(r: OriginRecord): Origin {
+  if (r.length === 2) return { rank: r[0], msgId: r[1], flags: 0, check: null, expiresAt: 0 };
+  return { rank: r[0], msgId: r[1], flags: r[2], check: r[3], expiresAt: r[4] };
+}
+
+export function recordOfOrigin(o: Origin): OriginRecord {
+  return [o.rank, o.msgId, o.flags, o.check, o.expiresAt];
+}
+
+/** The tombstone's class in the `tombstones` index: 1 = held and not released, else 0 (dropped first). */
+export function holdClass(flags: number): 0 | 1 {
+  return flags & O_HELD && !(flags & O_RELEASED) ? 1 : 0;
+}

@@ -4,14 +4,22 @@
 //                                                   [messages by rank], [bytes by rank]]   (msgpack)
 //   messages   [address, rank, msgId]           -> message record (binary, see lmdb-record.ts)
 //   keys       [address, mq9-key]               -> [rank, msgId]                            (msgpack)
-//   origins    [address, originId]              -> [rank, msgId]                            (msgpack)
+//   origins    [address, originId]              -> [rank, msgId, flags, check, expiresAt]   (msgpack,
+//                                                   see lmdb-record.ts; [rank, msgId] from older builds)
+//   tombstones [class, expiresAt, address, originId] -> 1   an origin whose message is gone;
+//                                                   class 1 = held (not released), 0 = the others
 //   expiry     [expiresAt, 0, address]          -> 1   mailbox due at expiresAt
 //              [expiresAt, 1, address, rank, msgId] -> 1   message due at expiresAt
 //   groups     [address, group]                 -> [[floor, done[]] by rank]                (msgpack)
 //   meta       "format" -> 1, "nextMsgId" -> n, ["user", key] -> value                      (msgpack)
 //
-// keys and origins point at a message of that mailbox and are removed with it. A store
-// written before origin ids has no origins database: it is created on open (format 1 still).
+// keys point at a message of that mailbox and are removed with it. An origins entry lives
+// with its message; when the message goes (delete, replacement, TTL) it becomes a tombstone
+// (flag GONE, expiresAt set) in the same transaction, and gets its tombstones entry; both go
+// when due (expire()), when evicted (maxOriginTombstones: the first keys of `tombstones`,
+// so unheld before held, soonest due first) or with their mailbox. A store written before
+// origin ids has no origins database, one written before tombstones no tombstones
+// database: they are created on open (format 1 still).
 //
 // One `getRange` over [address, rank, …] yields a mailbox's messages in delivery order.
 // Every change is made inside one lmdb-js transaction callback, so its reads see the
@@ -41,20 +49,40 @@ import {
   checkMessage,
   checkMsgId,
   checkSpec,
+  checksConflict,
   deadline,
   mailboxNotFound,
   MAX_GROUP_BYTES,
   MAX_META_KEY_BYTES,
+  MAX_ORIGIN_ID_BYTES,
   newToken,
+  originConflict,
+  over,
   readable,
   resolveLimits,
   storeClosed,
+  tombstoneExpiry,
   validKeyString,
 } from "./limits.js";
 import type { CheckedMessage, StoreLimits } from "./limits.js";
 import { checkDataFile, lockHolder, openFailed } from "./lmdb-open.js";
-import { boxFromRecord, decodeInfo, encodeRecord, groupFromRecord, recordOf, recordOfGroup, toMessage, view } from "./lmdb-record.js";
-import type { Box, Counts, GroupRecord, MailboxRecord, RecordInfo } from "./lmdb-record.js";
+import {
+  boxFromRecord,
+  decodeInfo,
+  encodeRecord,
+  groupFromRecord,
+  holdClass,
+  O_GONE,
+  O_HELD,
+  O_RELEASED,
+  originFromRecord,
+  recordOf,
+  recordOfGroup,
+  recordOfOrigin,
+  toMessage,
+  view,
+} from "./lmdb-record.js";
+import type { Box, Counts, GroupRecord, MailboxRecord, Origin, OriginRecord, RecordInfo } from "./lmdb-record.js";
 import { compactProgress, isDone, markDone, MailboxType, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
 import type {
   AppendedMessage,
@@ -66,6 +94,7 @@ import type {
   MailboxStore,
   MetaValue,
   NewMessage,
+  OriginInfo,
   PriorityRank,
   ReadOptions,
   StoredMessage,
@@ -81,7 +110,7 @@ export interface LmdbStoreOptions extends Partial<StoreLimits> {
 
 /** On-disk format of this code; a store written by a newer format is refused. */
 const FORMAT = 1;
-const DB_NAMES = ["mailboxes", "messages", "keys", "origins", "expiry", "groups", "meta"] as const;
+const DB_NAMES = ["mailboxes", "messages", "keys", "origins", "tombstones", "expiry", "groups", "meta"] as const;
 // The map is address space, not disk: the file grows only as pages are used. A map large
 // enough never to grow matters, because lmdb-js keeps the old mapping when it grows one,
 // and each stays resident (seen: four maps, 780 MiB RSS for a 287 MiB file).
@@ -195,7 +224,8 @@ export class LmdbMailboxStore implements MailboxStore {
   private readonly mailboxesDb: Database<MailboxRecord, string>;
   private readonly messagesDb: Database<Buffer, Key>;
   private readonly keysDb: Database<[PriorityRank, number], Key>;
-  private readonly originsDb: Database<[PriorityRank, number], Key>;
+  private readonly originsDb: Database<OriginRecord, Key>;
+  private readonly tombstonesDb: Database<number, Key>;
   private readonly expiryDb: Database<number, Key>;
   private readonly groupsDb: Database<GroupRecord, Key>;
   private readonly metaDb: Database<unknown, string | Key>;
@@ -207,6 +237,10 @@ export class LmdbMailboxStore implements MailboxStore {
   /** Mailboxes whose record must be written at the end of the running batch. */
   private readonly dirty = new Set<string>();
   private nextMsgIdDirty = false;
+  /** Entries of the tombstones database (kept with the running batch, reloaded if it fails). */
+  private tombstoneCount = 0;
+  /** The last store-clock `now` a call gave (deleteMessage without `at` uses it). */
+  private lastNow = 0;
 
   private queue: PendingOp[] = [];
   private scheduled = false;
@@ -226,6 +260,7 @@ export class LmdbMailboxStore implements MailboxStore {
     this.messagesDb = env.openDB({ name: "messages", encoding: "binary" });
     this.keysDb = env.openDB({ name: "keys" });
     this.originsDb = env.openDB({ name: "origins" });
+    this.tombstonesDb = env.openDB({ name: "tombstones" });
     this.expiryDb = env.openDB({ name: "expiry" });
     this.groupsDb = env.openDB({ name: "groups" });
   }
@@ -254,6 +289,7 @@ export class LmdbMailboxStore implements MailboxStore {
     }
     this.boxes = boxes;
     this.totalBytes = totalBytes;
+    this.tombstoneCount = this.tombstonesDb.getCount();
     const persisted = (this.metaDb.get("nextMsgId") as number | undefined) ?? 1;
     // Never go back: ids handed out in a batch that then failed are not reused either.
     this.nextMsgId = Math.max(this.nextMsgId, persisted);
@@ -270,6 +306,7 @@ export class LmdbMailboxStore implements MailboxStore {
     }
     const expiresAt = deadline(at.now, s.ttlSec);
     const wallMs = at.wallMs;
+    this.lastNow = at.now;
     return this.write(0, () => {
       const box = this.boxes.get(s.address);
       if (box) {
@@ -326,14 +363,23 @@ export class LmdbMailboxStore implements MailboxStore {
     } catch (err) {
       return Promise.reject(err);
     }
+    const now = at.now;
+    this.lastNow = now;
     return this.write(record.length, (): AppendedMessage => {
       const box = this.boxes.get(address);
       if (!box) throw mailboxNotFound(address);
       if (m.originId !== null) {
         // Sees the appends earlier in this batch too (same transaction).
-        const hit = this.originsDb.get([address, m.originId]);
-        const buf = hit && this.messagesDb.getBinary([address, hit[0], hit[1]]);
-        if (hit && buf) return { ...toMessage(address, hit[0], hit[1], buf), duplicate: true };
+        const rec = this.originsDb.get([address, m.originId]);
+        const o = rec && originFromRecord(rec);
+        if (o) {
+          if (checksConflict(o.check, m.originCheck)) throw originConflict(address, m.originId);
+          const dup = { duplicate: true as const, address, msgId: o.msgId, priority: o.rank };
+          if (o.flags & O_GONE) return { ...dup, message: null };
+          const buf = this.messagesDb.getBinary([address, o.rank, o.msgId]);
+          if (buf) return { ...dup, message: toMessage(address, o.rank, o.msgId, buf) };
+          // A live entry without its message cannot happen; were it to, it is overwritten.
+        }
       }
       // What this append replaces: the same mq9-key, or everything of its priority in a `latest` mailbox.
       const replaced = new Map<number, { rank: PriorityRank; info: RecordInfo }>();
@@ -357,12 +403,15 @@ export class LmdbMailboxStore implements MailboxStore {
         this.limits,
       );
       // Checks done: from here on nothing throws an Mq9Error.
-      for (const [id, r] of replaced) this.removeMessage(box, r.rank, id, r.info);
+      for (const [id, r] of replaced) this.removeMessage(box, r.rank, id, r.info, now);
       const msgId = this.nextMsgId++;
       this.nextMsgIdDirty = true;
       this.messagesDb.put([address, m.priority, msgId], record);
       if (m.key !== null) this.keysDb.put([address, m.key], [m.priority, msgId]);
-      if (m.originId !== null) this.originsDb.put([address, m.originId], [m.priority, msgId]);
+      if (m.originId !== null) {
+        const o: Origin = { rank: m.priority, msgId, flags: m.originHold ? O_HELD : 0, check: m.originCheck, expiresAt: 0 };
+        this.originsDb.put([address, m.originId], recordOfOrigin(o));
+      }
       if (expiresAt !== 0) this.expiryDb.put([expiresAt, 1, address, m.priority, msgId], 1);
       box.counts[m.priority]++;
       box.bytes[m.priority] += m.size;
@@ -375,6 +424,7 @@ export class LmdbMailboxStore implements MailboxStore {
   read(address: string, opts: ReadOptions): StoredMessage[] {
     this.open();
     if (!this.boxes.has(address)) throw mailboxNotFound(address);
+    if (Number.isFinite(opts.now)) this.lastNow = opts.now;
     const after = afterPositions(opts.after);
     const limit = opts.limit ?? Infinity;
     const out: StoredMessage[] = [];
@@ -404,19 +454,21 @@ export class LmdbMailboxStore implements MailboxStore {
     return undefined;
   }
 
-  deleteMessage(address: string, msgId: number): Promise<boolean> {
+  deleteMessage(address: string, msgId: number, at?: Instant): Promise<boolean> {
     try {
       checkMsgId(msgId);
     } catch (err) {
       return Promise.reject(err);
     }
+    if (at !== undefined) this.lastNow = at.now;
+    const now = this.lastNow;
     return this.write(0, () => {
       const box = this.boxes.get(address);
       if (!box) return false;
       for (const rank of PRIORITY_RANKS) {
         const buf = this.messagesDb.getBinary([address, rank, msgId]);
         if (!buf) continue;
-        this.removeMessage(box, rank, msgId, decodeInfo(buf));
+        this.removeMessage(box, rank, msgId, decodeInfo(buf), now);
         return true;
       }
       return false;
@@ -424,6 +476,7 @@ export class LmdbMailboxStore implements MailboxStore {
   }
 
   expire(now: number, max = DEFAULT_EXPIRE_MAX): Promise<ExpireResult> {
+    this.lastNow = now;
     return this.write(0, () => {
       const due = [...this.expiryDb.getKeys({ end: [now, KEY_MAX], limit: max + 1 })] as Key[];
       const mailboxes: MailboxMeta[] = [];
@@ -440,13 +493,57 @@ export class LmdbMailboxStore implements MailboxStore {
           const box = this.boxes.get(address);
           const buf = box && this.messagesDb.getBinary([address, rank, msgId]);
           if (box && buf) {
-            this.removeMessage(box, rank, msgId, decodeInfo(buf));
+            this.removeMessage(box, rank, msgId, decodeInfo(buf), now);
             messages++;
           } else this.expiryDb.remove(key);
         }
       }
-      return { mailboxes, messages, more: due.length > max };
+      if (due.length > max) return { mailboxes, messages, tombstones: 0, more: true };
+      // Then due tombstones, with what is left of `max`: the two classes merged by time.
+      const left = max - due.length;
+      const range = (cls: number) => [...this.tombstonesDb.getKeys({ start: [cls], end: [cls, now, KEY_MAX], limit: left + 1 })] as Key[];
+      const tombs = [...range(0), ...range(1)].sort((a, b) => (a[1] as number) - (b[1] as number) || (a[0] as number) - (b[0] as number));
+      for (const key of tombs.slice(0, left)) this.dropTombstone(key);
+      return { mailboxes, messages, tombstones: Math.min(left, tombs.length), more: tombs.length > left };
     });
+  }
+
+  // --- origins --------------------------------------------------------------------------
+
+  releaseOrigins(address: string, originIds: readonly string[], at: Instant): Promise<number> {
+    if (!Array.isArray(originIds)) return Promise.reject(new Mq9Error(ErrorCode.STORE_INVALID_INPUT, "originIds must be an array"));
+    const ids = [...new Set(originIds)].filter((id) => validKeyString(id, MAX_ORIGIN_ID_BYTES));
+    const now = at.now;
+    this.lastNow = now;
+    return this.write(0, () => {
+      if (!this.boxes.has(address)) return 0;
+      let found = 0;
+      for (const id of ids) {
+        const rec = this.originsDb.get([address, id]);
+        if (!rec) continue;
+        const o = originFromRecord(rec);
+        if (!(o.flags & O_HELD)) continue;
+        found++;
+        if (o.flags & O_RELEASED) continue;
+        if (o.flags & O_GONE) {
+          this.tombstonesDb.remove([1, o.expiresAt, address, id]);
+          o.expiresAt = tombstoneExpiry(now, this.limits.originRetentionMs);
+          this.tombstonesDb.put([0, o.expiresAt, address, id], 1);
+        }
+        o.flags |= O_RELEASED;
+        this.originsDb.put([address, id], recordOfOrigin(o));
+      }
+      return found;
+    });
+  }
+
+  hasOrigin(address: string, originId: string): OriginInfo | undefined {
+    this.open();
+    if (!this.boxes.has(address) || !validKeyString(originId, MAX_ORIGIN_ID_BYTES)) return undefined;
+    const rec = this.originsDb.get([address, originId]);
+    if (!rec) return undefined;
+    const o = originFromRecord(rec);
+    return { msgId: o.msgId, live: !(o.flags & O_GONE), check: o.check };
   }
 
   // --- groups ---------------------------------------------------------------------------
@@ -528,6 +625,7 @@ export class LmdbMailboxStore implements MailboxStore {
       lastMsgId: this.nextMsgId - 1,
       storeBytes: (env.lastPageNumber + 1) * env.pageSize,
       mapSize: env.mapSize,
+      originTombstones: this.tombstoneCount,
     };
   }
 
@@ -574,7 +672,8 @@ export class LmdbMailboxStore implements MailboxStore {
     box.meta = { ...box.meta, expiresAt };
   }
 
-  private removeMessage(box: Box, rank: PriorityRank, msgId: number, info: RecordInfo): void {
+  /** Removes a message; its origin id, if any, becomes a tombstone timed from `now`. */
+  private removeMessage(box: Box, rank: PriorityRank, msgId: number, info: RecordInfo, now: number): void {
     const address = box.meta.address;
     this.messagesDb.remove([address, rank, msgId]);
     if (info.key !== null) {
@@ -582,8 +681,9 @@ export class LmdbMailboxStore implements MailboxStore {
       if (hit && hit[1] === msgId) this.keysDb.remove([address, info.key]);
     }
     if (info.originId !== null) {
-      const hit = this.originsDb.get([address, info.originId]);
-      if (hit && hit[1] === msgId) this.originsDb.remove([address, info.originId]);
+      const rec = this.originsDb.get([address, info.originId]);
+      const o = rec && originFromRecord(rec);
+      if (o && o.msgId === msgId && !(o.flags & O_GONE)) this.addTombstone(address, info.originId, o, now);
     }
     if (info.expiresAt !== 0) this.expiryDb.remove([info.expiresAt, 1, address, rank, msgId]);
     box.counts[rank]--;
@@ -605,13 +705,45 @@ export class LmdbMailboxStore implements MailboxStore {
     }
     const prefix = { start: [address], end: [address, KEY_MAX] };
     for (const key of [...this.keysDb.getKeys(prefix)]) this.keysDb.remove(key);
-    for (const key of [...this.originsDb.getKeys(prefix)]) this.originsDb.remove(key);
+    // A fresh options object: lmdb-js's getKeys sets `values: false` on the one it is given.
+    for (const { key, value } of [...this.originsDb.getRange({ start: [address], end: [address, KEY_MAX] })]) {
+      const o = originFromRecord(value);
+      if (o.flags & O_GONE) {
+        this.tombstonesDb.remove([holdClass(o.flags), o.expiresAt, address, key[1] as string]);
+        this.tombstoneCount--;
+      }
+      this.originsDb.remove(key);
+    }
     for (const key of [...this.groupsDb.getKeys(prefix)]) this.groupsDb.remove(key);
     if (box.meta.expiresAt !== 0) this.expiryDb.remove([box.meta.expiresAt, 0, address]);
     this.mailboxesDb.remove(address);
     this.boxes.delete(address);
     this.dirty.delete(address);
     return before;
+  }
+
+  /** Turns a live origin entry into a tombstone due per the limits, then evicts past `maxOriginTombstones`. */
+  private addTombstone(address: string, originId: string, o: Origin, now: number): void {
+    const cls = holdClass(o.flags);
+    o.flags |= O_GONE;
+    o.expiresAt = tombstoneExpiry(now, cls === 1 ? this.limits.originHoldMaxMs : this.limits.originRetentionMs);
+    this.originsDb.put([address, originId], recordOfOrigin(o));
+    this.tombstonesDb.put([cls, o.expiresAt, address, originId], 1);
+    this.tombstoneCount++;
+    const limit = this.limits.maxOriginTombstones;
+    if (!over(this.tombstoneCount, limit)) return;
+    // The first keys: unheld before held, soonest due first.
+    for (const key of [...this.tombstonesDb.getKeys({ limit: this.tombstoneCount - limit })] as Key[]) this.dropTombstone(key);
+  }
+
+  /** Removes a tombstone (its tombstones key and its origins entry). */
+  private dropTombstone(key: Key): void {
+    const [, expiresAt, address, originId] = key as [number, number, string, string];
+    this.tombstonesDb.remove(key);
+    this.tombstoneCount--;
+    const rec = this.originsDb.get([address, originId]);
+    const o = rec && originFromRecord(rec);
+    if (o && o.flags & O_GONE && o.expiresAt === expiresAt) this.originsDb.remove([address, originId]);
   }
 
   /** Compacts the progress of the given priorities (all by default): one range read each. */

@@ -12,13 +12,19 @@ import {
   checkMessage,
   checkMsgId,
   checkSpec,
+  checksConflict,
   deadline,
   mailboxNotFound,
   MAX_META_KEY_BYTES,
+  MAX_ORIGIN_ID_BYTES,
   newToken,
+  originConflict,
+  over,
   readable,
   resolveLimits,
   storeClosed,
+  tombstoneExpiry,
+  validKeyString,
 } from "./limits.js";
 import type { StoreLimits } from "./limits.js";
 import { compactProgress, isDone, markDone, MailboxType, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
@@ -32,6 +38,7 @@ import type {
   MailboxStore,
   MetaValue,
   NewMessage,
+  OriginInfo,
   PriorityRank,
   ReadOptions,
   StoredMessage,
@@ -45,10 +52,25 @@ interface Box {
   /** Messages per rank, ascending msgId. */
   byRank: [StoredMessage[], StoredMessage[], StoredMessage[]];
   keys: Map<string, StoredMessage>;
-  /** Messages by originId. */
-  origins: Map<string, StoredMessage>;
+  /** What the mailbox knows by originId: stored messages and tombstones. */
+  origins: Map<string, Origin>;
   groups: Map<string, GroupState>;
 }
+
+interface Origin {
+  readonly rank: PriorityRank;
+  readonly msgId: number;
+  readonly check: string | null;
+  held: boolean;
+  released: boolean;
+  /** The stored message; null once it is gone (a tombstone). */
+  message: StoredMessage | null;
+  /** Store-clock ms when the tombstone is due (0 while live). */
+  expiresAt: number;
+}
+
+/** 1 = a held tombstone not released (evicted after the others), else 0 (as the LMDB index). */
+const holdClass = (o: Origin): 0 | 1 => (o.held && !o.released ? 1 : 0);
 
 const DEFAULT_EXPIRE_MAX = 10_000;
 
@@ -62,12 +84,16 @@ export class MemoryMailboxStore implements MailboxStore {
   private readonly perRank = [0, 1, 2].map(() => ({ messages: 0, bytes: 0 }));
   private nextMsgId = 1;
   private closed = false;
+  private tombstones = 0;
+  /** The last store-clock `now` a call gave (deleteMessage without `at` uses it). */
+  private lastNow = 0;
 
   constructor(readonly limits: StoreLimits) {}
 
   async createMailbox(spec: MailboxSpec, at: Instant): Promise<{ mailbox: MailboxMeta; isNew: boolean }> {
     this.open();
     const s = checkSpec(spec);
+    this.lastNow = at.now;
     const box = this.boxes.get(s.address);
     const expiresAt = deadline(at.now, s.ttlSec);
     if (box) {
@@ -115,10 +141,14 @@ export class MemoryMailboxStore implements MailboxStore {
   async append(address: string, msg: NewMessage, at: Instant): Promise<AppendedMessage> {
     this.open();
     const m = checkMessage(msg);
+    this.lastNow = at.now;
     const box = this.boxes.get(address);
     if (!box) throw mailboxNotFound(address);
     const known = m.originId === null ? undefined : box.origins.get(m.originId);
-    if (known) return { ...copy(known), duplicate: true };
+    if (known) {
+      if (checksConflict(known.check, m.originCheck)) throw originConflict(address, m.originId!);
+      return { duplicate: true, address, msgId: known.msgId, priority: known.rank, message: known.message && copy(known.message) };
+    }
     const replaced = new Set<StoredMessage>();
     if (m.key !== null) {
       const old = box.keys.get(m.key);
@@ -132,7 +162,7 @@ export class MemoryMailboxStore implements MailboxStore {
       { mailboxMessages: box.messages, mailboxBytes: box.bytes, storeBytes: this.totalBytes(), removedMessages: replaced.size, removedBytes, size: m.size },
       this.limits,
     );
-    for (const r of replaced) this.removeMessage(box, r);
+    for (const r of replaced) this.removeMessage(box, r, at.now);
     const stored: StoredMessage = {
       msgId: this.nextMsgId++,
       address,
@@ -148,7 +178,9 @@ export class MemoryMailboxStore implements MailboxStore {
     };
     box.byRank[m.priority].push(stored);
     if (stored.key !== null) box.keys.set(stored.key, stored);
-    if (stored.originId !== null) box.origins.set(stored.originId, stored);
+    if (stored.originId !== null) {
+      box.origins.set(stored.originId, { rank: m.priority, msgId: stored.msgId, check: m.originCheck, held: m.originHold, released: false, message: stored, expiresAt: 0 });
+    }
     box.messages++;
     box.bytes += m.size;
     this.perRank[m.priority]!.messages++;
@@ -160,6 +192,7 @@ export class MemoryMailboxStore implements MailboxStore {
     this.open();
     const box = this.boxes.get(address);
     if (!box) throw mailboxNotFound(address);
+    if (Number.isFinite(opts.now)) this.lastNow = opts.now;
     const after = afterPositions(opts.after);
     const limit = opts.limit ?? Infinity;
     const out: StoredMessage[] = [];
@@ -182,17 +215,19 @@ export class MemoryMailboxStore implements MailboxStore {
     return found && copy(found.message);
   }
 
-  async deleteMessage(address: string, msgId: number): Promise<boolean> {
+  async deleteMessage(address: string, msgId: number, at?: Instant): Promise<boolean> {
     this.open();
     checkMsgId(msgId);
+    if (at !== undefined) this.lastNow = at.now;
     const found = this.find(address, msgId);
     if (!found) return false;
-    this.removeMessage(found.box, found.message);
+    this.removeMessage(found.box, found.message, this.lastNow);
     return true;
   }
 
   async expire(now: number, max = DEFAULT_EXPIRE_MAX): Promise<ExpireResult> {
     this.open();
+    this.lastNow = now;
     // The same order as the LMDB expiry index: by time, mailboxes before messages.
     type Item = { at: number; kind: 0 | 1; box: Box; message?: StoredMessage };
     const due: Item[] = [];
@@ -210,11 +245,42 @@ export class MemoryMailboxStore implements MailboxStore {
         const gone = this.removeBox(item.box.meta.address);
         if (gone) mailboxes.push(gone);
       } else if (this.boxes.get(item.box.meta.address) === item.box && this.find(item.box.meta.address, item.message!.msgId)) {
-        this.removeMessage(item.box, item.message!);
+        this.removeMessage(item.box, item.message!, now);
         messages++;
       }
     }
-    return { mailboxes, messages, more: due.length > max };
+    if (due.length > max) return { mailboxes, messages, tombstones: 0, more: true };
+    // Then due tombstones, with what is left of `max`.
+    const left = max - due.length;
+    const tombs = this.tombstoneList()
+      .filter((t) => t.origin.expiresAt <= now)
+      .sort((a, b) => a.origin.expiresAt - b.origin.expiresAt || holdClass(a.origin) - holdClass(b.origin));
+    for (const t of tombs.slice(0, left)) this.dropTombstone(t.box, t.originId);
+    return { mailboxes, messages, tombstones: Math.min(left, tombs.length), more: tombs.length > left };
+  }
+
+  async releaseOrigins(address: string, originIds: readonly string[], at: Instant): Promise<number> {
+    this.open();
+    if (!Array.isArray(originIds)) throw new Mq9Error(ErrorCode.STORE_INVALID_INPUT, "originIds must be an array");
+    this.lastNow = at.now;
+    const box = this.boxes.get(address);
+    if (!box) return 0;
+    let found = 0;
+    for (const id of new Set(originIds)) {
+      const o = validKeyString(id, MAX_ORIGIN_ID_BYTES) ? box.origins.get(id) : undefined;
+      if (!o || !o.held) continue;
+      found++;
+      if (o.released) continue;
+      o.released = true;
+      if (!o.message) o.expiresAt = tombstoneExpiry(at.now, this.limits.originRetentionMs);
+    }
+    return found;
+  }
+
+  hasOrigin(address: string, originId: string): OriginInfo | undefined {
+    this.open();
+    const o = this.boxes.get(address)?.origins.get(originId);
+    return o && { msgId: o.msgId, live: o.message !== null, check: o.check };
   }
 
   getGroup(address: string, group: string): GroupState | undefined {
@@ -272,6 +338,7 @@ export class MemoryMailboxStore implements MailboxStore {
       lastMsgId: this.nextMsgId - 1,
       storeBytes: bytes,
       mapSize: 0,
+      originTombstones: this.tombstones,
     };
   }
 
@@ -312,11 +379,21 @@ export class MemoryMailboxStore implements MailboxStore {
     return undefined;
   }
 
-  private removeMessage(box: Box, m: StoredMessage): void {
+  /** Removes a message; its origin id, if any, becomes a tombstone timed from `now` (null: the
+   *  mailbox goes too, its origins are dropped by the caller). */
+  private removeMessage(box: Box, m: StoredMessage, now: number | null): void {
     const list = box.byRank[m.priority];
     list.splice(indexById(list, m.msgId), 1);
     if (m.key !== null && box.keys.get(m.key) === m) box.keys.delete(m.key);
-    if (m.originId !== null && box.origins.get(m.originId) === m) box.origins.delete(m.originId);
+    const o = m.originId === null ? undefined : box.origins.get(m.originId);
+    if (o && o.message === m && now !== null) {
+      o.message = null;
+      o.expiresAt = tombstoneExpiry(now, holdClass(o) === 1 ? this.limits.originHoldMaxMs : this.limits.originRetentionMs);
+      this.tombstones++;
+      if (over(this.tombstones, this.limits.maxOriginTombstones)) {
+        for (const t of this.tombstoneList().slice(0, this.tombstones - this.limits.maxOriginTombstones)) this.dropTombstone(t.box, t.originId);
+      }
+    }
     box.messages--;
     box.bytes -= size(m);
     this.perRank[m.priority]!.messages--;
@@ -327,9 +404,30 @@ export class MemoryMailboxStore implements MailboxStore {
     const box = this.boxes.get(address);
     if (!box) return undefined;
     const before = view(box);
-    for (const list of box.byRank) for (const m of list.slice()) this.removeMessage(box, m);
+    for (const list of box.byRank) for (const m of list.slice()) this.removeMessage(box, m, null);
+    for (const o of box.origins.values()) if (!o.message) this.tombstones--;
+    box.origins.clear();
     this.boxes.delete(address);
     return before;
+  }
+
+  /** Every tombstone in the order of the LMDB index: unheld before held, then by expiry, address, originId. */
+  private tombstoneList(): { box: Box; originId: string; origin: Origin }[] {
+    const out: { box: Box; originId: string; origin: Origin }[] = [];
+    for (const box of this.boxes.values()) for (const [originId, origin] of box.origins) if (!origin.message) out.push({ box, originId, origin });
+    return out.sort(
+      (a, b) =>
+        holdClass(a.origin) - holdClass(b.origin) ||
+        a.origin.expiresAt - b.origin.expiresAt ||
+        cmp(a.box.meta.address, b.box.meta.address) ||
+        cmp(a.originId, b.originId),
+    );
+  }
+
+  private dropTombstone(box: Box, originId: string): void {
+    if (box.origins.get(originId)?.message !== null) return;
+    box.origins.delete(originId);
+    this.tombstones--;
   }
 
   private compact(box: Box, state: GroupState): GroupState {

@@ -77,9 +77,19 @@ export interface NewMessage {
   /** mq9-delay: seconds before reads return it; absent or 0 = at once. */
   readonly delaySec?: number;
   /** The sender's id for this message, so that a retried send is stored once: an append whose
-   *  originId that mailbox already holds stores nothing (see `append`). Same rules as a key
-   *  string (non-empty, no NUL, at most 1024 UTF-8 bytes); absent or null = no such id. */
+   *  originId that mailbox knows (its message is stored, or went and left a tombstone) stores
+   *  nothing (see `append`). Same rules as a key string (non-empty, no NUL, at most 1024 UTF-8
+   *  bytes); absent or null = no such id. */
   readonly originId?: string | null;
+  /** A fingerprint of the content, kept with the origin id (not with the message): a later
+   *  append with the same originId and a different originCheck is refused with
+   *  STORE_ORIGIN_CONFLICT. Non-empty, no NUL, at most 256 UTF-8 bytes; absent or null = none
+   *  (then any append with that originId is a duplicate). Ignored without an originId. */
+  readonly originCheck?: string | null;
+  /** The origin's tombstone does not expire by time once its message is gone, until
+   *  `releaseOrigins` names it (or `originHoldMaxMs` has passed since its message went).
+   *  Ignored without an originId. */
+  readonly originHold?: boolean;
 }
 
 export interface StoredMessage {
@@ -97,15 +107,32 @@ export interface StoredMessage {
   readonly expiresAt: number;
   /** Store-clock ms before which reads skip it; 0 = visible at once. */
   readonly visibleAt: number;
-  /** The originId it was appended with, or null.
-   *  An origin id is known exactly as long as its message is stored: deleting, replacing (mq9-key, `latest`) or expiring the message (or its mailbox) frees it. */
+  /** The originId it was appended with, or null. The mailbox knows the id while the message
+   *  is stored and, once it is gone, as a tombstone (see `MailboxStore.append`). */
   readonly originId: string | null;
 }
 
-/** What `append` resolves with: the stored message, marked `duplicate` when nothing was
- *  stored because the mailbox already held a message with the same originId (that one). */
-export interface AppendedMessage extends StoredMessage {
-  readonly duplicate?: true;
+/** What `append` resolves with: the message it stored, or a `DuplicateAppend` when nothing
+ *  was stored because the mailbox already knew that originId. `r.msgId` and `r.duplicate`
+ *  work on both arms; narrow with `if (r.duplicate)`. */
+export type AppendedMessage = (StoredMessage & { readonly duplicate?: undefined }) | DuplicateAppend;
+
+/** An append that stored nothing: the originId is that of message `msgId`. */
+export interface DuplicateAppend {
+  readonly duplicate: true;
+  readonly address: string;
+  readonly msgId: number;
+  readonly priority: PriorityRank;
+  /** the message, while it is still stored; null when only its tombstone is left */
+  readonly message: StoredMessage | null;
+}
+
+/** What `hasOrigin` knows of an origin id: its message, whether that is still stored
+ *  (`live`; false = a tombstone), and the origin check it was appended with. */
+export interface OriginInfo {
+  readonly msgId: number;
+  readonly live: boolean;
+  readonly check: string | null;
 }
 
 export interface ReadOptions {
@@ -130,6 +157,8 @@ export interface ExpireResult {
   readonly mailboxes: readonly MailboxMeta[];
   /** Messages removed because their own TTL ran out. */
   readonly messages: number;
+  /** Origin tombstones removed because they were due (not those removed with their mailbox). */
+  readonly tombstones: number;
   /** True when `max` stopped the sweep early: call again. */
   readonly more: boolean;
 }
@@ -152,6 +181,8 @@ export interface StoreStats {
   readonly storeBytes: number;
   /** LMDB map size in bytes (0 for the memory store). lmdb-js grows it as needed. */
   readonly mapSize: number;
+  /** Origin ids remembered after their message went (what `maxOriginTombstones` limits). */
+  readonly originTombstones: number;
 }
 
 /** A small JSON-compatible value kept with `setMeta` (e.g. the clock checkpoint). */
@@ -173,22 +204,49 @@ export interface MailboxStore {
   deleteMailbox(address: string): Promise<boolean>;
 
   /**
-   * Stores a message (MAILBOX_NOT_FOUND, LIMIT_*, STORE_FULL); resolves once durable. When
-   * `msg.originId` is set and the mailbox already holds a message with that originId
-   * (written earlier, or earlier in the same batch), nothing is written: no msgId is
-   * issued, no limit checked, nothing replaced; it resolves with that message and
-   * `duplicate: true`, whatever else `msg` says.
+   * Stores a message (MAILBOX_NOT_FOUND, LIMIT_*, STORE_FULL); resolves once durable.
+   *
+   * Origin ids: when `msg.originId` is set and the mailbox knows it — its message is stored
+   * (written earlier, or earlier in the same batch) or went and left a tombstone — nothing
+   * is written: no msgId is issued, no limit checked, nothing replaced, no hold or check
+   * changed; it resolves with a `DuplicateAppend` (`message` null for a tombstone), whatever
+   * else `msg` says — except that when both the known origin and `msg` carry an
+   * `originCheck` and the two differ, it rejects with STORE_ORIGIN_CONFLICT (nothing stored).
+   *
+   * Tombstones: when a message with an originId goes (deleteMessage, mq9-key or `latest`
+   * replacement, its TTL in `expire()`), its origin id stays known as a tombstone (msgId,
+   * rank, check) until `goneAt + originRetentionMs`, or, for an `originHold` origin not yet
+   * released, `goneAt + originHoldMaxMs` (`releaseOrigins` brings that to `now +
+   * originRetentionMs`); `goneAt` is the `now` of the call that removed it. A due tombstone
+   * still counts until `expire()` removes it. Past `maxOriginTombstones`, the tombstones
+   * that expire soonest go first (unheld before held); a stored message's origin never
+   * does. Tombstones go with their mailbox (deleteMailbox, mailbox expiry).
    */
   append(address: string, msg: NewMessage, at: Instant): Promise<AppendedMessage>;
   /** Messages in delivery order (critical, urgent, normal; oldest first). Throws MAILBOX_NOT_FOUND. */
   read(address: string, opts: ReadOptions): StoredMessage[];
   /** One message of that mailbox by id, expired or not yet visible included. */
   getMessage(address: string, msgId: number): StoredMessage | undefined;
-  /** Removes one message of that mailbox; false if that mailbox holds no such message. */
-  deleteMessage(address: string, msgId: number): Promise<boolean>;
+  /** Removes one message of that mailbox; false if that mailbox holds no such message.
+   *  `at` times the tombstone its originId leaves (see `append`); without it the store uses
+   *  the last `now` it was given by any call (createMailbox, append, read, deleteMessage,
+   *  releaseOrigins, expire), 0 if none since it was opened. */
+  deleteMessage(address: string, msgId: number, at?: Instant): Promise<boolean>;
 
-  /** Removes due mailboxes (expiresAt <= now) with everything in them, and due messages; at most `max` (default 10 000) of them per call. */
+  /** Removes due mailboxes (expiresAt <= now) with everything in them, then due messages,
+   *  then due origin tombstones; at most `max` (default 10 000) of them per call. */
   expire(now: number, max?: number): Promise<ExpireResult>;
+
+  /**
+   * Ends the hold of these `originHold` origins of the mailbox: a tombstone then expires at
+   * `at.now + originRetentionMs`; an origin whose message is still stored is marked released,
+   * so its tombstone will expire like an unheld one. Returns how many of the ids name a held
+   * origin of that mailbox (released before or not; a released one is not changed again).
+   * Unknown ids, ids that were not held and a missing mailbox are ignored. Resolves once durable.
+   */
+  releaseOrigins(address: string, originIds: readonly string[], at: Instant): Promise<number>;
+  /** What the mailbox knows of an origin id (stored message or tombstone), or undefined. */
+  hasOrigin(address: string, originId: string): OriginInfo | undefined;
 
   /** A group's progress in a mailbox, or undefined if it has none. */
   getGroup(address: string, group: string): GroupState | undefined;

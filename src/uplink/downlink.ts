@@ -1,129 +1,415 @@
-// Downlink: drain this edge's cloud mailbox into the local mailbox of the same name.
-// Per batch: read from the cloud (pull: MSG.FETCH from our group's position; push:
-// MAILBOX.LIST), append every message locally and wait until that is durable, and
-// only then acknowledge (pull) or delete (push) them in the cloud, in the order read.
-// Each local message carries its cloud msg_id as origin id, so a batch read again
-// after a crash or a cut link is not stored (or delivered) twice.
+// Downlink: drain this edge's cloud mailboxes into the local mailboxes of the same names.
+//
+// The drain is built for RobustMQ as it ships (see the spec's appendix), where a pull
+// group's ACK is one shared position for all three priorities that an ACK may move
+// backwards or past unread messages, and where FETCH stops reading lower priorities once
+// higher ones fill the batch. Positions are therefore never used. Each round:
+//
+//   1. read every cloud mailbox from its start, critical first (pull: MSG.FETCH with
+//      deliver "earliest" and no group; push: MAILBOX.LIST);
+//   2. keep, across mailboxes, only what may be stored now without a lower priority
+//      overtaking a higher one still unread in the cloud, and only what fits locally;
+//   3. append it locally and wait until that is durable (one commit for the round);
+//   4. only then delete exactly those messages in the cloud (MSG.DELETE / MAILBOX.DELETE;
+//      one request with the list of ids where the cloud is an mq9-edge).
+//
+// A deleted message can neither be skipped nor come back, and the next read sees what is
+// left, critical first, late criticals included. Each local copy carries the origin id
+// `cloud:<mailbox>:<msg_id>`, held by the store as a tombstone after the local message is
+// gone until the cloud confirmed its removal, so a command handled and deleted locally is
+// not stored again when a cut link makes the cloud hand it out a second time. The origin
+// also records a fingerprint of the cloud's copy: a cloud that repeats msg_ids (RobustMQ
+// with several shards per mailbox) is detected as soon as one id shows two contents, and
+// that mailbox is no longer drained, because deleting an id there deletes it in every shard.
 
-import { setTimeout as delay } from "node:timers/promises";
+import { createHash } from "node:crypto";
 import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
-import { ErrorCode, Mq9Error } from "../errors.js";
+import { ErrorCode, Mq9Error, countError } from "../errors.js";
+import { headerValue } from "../mq9/headers.js";
 import type { Mq9Service } from "../mq9/service.js";
-import { MailboxType } from "../store/types.js";
+import { MAX_KEY_BYTES, MAX_TAG_BYTES, MAX_TAGS, validKeyString } from "../store/limits.js";
+import { MailboxType, type NewMessage, type PriorityRank } from "../store/types.js";
 import { decodeReply, headerBlock, itemHeaders, itemPayload, itemPriority, withoutDeliveryHeaders, type CloudItem, type CloudReply } from "./wire.js";
+import { sleep } from "./sleep.js";
 
-export const DOWNLINK_GROUP = "mq9-edge";
-const PUSH_POLL_MS = 200;
+/** How long the pull dialect's FETCH waits in the cloud when the only mailbox is empty. */
 const PULL_WAIT_MS = 1000;
+/** How often to look again when every mailbox is empty (several, or push) or full locally. */
+const IDLE_MS = 200;
+/** A message TTL the cloud set is kept if it is at most this (the store's ceiling). */
+const MAX_TTL_SEC = 10 * 365 * 86_400;
+
+export const DrainState = {
+  /** Nothing waiting in the cloud at the last look. */
+  idle: "idle",
+  draining: "draining",
+  /** The local mailbox (or store) has no room: the cloud is not read until it has. */
+  full: "full",
+  /** The cloud repeats msg_ids in this mailbox: it is not drained at all. */
+  refused: "refused",
+} as const;
+export type DrainState = (typeof DrainState)[keyof typeof DrainState];
 
 export interface DownlinkOptions {
   dialect: "pull" | "push";
-  mailbox: string;
+  mailboxes: readonly string[];
   batch: number;
   /** Deadline for one request to the cloud. */
   requestTimeoutMs: number;
+  /** The store's limits (0 = none), so a round takes only what fits. */
+  room: { maxMessagesPerMailbox: number; maxBytesPerMailbox: number; maxStoreBytes: number };
+}
+
+export interface DrainStatus {
+  mailbox: string;
+  state: DrainState;
+  /** Why it is full or refused. */
+  error: string;
+  drained: number;
+}
+
+interface Box {
+  readonly address: string;
+  state: DrainState;
+  error: string;
+  drained: number;
+  /** Local usage when it filled: it is read again once usage went down. */
+  fullAt?: { messages: number; bytes: number; storeBytes: number };
+}
+
+/** One cloud message on its way: what it becomes locally, and how it was found. */
+interface Incoming {
+  readonly item: CloudItem;
+  readonly rank: PriorityRank;
+  readonly originId: string;
+  readonly check: string;
+  /** What is stored locally; null when it was stored before (or its tombstone is there): then only its cloud copy is removed. */
+  readonly local: NewMessage | null;
 }
 
 export class Downlink {
-  /** Messages stored locally, and cloud messages seen again and skipped, since start. */
+  /** Messages stored locally, and cloud messages seen again and not stored, since start. */
   drained = 0;
   duplicates = 0;
+  /** Times a cloud mailbox was found repeating msg_ids. */
+  repeatedIds = 0;
+  private readonly boxes: Box[];
+  /** Whether the cloud deletes a list of ids in one request (an mq9-edge does); per connection. */
+  private bulk: boolean | undefined;
+  /** Origins whose cloud copy is gone: released with the next local commit. */
+  private releasable = new Map<string, string[]>();
 
   constructor(
     private readonly service: Mq9Service,
     private readonly opts: DownlinkOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.boxes = opts.mailboxes.map((address) => ({ address, state: DrainState.idle, error: "", drained: 0 }));
+  }
 
-  /** The local mailbox commands land in; created (never expiring) if missing. */
-  async ensureLocalMailbox(): Promise<void> {
-    const address = this.opts.mailbox;
+  status(): DrainStatus[] {
+    return this.boxes.map((b) => ({ mailbox: b.address, state: b.state, error: b.error, drained: b.drained }));
+  }
+
+  /** The local mailboxes commands land in; created (never expiring) if missing. */
+  async ensureLocalMailboxes(): Promise<void> {
+    for (const b of this.boxes) await this.ensureLocal(b.address);
+  }
+
+  private async ensureLocal(address: string): Promise<void> {
     if (this.service.store.getMailbox(address) !== undefined) return;
     await this.service.store.createMailbox(
       { address, public: false, desc: "commands from the cloud", type: MailboxType.standard, ttlSec: 0 },
       { now: this.service.clock.now(), wallMs: this.service.clock.wallMs() },
     );
-    this.log.info({ address }, "created the local downlink mailbox");
+    this.log.info({ address }, "created a local downlink mailbox");
   }
 
-  /** Drains until the link fails (throws) or `signal` aborts. */
+  /**
+   * Drains until the link fails (throws) or `signal` aborts. A round's removal is not
+   * awaited before the next read is sent: both go on the one connection in that order, and
+   * a cloud serves one connection's requests in order (RobustMQ does; an mq9-edge reads
+   * after the same connection's earlier writes), so the read sees the removal. A cloud
+   * that did not would hand out removed messages again: they are known here and only
+   * removed again.
+   */
   async run(nc: NatsConnection, signal: AbortSignal): Promise<void> {
-    const o = this.opts;
-    await this.createCloudMailbox(nc);
-    while (!signal.aborted) {
-      const items = o.dialect === "pull" ? await this.fetch(nc) : await this.list(nc);
-      if (signal.aborted) return;
-      if (items.length === 0) {
-        if (o.dialect === "push") await sleep(PUSH_POLL_MS, signal);
-        continue;
+    this.bulk = undefined;
+    await Promise.all(this.boxes.map((b) => this.createCloudMailbox(nc, b.address)));
+    let waitMs = 0;
+    let removal: Promise<void> = Promise.resolve();
+    try {
+      while (!signal.aborted) {
+        const open = this.boxes.filter((b) => b.state !== DrainState.refused && this.hasRoom(b));
+        if (open.length === 0) {
+          await removal;
+          await this.release();
+          await sleep(IDLE_MS, signal);
+          continue;
+        }
+        const reading = Promise.all(open.map((b) => this.read(nc, b.address, waitMs)));
+        reading.catch(() => undefined); // heard below, unless the removal failed first
+        await removal;
+        const replies = await reading;
+        if (signal.aborted) return;
+        const round = this.plan(open, replies);
+        if (round.length === 0) {
+          await this.release();
+          // RobustMQ's FETCH sleeps in the cloud when empty; with one mailbox that is the pause.
+          if (this.opts.dialect === "pull" && open.length === 1 && waitMs === 0) waitMs = PULL_WAIT_MS;
+          else await sleep(IDLE_MS, signal);
+          continue;
+        }
+        waitMs = 0;
+        const done = await this.store(round);
+        if (signal.aborted) return;
+        removal = this.remove(nc, done);
       }
-      await this.store(items);
-      // Durable here: now the cloud may forget them, in the order they were read
-      // (RobustMQ moves a pull group's position on every ACK).
-      const done = items.map((m) =>
-        o.dialect === "pull"
-          ? this.request(nc, `$mq9.AI.MSG.ACK.${o.mailbox}`, { group_name: DOWNLINK_GROUP, mail_address: o.mailbox, msg_id: m.msg_id })
-          : this.request(nc, `$mq9.AI.MAILBOX.DELETE.${o.mailbox}.${m.msg_id}`, ""),
-      );
-      await Promise.all(done);
+    } finally {
+      // A failed removal ends the session (the link drops); one not awaited must not go unheard.
+      await removal.catch(() => undefined);
     }
   }
 
-  private async createCloudMailbox(nc: NatsConnection): Promise<void> {
-    const r = await this.request(nc, "$mq9.AI.MAILBOX.CREATE", { name: this.opts.mailbox, ttl: 0 }, true);
+  private async createCloudMailbox(nc: NatsConnection, address: string): Promise<void> {
+    const r = await this.request(nc, "$mq9.AI.MAILBOX.CREATE", JSON.stringify({ name: address, ttl: 0 }), true);
     const err = r.error === undefined || r.error === "" ? null : r.error;
     // RobustMQ refuses a name that exists; that is the state we want.
-    if (err !== null && !/already exists/i.test(err)) throw new Error(`cloud MAILBOX.CREATE ${this.opts.mailbox}: ${err}`);
+    if (err !== null && !/already exists/i.test(err)) throw new Error(`cloud MAILBOX.CREATE ${address}: ${err}`);
   }
 
-  private async fetch(nc: NatsConnection): Promise<CloudItem[]> {
-    const r = await this.request(nc, `$mq9.AI.MSG.FETCH.${this.opts.mailbox}`, {
-      group_name: DOWNLINK_GROUP,
-      deliver: "earliest",
-      config: { num_msgs: this.opts.batch, max_wait_ms: PULL_WAIT_MS },
+  private async read(nc: NatsConnection, address: string, waitMs: number): Promise<CloudItem[]> {
+    const r =
+      this.opts.dialect === "pull"
+        ? await this.request(nc, `$mq9.AI.MSG.FETCH.${address}`, JSON.stringify({ deliver: "earliest", config: { num_msgs: this.opts.batch, max_wait_ms: waitMs } }), false, waitMs)
+        : await this.request(nc, `$mq9.AI.MAILBOX.LIST.${address}`, JSON.stringify({ limit: this.opts.batch }));
+    return Array.isArray(r.messages) ? r.messages : [];
+  }
+
+  /**
+   * What this round stores, per mailbox, in the order read. A mailbox whose reply was cut
+   * at the batch size may hold more of the last priority it reached (or of any lower one):
+   * no mailbox stores a lower priority than that this round, so a critical still in the
+   * cloud is never overtaken by an urgent of another mailbox. Within one mailbox a reply
+   * is in priority order, so what is taken is a prefix.
+   */
+  private plan(boxes: Box[], replies: CloudItem[][]): Array<{ box: Box; items: Incoming[] }> {
+    let limit = 2;
+    replies.forEach((items) => {
+      if (items.length >= this.opts.batch) limit = Math.min(limit, itemPriority(items[items.length - 1]!));
     });
-    return r.messages ?? [];
+    const round: Array<{ box: Box; items: Incoming[] }> = [];
+    boxes.forEach((box, i) => {
+      const items = this.incoming(box, replies[i]!);
+      if (items === null) return; // refused
+      const fits = this.fit(box, items.filter((m) => m.rank <= limit));
+      if (fits.length === 0) {
+        if (box.state !== DrainState.full) box.state = DrainState.idle;
+        return;
+      }
+      if (box.state !== DrainState.full) box.state = DrainState.draining;
+      round.push({ box, items: fits });
+    });
+    return round;
   }
 
-  private async list(nc: NatsConnection): Promise<CloudItem[]> {
-    const r = await this.request(nc, `$mq9.AI.MAILBOX.LIST.${this.opts.mailbox}`, { limit: this.opts.batch });
-    return r.messages ?? [];
+  /** The reply's items checked against what is stored; null when the cloud repeats an id. */
+  private incoming(box: Box, items: CloudItem[]): Incoming[] | null {
+    const out: Incoming[] = [];
+    const seen = new Set<number>();
+    for (const item of items) {
+      if (!Number.isSafeInteger(item.msg_id) || item.msg_id < 0) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${box.address}: a message without a valid msg_id`);
+      const originId = `cloud:${box.address}:${item.msg_id}`;
+      const check = fingerprint(item);
+      const known = this.service.store.hasOrigin(box.address, originId);
+      if (seen.has(item.msg_id) || (known !== undefined && known.check !== null && known.check !== check)) {
+        this.refuse(box, item.msg_id);
+        return null;
+      }
+      seen.add(item.msg_id);
+      const m = { item, rank: itemPriority(item), originId, check };
+      out.push({ ...m, local: known === undefined ? this.localMessage(m) : null });
+    }
+    return out;
   }
 
-  private async store(items: CloudItem[]): Promise<void> {
-    await this.ensureLocalMailbox();
-    const address = this.opts.mailbox;
-    const results = await Promise.all(
-      items.map((m) => {
-        const pairs = withoutDeliveryHeaders(itemHeaders(m));
-        pairs.push(["mq9-cloud-msg-id", String(m.msg_id)]);
-        return this.service.append(address, {
-          priority: itemPriority(m),
-          headers: headerBlock(pairs),
-          payload: itemPayload(m),
-          originId: `cloud:${address}:${m.msg_id}`,
-        });
+  private refuse(box: Box, msgId: number): void {
+    this.repeatedIds++;
+    countError(ErrorCode.UPLINK_REPEATED_ID);
+    box.state = DrainState.refused;
+    box.error = `the cloud gave msg_id ${msgId} to two different messages in mailbox ${box.address}`;
+    this.log.error(
+      { mailbox: box.address, msgId },
+      "the cloud repeats msg_ids in this mailbox (RobustMQ with more than one shard per mailbox?); it is no longer drained, since removing one id there removes it in every shard. Give the mailbox one shard in the cloud and restart the edge",
+    );
+  }
+
+  /**
+   * Whether the cloud should be read for this mailbox: not while it is full, until
+   * something was removed locally since it filled (a message deleted or expired).
+   */
+  private hasRoom(box: Box): boolean {
+    if (box.state !== DrainState.full) return true;
+    const now = this.usage(box.address);
+    const was = box.fullAt!;
+    if (now.messages >= was.messages && now.bytes >= was.bytes && now.storeBytes >= was.storeBytes) return false;
+    box.state = DrainState.draining;
+    box.error = "";
+    this.log.info({ mailbox: box.address }, "the local downlink mailbox has room again; draining resumes");
+    return true;
+  }
+
+  private usage(address: string): { messages: number; bytes: number; storeBytes: number } {
+    const meta = this.service.store.getMailbox(address);
+    return { messages: meta?.messages ?? 0, bytes: meta?.bytes ?? 0, storeBytes: this.service.store.stats().bytes };
+  }
+
+  private setFull(box: Box, why: string): void {
+    box.fullAt = this.usage(box.address);
+    if (box.state === DrainState.full) return;
+    box.state = DrainState.full;
+    box.error = why;
+    countError(ErrorCode.UPLINK_LOCAL_FULL);
+    this.log.warn({ mailbox: box.address, why }, "the local downlink mailbox is full: commands wait in the cloud until there is room");
+  }
+
+  /** The prefix of `items` the store's limits take (known ones take no room). */
+  private fit(box: Box, items: Incoming[]): Incoming[] {
+    const r = this.opts.room;
+    let { messages, bytes, storeBytes } = this.usage(box.address);
+    for (let i = 0; i < items.length; i++) {
+      const m = items[i]!;
+      if (m.local === null) continue;
+      const size = m.local.payload.length + (m.local.headers?.length ?? 0);
+      messages++;
+      bytes += size;
+      storeBytes += size;
+      if (
+        (r.maxMessagesPerMailbox > 0 && messages > r.maxMessagesPerMailbox) ||
+        (r.maxBytesPerMailbox > 0 && bytes > r.maxBytesPerMailbox) ||
+        (r.maxStoreBytes > 0 && storeBytes > r.maxStoreBytes)
+      ) {
+        this.setFull(box, "the local mailbox or the store is at its limit");
+        return items.slice(0, i);
+      }
+    }
+    return items;
+  }
+
+  /**
+   * Appends the round locally, one commit, and resolves with what may now be removed from
+   * the cloud: every message durable here (stored now or before). A message the store
+   * refuses stays in the cloud for a later round.
+   */
+  private async store(round: Array<{ box: Box; items: Incoming[] }>): Promise<Array<{ box: Box; items: Incoming[] }>> {
+    for (const { box } of round) await this.ensureLocal(box.address);
+    // Appended critical first across mailboxes: one commit, delivered in this order.
+    const flat = round.flatMap(({ box, items }) => items.map((m) => ({ box, m })));
+    flat.sort((a, b) => a.m.rank - b.m.rank);
+    const pending: Array<Promise<unknown>> = flat.map(({ box, m }) => (m.local === null ? Promise.resolve() : this.service.append(box.address, m.local)));
+    // Released origins ride in the same commit.
+    pending.push(this.release());
+    const results = await Promise.allSettled(pending);
+    const removable = new Map<Box, Incoming[]>(round.map(({ box }) => [box, []]));
+    flat.forEach(({ box, m }, i) => {
+      const r = results[i]!;
+      if (r.status === "fulfilled") {
+        removable.get(box)!.push(m);
+        if (m.local === null || (r.value as { duplicate?: boolean }).duplicate) this.duplicates++;
+        else {
+          this.drained++;
+          box.drained++;
+        }
+        return;
+      }
+      const err = r.reason as unknown;
+      const code = err instanceof Mq9Error ? err.code : "";
+      if (code === ErrorCode.STORE_ORIGIN_CONFLICT) this.refuse(box, m.item.msg_id);
+      else if (code.startsWith("LIMIT_") || code === ErrorCode.STORE_FULL) this.setFull(box, (err as Error).message);
+      else this.log.error({ mailbox: box.address, msgId: m.item.msg_id, err }, "storing a command from the cloud failed; it stays in the cloud");
+    });
+    // Nothing more is removed from a cloud found repeating ids.
+    return round.map(({ box }) => ({ box, items: box.state === DrainState.refused ? [] : removable.get(box)! }));
+  }
+
+  /** The local message for a cloud one: its headers (less the delivery ones) and mq9 options. */
+  private localMessage(m: Omit<Incoming, "local">): NewMessage {
+    const pairs = withoutDeliveryHeaders(itemHeaders(m.item));
+    const msg: { -readonly [K in keyof NewMessage]: NewMessage[K] } = {
+      priority: m.rank,
+      headers: null,
+      payload: itemPayload(m.item),
+      originId: m.originId,
+      originCheck: m.check,
+      originHold: true,
+    };
+    // The cloud's options, where the store can keep them (mq9-delay was served there).
+    const ttl = headerValue(pairs, "mq9-ttl");
+    if (ttl !== undefined && /^\d{1,10}$/.test(ttl) && Number(ttl) <= MAX_TTL_SEC) msg.ttlSec = Number(ttl);
+    const key = headerValue(pairs, "mq9-key");
+    if (key !== undefined && validKeyString(key, MAX_KEY_BYTES)) msg.key = key;
+    const tags = headerValue(pairs, "mq9-tags")?.split(",").map((t) => t.trim()).filter((t) => t !== "");
+    if (tags !== undefined && tags.length <= MAX_TAGS && tags.every((t) => validKeyString(t, MAX_TAG_BYTES))) msg.tags = tags;
+    pairs.push(["mq9-cloud-msg-id", String(m.item.msg_id)]);
+    msg.headers = headerBlock(pairs);
+    return msg;
+  }
+
+  /** Removes what was stored from the cloud; a failed request throws (the link drops). */
+  private async remove(nc: NatsConnection, round: Array<{ box: Box; items: Incoming[] }>): Promise<void> {
+    await Promise.all(
+      round.map(async ({ box, items }) => {
+        if (items.length === 0) return;
+        const ids = items.map((m) => m.item.msg_id);
+        await this.removeIds(nc, box.address, ids);
+        const list = this.releasable.get(box.address) ?? [];
+        for (const m of items) list.push(m.originId);
+        this.releasable.set(box.address, list);
       }),
     );
-    for (const r of results) {
-      if (r.duplicate) this.duplicates++;
-      else this.drained++;
+  }
+
+  private async removeIds(nc: NatsConnection, address: string, ids: number[]): Promise<void> {
+    const subject = (id: number): string => (this.opts.dialect === "pull" ? `$mq9.AI.MSG.DELETE.${address}.${id}` : `$mq9.AI.MAILBOX.DELETE.${address}.${id}`);
+    let rest = ids;
+    if (this.bulk !== false && ids.length > 1) {
+      const r = await this.request(nc, subject(ids[0]!), JSON.stringify({ msg_ids: ids.slice(1) }));
+      // Only an mq9-edge answers with the list; any other cloud deleted the subject's id alone.
+      this.bulk = Array.isArray((r as { deleted_ids?: unknown }).deleted_ids);
+      if (this.bulk) return;
+      rest = ids.slice(1);
     }
+    await Promise.all(rest.map((id) => this.request(nc, subject(id), "")));
+  }
+
+  /** Lets the store forget, in time, the origins whose cloud copies are gone. */
+  private release(): Promise<unknown> {
+    if (this.releasable.size === 0) return Promise.resolve();
+    const at = { now: this.service.clock.now(), wallMs: this.service.clock.wallMs() };
+    const batch = [...this.releasable];
+    this.releasable = new Map();
+    return Promise.all(batch.map(([address, ids]) => this.service.store.releaseOrigins(address, ids, at))).catch((err: unknown) => {
+      // A held origin not released only lives longer (up to the store's hold maximum).
+      this.log.warn({ err }, "releasing drained origin ids failed");
+    });
   }
 
   /** A request with a deadline; a cloud error reply throws (unless `allowError`). */
-  private async request(nc: NatsConnection, subject: string, body: unknown, allowError = false): Promise<CloudReply> {
-    const data = typeof body === "string" ? Buffer.from(body) : Buffer.from(JSON.stringify(body));
-    const timeout = this.opts.requestTimeoutMs + (subject.includes(".FETCH.") ? PULL_WAIT_MS : 0);
-    const msg = await nc.request(subject, data, { timeout });
+  private async request(nc: NatsConnection, subject: string, body: string, allowError = false, extraMs = 0): Promise<CloudReply> {
+    const msg = await nc.request(subject, Buffer.from(body), { timeout: this.opts.requestTimeoutMs + extraMs });
     const { reply, error } = decodeReply(subject, msg.data);
     if (error !== null && !allowError) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: ${error}`);
     return reply;
   }
 }
 
-/** Waits, or less if the link goes down meanwhile. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return delay(ms, undefined, { signal }).catch(() => undefined);
+/** What identifies a cloud message's content: the same msg_id read again gives the same. */
+function fingerprint(item: CloudItem): string {
+  const h = createHash("sha1");
+  h.update(String(itemPriority(item)));
+  h.update(Array.isArray(item.header) ? Buffer.from(item.header) : JSON.stringify(item.headers ?? {}));
+  h.update("\n");
+  h.update(typeof item.payload_base64 === "string" ? Buffer.from(item.payload_base64, "base64") : Buffer.from(item.payload ?? "", "utf8"));
+  return h.digest("base64url").slice(0, 22);
 }

@@ -4,15 +4,21 @@
 // carries the same mq9-origin-id, so a cloud that dedupes (mq9-edge does) stores it
 // once. A message the cloud refuses stays and is retried on the next pass; the pass
 // goes on past it, so one refused message does not hold back the rest.
+//
+// One bad message never stops the link: a message that cannot go up as it is (a header
+// the cloud's client library cannot encode, more than the cloud's max_payload) or that
+// the cloud keeps refusing past `refusedRetryMs` is set aside in the dead-letter mailbox,
+// with the reason and destination in its headers, logged once and counted.
 
-import { headers as natsHeaders, type NatsConnection } from "nats";
+import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "nats";
+import { ErrorCode, countError } from "../errors.js";
 import type { Logger } from "pino";
 import { parseHeaders } from "../mq9/headers.js";
 import type { Forwarder, Mq9Service } from "../mq9/service.js";
 import { nameError } from "../mq9/subjects.js";
 import { subjectMatches } from "../nats/sublist.js";
 import { MailboxType, PRIORITY_NAMES, Priority, type PriorityRank, type StoredMessage } from "../store/types.js";
-import { sleep } from "./downlink.js";
+import { sleep } from "./sleep.js";
 import { decodeReply } from "./wire.js";
 
 /** `$` keeps it out of reach of clients (see Mq9Service.requireMailbox). */
@@ -29,6 +35,10 @@ export interface OutboxOptions {
   requestTimeoutMs: number;
   /** This edge's id, the prefix of every origin id it sends. */
   edgeId: string;
+  /** The local mailbox where messages that cannot go up are set aside. */
+  deadLetter: string;
+  /** How long a message the cloud refuses is retried before it is set aside. */
+  refusedRetryMs: number;
 }
 
 export class Outbox implements Forwarder {
@@ -36,6 +46,10 @@ export class Outbox implements Forwarder {
   sent = 0;
   /** Refusals by the cloud since start (each retried). */
   refused = 0;
+  /** Set aside in the dead-letter mailbox since start. */
+  deadLettered = 0;
+  /** When each refused outbox message was first refused (outbox msgId → ms). */
+  private readonly firstRefused = new Map<number, number>();
   private readonly patterns: string[][];
   private wakeUp: (() => void) | null = null;
   private readonly refusals = new Map<string, { loggedAt: number; since: number }>();
@@ -100,15 +114,53 @@ export class Outbox implements Forwarder {
         continue;
       }
       const outcomes = await Promise.all(batch.map((m) => this.send(nc, m)));
-      const acknowledged: Promise<boolean>[] = [];
+      const settled: Promise<unknown>[] = [];
       batch.forEach((m, i) => {
         after[m.priority] = Math.max(after[m.priority], m.msgId);
-        if (outcomes[i]) acknowledged.push(this.service.store.deleteMessage(OUTBOX, m.msgId));
-        else refusedThisPass++;
+        const o = outcomes[i]!;
+        if (o === true) {
+          this.firstRefused.delete(m.msgId);
+          this.sent++;
+          settled.push(this.service.store.deleteMessage(OUTBOX, m.msgId));
+        } else if (o === false) {
+          refusedThisPass++;
+        } else {
+          settled.push(this.setAside(m, o.deadLetter));
+        }
       });
-      await Promise.all(acknowledged);
-      this.sent += acknowledged.length;
+      await Promise.all(settled);
     }
+  }
+
+  /**
+   * Moves a message that cannot go up to the dead-letter mailbox: the publisher's header
+   * block kept as it is, plus mq9-dead-to and mq9-dead-reason. If that mailbox cannot take
+   * it, the message stays in the outbox (nothing is lost) and is tried again next pass.
+   */
+  private async setAside(m: StoredMessage, reason: string): Promise<void> {
+    const to = m.tags[0]!;
+    try {
+      if (this.service.store.getMailbox(this.opts.deadLetter) === undefined) {
+        await this.service.store.createMailbox(
+          { address: this.opts.deadLetter, public: false, desc: "uplink messages that could not go to the cloud", type: MailboxType.standard, ttlSec: 0 },
+          { now: this.service.clock.now(), wallMs: this.service.clock.wallMs() },
+        );
+      }
+      const headers = withLines(m.headers, [
+        ["mq9-dead-to", to],
+        ["mq9-dead-reason", reason],
+      ]);
+      // The origin id makes a move interrupted by a crash store it once.
+      await this.service.append(this.opts.deadLetter, { priority: m.priority, headers, payload: m.payload, originId: `outbox:${this.opts.edgeId}:${m.msgId}` });
+      await this.service.store.deleteMessage(OUTBOX, m.msgId);
+    } catch (err) {
+      this.log.error({ err, to, outboxId: m.msgId }, "setting an uplink message aside failed; it stays in the outbox");
+      return;
+    }
+    this.firstRefused.delete(m.msgId);
+    this.deadLettered++;
+    countError(ErrorCode.UPLINK_DEAD_LETTER);
+    this.log.warn({ to, outboxId: m.msgId, reason, deadLetter: this.opts.deadLetter }, "an uplink message cannot go to the cloud; it is set aside in the dead-letter mailbox");
   }
 
   private idle(signal: AbortSignal): Promise<void> {
@@ -122,25 +174,36 @@ export class Outbox implements Forwarder {
     });
   }
 
-  /** true: the cloud stored it; false: the cloud refused it. A link failure throws. */
-  private async send(nc: NatsConnection, m: StoredMessage): Promise<boolean> {
+  /**
+   * true: the cloud stored it; false: the cloud refused it (retry later); deadLetter: it
+   * cannot go up as it is. A link failure throws.
+   */
+  private async send(nc: NatsConnection, m: StoredMessage): Promise<boolean | { deadLetter: string }> {
     const to = m.tags[0]!;
     const name = PRIORITY_NAMES[m.priority];
-    const h = natsHeaders();
-    if (m.headers !== null) for (const [k, v] of parseHeaders(m.headers)) h.append(k, v);
-    h.set("mq9-origin-id", `${this.opts.edgeId}:${m.msgId}`);
-    let subject: string;
-    if (this.opts.dialect === "pull") {
-      subject = `$mq9.AI.MSG.SEND.${to}`;
-      h.set("mq9-priority", name);
-    } else {
-      subject = m.priority === Priority.normal ? `$mq9.AI.MAILBOX.MSG.${to}` : `$mq9.AI.MAILBOX.MSG.${to}.${name}`;
+    let h: MsgHdrs;
+    try {
+      h = natsHeaders();
+      if (m.headers !== null) for (const [k, v] of parseHeaders(m.headers)) h.append(k, v);
+      h.set("mq9-origin-id", `${this.opts.edgeId}:${m.msgId}`);
+      if (this.opts.dialect === "pull") h.set("mq9-priority", name);
+    } catch (err) {
+      return { deadLetter: `the cloud client cannot carry its headers: ${(err as Error).message}` };
     }
+    const max = nc.info?.max_payload ?? Infinity;
+    const size = m.payload.length + encodedSize(h);
+    if (size > max) return { deadLetter: `${size} bytes with headers, over the cloud's max_payload of ${max}` };
+    const subject =
+      this.opts.dialect === "pull" ? `$mq9.AI.MSG.SEND.${to}` : m.priority === Priority.normal ? `$mq9.AI.MAILBOX.MSG.${to}` : `$mq9.AI.MAILBOX.MSG.${to}.${name}`;
     const msg = await nc.request(subject, m.payload, { timeout: this.opts.requestTimeoutMs, headers: h });
     const { reply, error } = decodeReply(subject, msg.data);
     if (error === null && typeof reply.msg_id === "number") return true;
     this.refused++;
-    this.logRefusal(to, error ?? "no msg_id in the reply");
+    const why = error ?? "no msg_id in the reply";
+    const first = this.firstRefused.get(m.msgId) ?? Date.now();
+    this.firstRefused.set(m.msgId, first);
+    if (Date.now() - first >= this.opts.refusedRetryMs) return { deadLetter: `the cloud refused it since ${new Date(first).toISOString()}: ${why}` };
+    this.logRefusal(to, why);
     return false;
   }
 
@@ -155,4 +218,20 @@ export class Outbox implements Forwarder {
     this.refusals.set(to, { loggedAt: now, since: 0 });
     this.log.warn({ to, error, refusedSinceLastLine: seen?.since ?? 0 }, "the cloud refuses messages forwarded to this address; they stay in the outbox and are retried");
   }
+}
+
+/** A header block with `extra` lines added after the publisher's own (kept byte for byte). */
+function withLines(block: Uint8Array | null, extra: Array<[string, string]>): Buffer {
+  // A reason comes from elsewhere: no line breaks may reach the block.
+  const lines = extra.map(([k, v]) => `${k}: ${v.replace(/[\r\n]+/g, " ")}\r\n`).join("");
+  const b = block === null ? null : Buffer.from(block.buffer, block.byteOffset, block.length);
+  if (b === null || b.length < 4 || b.toString("latin1", b.length - 4) !== "\r\n\r\n") return Buffer.from(`NATS/1.0\r\n${lines}\r\n`, "latin1");
+  return Buffer.concat([b.subarray(0, b.length - 2), Buffer.from(`${lines}\r\n`, "latin1")]);
+}
+
+/** Bytes of the header block nats.js will send for `h`. */
+function encodedSize(h: MsgHdrs): number {
+  let n = "NATS/1.0\r\n\r\n".length;
+  for (const [k, vs] of h) for (const v of vs) n += Buffer.byteLength(k) + Buffer.byteLength(v) + 4;
+  return n;
 }

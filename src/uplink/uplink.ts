@@ -4,9 +4,9 @@
 import { randomBytes } from "node:crypto";
 import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
-import type { Config } from "../ops/config.js";
+import { listValue, type Config } from "../ops/config.js";
 import type { Mq9Service } from "../mq9/service.js";
-import { Downlink } from "./downlink.js";
+import { Downlink, type DrainStatus } from "./downlink.js";
 import { CloudLink, type LinkState } from "./link.js";
 import { Outbox } from "./outbox.js";
 
@@ -25,8 +25,12 @@ export interface UplinkStatus {
   oldestAgeSeconds: number;
   drained: number;
   duplicatesSkipped: number;
+  /** Per cloud mailbox: idle, draining, full (waiting for local room) or refused (the cloud repeats msg_ids). */
+  downlink: DrainStatus[];
+  repeatedIds: number;
   sent: number;
   refused: number;
+  deadLettered: number;
 }
 
 export class Uplink {
@@ -42,9 +46,30 @@ export class Uplink {
     private readonly log: Logger,
   ) {
     const requestTimeoutMs = Math.max(2000, 2 * c.uplinkHeartbeat);
-    this.downlink = new Downlink(service, { dialect: c.uplinkDialect, mailbox: c.uplinkMailbox, batch: c.uplinkBatch, requestTimeoutMs }, log);
-    const patterns = c.uplinkForward.split(",").map((p) => p.trim()).filter((p) => p !== "");
-    this.outbox = new Outbox(service, { dialect: c.uplinkDialect, patterns, batch: c.uplinkBatch, requestTimeoutMs, edgeId }, log);
+    this.downlink = new Downlink(
+      service,
+      {
+        dialect: c.uplinkDialect,
+        mailboxes: listValue(c.uplinkMailbox),
+        batch: c.uplinkBatch,
+        requestTimeoutMs,
+        room: { maxMessagesPerMailbox: c.maxMailboxMessages, maxBytesPerMailbox: c.maxMailboxBytes, maxStoreBytes: c.maxStoreBytes },
+      },
+      log,
+    );
+    this.outbox = new Outbox(
+      service,
+      {
+        dialect: c.uplinkDialect,
+        patterns: listValue(c.uplinkForward),
+        batch: c.uplinkBatch,
+        requestTimeoutMs,
+        edgeId,
+        deadLetter: c.uplinkDeadLetter,
+        refusedRetryMs: c.uplinkRefusedRetry,
+      },
+      log,
+    );
     this.link = new CloudLink(
       {
         servers: c.uplinkUrl.split(",").map((u) => u.trim()).filter((u) => u !== ""),
@@ -70,8 +95,8 @@ export class Uplink {
       edgeId = randomBytes(8).toString("hex");
       await service.store.setMeta(EDGE_ID_KEY, edgeId);
     }
-    const up = new Uplink(c, service, edgeId, log.child({ uplink: c.uplinkMailbox }));
-    await up.downlink.ensureLocalMailbox();
+    const up = new Uplink(c, service, edgeId, log.child({ uplink: listValue(c.uplinkMailbox).join(",") }));
+    await up.downlink.ensureLocalMailboxes();
     await up.outbox.ensureMailbox();
     service.forwarder = up.outbox;
     up.link.start();
@@ -96,14 +121,17 @@ export class Uplink {
       oldestAgeSeconds: b.oldestAgeSec,
       drained: this.downlink.drained,
       duplicatesSkipped: this.downlink.duplicates,
+      downlink: this.downlink.status(),
+      repeatedIds: this.downlink.repeatedIds,
       sent: this.outbox.sent,
       refused: this.outbox.refused,
+      deadLettered: this.outbox.deadLettered,
     };
   }
 
   private logStatus(): void {
     const s = this.status();
-    if (s.state !== "up" || s.backlog.some((n) => n > 0)) this.log.info(s, "uplink status");
+    if (s.state !== "up" || s.backlog.some((n) => n > 0) || s.downlink.some((d) => d.state === "full" || d.state === "refused")) this.log.info(s, "uplink status");
   }
 
   async stop(): Promise<void> {
