@@ -1374,6 +1374,42 @@ describe('mq9 - pull dialect', () => {
     const fromId = await req(nc, `${MQ9}MSG.FETCH.${a}`, { deliver: 'from_id', from_id: fresh });
     assert.deepEqual(fromId.messages.map((m: Reply) => m.msg_id), [fresh]);
   });
+
+  it('uplink extensions: DELETE with a list of msg_ids, LIST and group-less FETCH with after, reads after the same connection\'s writes', async () => {
+    const nc = await fx.connect();
+    const a = (await createMailbox(nc)).mail_address as string;
+    const b = (await createMailbox(nc)).mail_address as string;
+    const [c1, n1, u1, n2, c2, u2] = [
+      await sendMsg(nc, a, 'c1', 'critical'),
+      await sendMsg(nc, a, 'n1'),
+      await sendMsg(nc, a, 'u1', 'urgent'),
+      await sendMsg(nc, a, 'n2'),
+      await sendMsg(nc, a, 'c2', 'critical'),
+      await sendMsg(nc, a, 'u2', 'urgent'),
+    ];
+    const other = await sendMsg(nc, b, 'not yours');
+    const ids = async (subject: string, body: unknown): Promise<number[]> => {
+      const r = await req(nc, subject, body);
+      assert.equal(r.error, '', JSON.stringify(r));
+      return (r.messages as Reply[]).map((m) => m.msg_id as number);
+    };
+    // after: per priority, only greater ids (one position per priority).
+    assert.deepEqual(await ids(`${MQ9}MAILBOX.LIST.${a}`, { after: [c1, u2, 0] }), [c2, n1, n2]);
+    assert.deepEqual(await ids(`${MQ9}MSG.FETCH.${a}`, { deliver: 'earliest', after: [c2, 0, n1], config: { max_wait_ms: 0 } }), [u1, u2, n2]);
+    assert.match((await req(nc, `${MQ9}MSG.FETCH.${a}`, { group_name: 'g', after: [0, 0, 0] })).error, /without group_name/);
+    assert.match((await req(nc, `${MQ9}MAILBOX.LIST.${a}`, { after: [1, 2] })).error, /after must be/);
+    // One DELETE, several ids: the subject's and the list's, only this mailbox's, one reply listing what went.
+    const r = await req(nc, `${MQ9}MSG.DELETE.${a}.${c1}`, { msg_ids: [n1, u1, other, 999_999_999] });
+    assert.deepEqual(r, { error: '', deleted: true, deleted_ids: [c1, n1, u1] });
+    assert.deepEqual(await ids(`${MQ9}MAILBOX.LIST.${a}`, {}), [c2, u2, n2]);
+    assert.equal((await listMailbox(nc, b)).messages.length, 1, "another mailbox's message is never deleted");
+    assert.match((await req(nc, `${MQ9}MAILBOX.DELETE.${a}.${c2}`, { msg_ids: 'all' })).error, /msg_ids must be/);
+    // Pipelined on one connection: the LIST sent right behind a DELETE does not see the deleted message.
+    const del = req(nc, `${MQ9}MAILBOX.DELETE.${a}.${c2}`, { msg_ids: [u2] });
+    const list = ids(`${MQ9}MAILBOX.LIST.${a}`, {});
+    const fetched = ids(`${MQ9}MSG.FETCH.${a}`, { deliver: 'earliest', config: { max_wait_ms: 0 } });
+    assert.deepEqual([(await del).deleted_ids, await list, await fetched], [[c2, u2], [n2], [n2]]);
+  });
 });
 
 // ---------------------------------------------------------------------------------------

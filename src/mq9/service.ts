@@ -245,8 +245,9 @@ export class Mq9Service {
     const o = jsonObject(payload);
     const limit = optInt(o, "limit", 1, 100_000) ?? this.opts.listLimit;
     const since = optInt(o, "since_id", 0, Number.MAX_SAFE_INTEGER) ?? 0;
+    const after = optAfter(o);
     this.requireMailbox(address);
-    const messages = this.store.read(address, { now: this.clock.now(), limit, after: since });
+    const messages = this.store.read(address, { now: this.clock.now(), limit, after: after ?? since });
     return { error: "", mail_address: address, messages: messages.map(messageItem) };
   }
 
@@ -324,9 +325,12 @@ export class Mq9Service {
     const num = optInt(cfg, "num_msgs", 1, 10_000) ?? 100;
     const maxWait = Math.min(optInt(cfg, "max_wait_ms", 0, FETCH_MAX_WAIT_MS) ?? 500, FETCH_MAX_WAIT_MS);
     this.requireMailbox(address);
+    const after = optAfter(o);
+    if (after !== undefined && group !== undefined) throw bad("after is for a fetch without group_name");
     let state: GroupState;
     const saved = group === undefined ? undefined : this.store.getGroup(address, `p:${group}`);
     if (saved !== undefined) state = saved;
+    else if (after !== undefined) state = after.map((floor) => ({ floor, done: [] })) as unknown as GroupState;
     else if (deliver === "earliest") state = newGroupState(0);
     else if (deliver === "from_id") state = newGroupState(Math.max(0, (optInt(o, "from_id", 0, Number.MAX_SAFE_INTEGER) ?? 0) - 1));
     else state = newGroupState(this.store.stats().lastMsgId);
@@ -358,6 +362,18 @@ export class Mq9Service {
     await this.store.ackGroup(address, `p:${group}`, [msgId]);
     return { error: "" };
   }
+}
+
+/**
+ * An mq9-edge extension of LIST and a group-less FETCH, for uplinks that read the next batch
+ * before the previous one is deleted: `"after":[c,u,n]` returns, per priority, only messages
+ * with a greater msg_id. A broker without it (RobustMQ) ignores the field.
+ */
+function optAfter(o: Record<string, unknown>): [number, number, number] | undefined {
+  const v = o["after"];
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => Number.isSafeInteger(x) && x >= 0)) throw bad("after must be [critical, urgent, normal] message ids");
+  return v as [number, number, number];
 }
 
 function seconds(header: string, v: string): number {

@@ -54,7 +54,7 @@ const SPECS = {
   uplinkTlsCa: { kind: "string", default: "", help: "CA certificate file (PEM) to verify the cloud" },
   uplinkTlsCert: { kind: "string", default: "", help: "client certificate file (PEM) for the cloud" },
   uplinkTlsKey: { kind: "string", default: "", secret: true, help: "client key file (PEM) for the cloud" },
-  uplinkBatch: { kind: "int", default: 100, min: 1, max: 10_000, help: "messages fetched or sent per round trip" },
+  uplinkBatch: { kind: "int", default: 500, min: 1, max: 10_000, help: "messages read from a cloud mailbox (or sent up) per round trip, at most; reads start at 100 and are kept under the cloud's max_payload" },
   uplinkHeartbeat: { kind: "seconds", default: 5, min: 0.1, help: "seconds between pings to the cloud; a link silent for two is dead" },
   uplinkBackoffMin: { kind: "seconds", default: 0.5, min: 0.01, help: "first reconnect delay (doubles up to --uplink-backoff-max, with jitter)" },
   uplinkBackoffMax: { kind: "seconds", default: 30, min: 0.01, help: "longest reconnect delay" },

@@ -37,6 +37,11 @@ import { sleep } from "./sleep.js";
 const PULL_WAIT_MS = 1000;
 /** How often to look again when every mailbox is empty (several, or push) or full locally. */
 const IDLE_MS = 200;
+/** The first read of a connection asks for at most this many messages per mailbox. */
+const FIRST_READ = 100;
+/** What a cloud message is assumed to take in a reply before one was seen (bytes). */
+const MIN_ITEM_BYTES = 256;
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 /** A message TTL the cloud set is kept if it is at most this (the store's ceiling). */
 const MAX_TTL_SEC = 10 * 365 * 86_400;
 
@@ -76,7 +81,11 @@ interface Box {
   drained: number;
   /** Local usage when it filled: it is read again once usage went down. */
   fullAt?: { messages: number; bytes: number; storeBytes: number };
+  /** Per priority, the greatest cloud msg_id taken since the last read from the start (null: read from the start). */
+  after: [number, number, number] | null;
 }
+
+type Round = Array<{ box: Box; items: Incoming[] }>;
 
 /** One cloud message on its way: what it becomes locally, and how it was found. */
 interface Incoming {
@@ -97,6 +106,10 @@ export class Downlink {
   private readonly boxes: Box[];
   /** Whether the cloud deletes a list of ids in one request (an mq9-edge does); per connection. */
   private bulk: boolean | undefined;
+  /** Messages asked for per read: FIRST_READ at first, doubling each round up to the batch. */
+  private ramp = FIRST_READ;
+  /** Bytes one message takes in a read reply (a running estimate). */
+  private itemBytes = MIN_ITEM_BYTES;
   /** Origins whose cloud copy is gone: released with the next local commit. */
   private releasable = new Map<string, string[]>();
 
@@ -105,7 +118,7 @@ export class Downlink {
     private readonly opts: DownlinkOptions,
     private readonly log: Logger,
   ) {
-    this.boxes = opts.mailboxes.map((address) => ({ address, state: DrainState.idle, error: "", drained: 0 }));
+    this.boxes = opts.mailboxes.map((address) => ({ address, state: DrainState.idle, error: "", drained: 0, after: null }));
   }
 
   status(): DrainStatus[] {
@@ -127,49 +140,80 @@ export class Downlink {
   }
 
   /**
-   * Drains until the link fails (throws) or `signal` aborts. A round's removal is not
-   * awaited before the next read is sent: both go on the one connection in that order, and
-   * a cloud serves one connection's requests in order (RobustMQ does; an mq9-edge reads
-   * after the same connection's earlier writes), so the read sees the removal. A cloud
-   * that did not would hand out removed messages again: they are known here and only
-   * removed again.
+   * Drains until the link fails (throws) or `signal` aborts.
+   *
+   * The steps overlap where the cloud allows. A round's removal is sent right behind the
+   * next read on the one connection, so it costs no round trip: RobustMQ serves one
+   * connection's requests in order, and an mq9-edge makes a read wait for the same
+   * connection's earlier writes, so the read sees the removal. With an mq9-edge cloud
+   * (known by its answer to a removal of several ids) the next read also goes out while the
+   * local commit is still running: it names, per priority, the last msg_id already taken
+   * (`after`), so what is in flight is not handed out again, and the cloud's removal runs
+   * while the next round is committed here.
    */
   async run(nc: NatsConnection, signal: AbortSignal): Promise<void> {
     this.bulk = undefined;
+    this.ramp = Math.min(FIRST_READ, this.opts.batch);
+    for (const b of this.boxes) b.after = null;
     await Promise.all(this.boxes.map((b) => this.createCloudMailbox(nc, b.address)));
     let waitMs = 0;
+    let storing: Promise<Round> | null = null;
     let removal: Promise<void> = Promise.resolve();
+    // Sends the removal of the round being stored once it is durable; one removal in flight.
+    const removeStored = async (): Promise<void> => {
+      if (storing === null) return;
+      const done = await storing;
+      storing = null;
+      await removal;
+      removal = this.remove(nc, done);
+      removal.catch(() => undefined); // heard at the next await of it
+    };
     try {
       while (!signal.aborted) {
+        const ahead = this.bulk === true;
+        if (!ahead) await removeStored();
         const open = this.boxes.filter((b) => b.state !== DrainState.refused && this.hasRoom(b));
         if (open.length === 0) {
-          await removal;
-          await this.release();
-          await sleep(IDLE_MS, signal);
+          await this.pause(removeStored, () => removal, signal);
           continue;
         }
-        const reading = Promise.all(open.map((b) => this.read(nc, b.address, waitMs)));
-        reading.catch(() => undefined); // heard below, unless the removal failed first
-        await removal;
+        const reading = Promise.all(open.map((b) => this.read(nc, b, waitMs, ahead)));
+        reading.catch(() => undefined); // heard below, unless something before fails first
+        if (ahead) await removeStored();
+        else await removal;
         const replies = await reading;
         if (signal.aborted) return;
         const round = this.plan(open, replies);
         if (round.length === 0) {
-          await this.release();
           // RobustMQ's FETCH sleeps in the cloud when empty; with one mailbox that is the pause.
-          if (this.opts.dialect === "pull" && open.length === 1 && waitMs === 0) waitMs = PULL_WAIT_MS;
-          else await sleep(IDLE_MS, signal);
+          if (this.opts.dialect === "pull" && open.length === 1 && waitMs === 0) {
+            waitMs = PULL_WAIT_MS;
+            open[0]!.after = null;
+            await this.release();
+          } else {
+            await this.pause(removeStored, () => removal, signal);
+          }
           continue;
         }
         waitMs = 0;
-        const done = await this.store(round);
-        if (signal.aborted) return;
-        removal = this.remove(nc, done);
+        this.ramp = Math.min(this.opts.batch, this.ramp * 2);
+        storing = this.store(round);
       }
     } finally {
-      // A failed removal ends the session (the link drops); one not awaited must not go unheard.
+      // Nothing may go unheard: a failed removal or store ends the session anyway.
+      await (storing as Promise<Round> | null)?.catch(() => undefined);
       await removal.catch(() => undefined);
     }
+  }
+
+  /** Nothing to read: finish what is in flight, then wait and look again from the start. */
+  private async pause(removeStored: () => Promise<void>, removal: () => Promise<void>, signal: AbortSignal): Promise<void> {
+    await removeStored();
+    await removal();
+    await this.release();
+    // `after` may have skipped a delayed message that became visible: read everything again.
+    for (const b of this.boxes) b.after = null;
+    await sleep(IDLE_MS, signal);
   }
 
   private async createCloudMailbox(nc: NatsConnection, address: string): Promise<void> {
@@ -179,12 +223,24 @@ export class Downlink {
     if (err !== null && !/already exists/i.test(err)) throw new Error(`cloud MAILBOX.CREATE ${address}: ${err}`);
   }
 
-  private async read(nc: NatsConnection, address: string, waitMs: number): Promise<CloudItem[]> {
-    const r =
+  /**
+   * One read of a cloud mailbox, of `asked` messages at most (RobustMQ's FETCH may return up
+   * to three times that). The first reads of a connection are small, so the first critical
+   * is not held up by a large batch; after that the batch doubles up to `uplink_batch`, kept
+   * under the cloud's max_payload by the size of the messages seen so far.
+   */
+  private async read(nc: NatsConnection, box: Box, waitMs: number, ahead: boolean): Promise<{ items: CloudItem[]; asked: number }> {
+    const perReply = this.opts.dialect === "pull" ? 3 : 1;
+    const room = Math.floor((nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD) / (this.itemBytes * perReply));
+    const asked = Math.max(1, Math.min(this.ramp, room));
+    const after = ahead && box.after !== null ? { after: box.after } : {};
+    const { reply, size } =
       this.opts.dialect === "pull"
-        ? await this.request(nc, `$mq9.AI.MSG.FETCH.${address}`, JSON.stringify({ deliver: "earliest", config: { num_msgs: this.opts.batch, max_wait_ms: waitMs } }), false, waitMs)
-        : await this.request(nc, `$mq9.AI.MAILBOX.LIST.${address}`, JSON.stringify({ limit: this.opts.batch }));
-    return Array.isArray(r.messages) ? r.messages : [];
+        ? await this.requestSized(nc, `$mq9.AI.MSG.FETCH.${box.address}`, JSON.stringify({ deliver: "earliest", ...after, config: { num_msgs: asked, max_wait_ms: waitMs } }), waitMs)
+        : await this.requestSized(nc, `$mq9.AI.MAILBOX.LIST.${box.address}`, JSON.stringify({ limit: asked, ...after }));
+    const items = Array.isArray(reply.messages) ? reply.messages : [];
+    if (items.length > 0) this.itemBytes = Math.max(this.itemBytes * 0.5 + (size / items.length) * 0.5, MIN_ITEM_BYTES);
+    return { items, asked };
   }
 
   /**
@@ -194,14 +250,14 @@ export class Downlink {
    * cloud is never overtaken by an urgent of another mailbox. Within one mailbox a reply
    * is in priority order, so what is taken is a prefix.
    */
-  private plan(boxes: Box[], replies: CloudItem[][]): Array<{ box: Box; items: Incoming[] }> {
+  private plan(boxes: Box[], replies: Array<{ items: CloudItem[]; asked: number }>): Round {
     let limit = 2;
-    replies.forEach((items) => {
-      if (items.length >= this.opts.batch) limit = Math.min(limit, itemPriority(items[items.length - 1]!));
-    });
-    const round: Array<{ box: Box; items: Incoming[] }> = [];
+    for (const { items, asked } of replies) {
+      if (items.length >= asked) limit = Math.min(limit, itemPriority(items[items.length - 1]!));
+    }
+    const round: Round = [];
     boxes.forEach((box, i) => {
-      const items = this.incoming(box, replies[i]!);
+      const items = this.incoming(box, replies[i]!.items);
       if (items === null) return; // refused
       const fits = this.fit(box, items.filter((m) => m.rank <= limit));
       if (fits.length === 0) {
@@ -210,6 +266,9 @@ export class Downlink {
       }
       if (box.state !== DrainState.full) box.state = DrainState.draining;
       round.push({ box, items: fits });
+      const after = box.after ?? [0, 0, 0];
+      for (const m of fits) after[m.rank] = Math.max(after[m.rank], m.item.msg_id);
+      box.after = after;
     });
     return round;
   }
@@ -302,7 +361,7 @@ export class Downlink {
    * the cloud: every message durable here (stored now or before). A message the store
    * refuses stays in the cloud for a later round.
    */
-  private async store(round: Array<{ box: Box; items: Incoming[] }>): Promise<Array<{ box: Box; items: Incoming[] }>> {
+  private async store(round: Round): Promise<Round> {
     for (const { box } of round) await this.ensureLocal(box.address);
     // Appended critical first across mailboxes: one commit, delivered in this order.
     const flat = round.flatMap(({ box, items }) => items.map((m) => ({ box, m })));
@@ -325,6 +384,7 @@ export class Downlink {
       }
       const err = r.reason as unknown;
       const code = err instanceof Mq9Error ? err.code : "";
+      box.after = null; // what was not stored is read again
       if (code === ErrorCode.STORE_ORIGIN_CONFLICT) this.refuse(box, m.item.msg_id);
       else if (code.startsWith("LIMIT_") || code === ErrorCode.STORE_FULL) this.setFull(box, (err as Error).message);
       else this.log.error({ mailbox: box.address, msgId: m.item.msg_id, err }, "storing a command from the cloud failed; it stays in the cloud");
@@ -357,7 +417,7 @@ export class Downlink {
   }
 
   /** Removes what was stored from the cloud; a failed request throws (the link drops). */
-  private async remove(nc: NatsConnection, round: Array<{ box: Box; items: Incoming[] }>): Promise<void> {
+  private async remove(nc: NatsConnection, round: Round): Promise<void> {
     await Promise.all(
       round.map(async ({ box, items }) => {
         if (items.length === 0) return;
@@ -396,11 +456,19 @@ export class Downlink {
   }
 
   /** A request with a deadline; a cloud error reply throws (unless `allowError`). */
-  private async request(nc: NatsConnection, subject: string, body: string, allowError = false, extraMs = 0): Promise<CloudReply> {
-    const msg = await nc.request(subject, Buffer.from(body), { timeout: this.opts.requestTimeoutMs + extraMs });
+  private async request(nc: NatsConnection, subject: string, body: string, allowError = false): Promise<CloudReply> {
+    const msg = await nc.request(subject, Buffer.from(body), { timeout: this.opts.requestTimeoutMs });
     const { reply, error } = decodeReply(subject, msg.data);
     if (error !== null && !allowError) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: ${error}`);
     return reply;
+  }
+
+  /** As `request` (never allowing an error), with the reply's size in bytes. */
+  private async requestSized(nc: NatsConnection, subject: string, body: string, extraMs = 0): Promise<{ reply: CloudReply; size: number }> {
+    const msg = await nc.request(subject, Buffer.from(body), { timeout: this.opts.requestTimeoutMs + extraMs });
+    const { reply, error } = decodeReply(subject, msg.data);
+    if (error !== null) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: ${error}`);
+    return { reply, size: msg.data.length };
   }
 }
 
