@@ -22,7 +22,7 @@
 // with several shards per mailbox) is detected as soon as one id shows two contents, and
 // that mailbox is no longer drained, because deleting an id there deletes it in every shard.
 
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
 import { ErrorCode, Mq9Error, countError } from "../errors.js";
@@ -37,6 +37,8 @@ import { sleep } from "./sleep.js";
 const PULL_WAIT_MS = 1000;
 /** How often to look again when every mailbox is empty (several, or push) or full locally. */
 const IDLE_MS = 200;
+/** Origins waiting to be released that make a round release them at once. */
+const RELEASE_PILE = 20_000;
 /** The first read of a connection asks for at most this many messages per mailbox. */
 const FIRST_READ = 100;
 /** What a cloud message is assumed to take in a reply before one was seen (bytes). */
@@ -110,8 +112,9 @@ export class Downlink {
   private ramp = FIRST_READ;
   /** Bytes one message takes in a read reply (a running estimate). */
   private itemBytes = MIN_ITEM_BYTES;
-  /** Origins whose cloud copy is gone: released with the next local commit. */
+  /** Origins whose cloud copy is gone, to release when the drain pauses (a crash before that only keeps them held longer). */
   private releasable = new Map<string, string[]>();
+  private releasableCount = 0;
 
   constructor(
     private readonly service: Mq9Service,
@@ -367,8 +370,8 @@ export class Downlink {
     const flat = round.flatMap(({ box, items }) => items.map((m) => ({ box, m })));
     flat.sort((a, b) => a.m.rank - b.m.rank);
     const pending: Array<Promise<unknown>> = flat.map(({ box, m }) => (m.local === null ? Promise.resolve() : this.service.append(box.address, m.local)));
-    // Released origins ride in the same commit.
-    pending.push(this.release());
+    // Releases wait for a pause in the drain (or a large pile): off the drain's critical path.
+    if (this.releasableCount >= RELEASE_PILE) pending.push(this.release());
     const results = await Promise.allSettled(pending);
     const removable = new Map<Box, Incoming[]>(round.map(({ box }) => [box, []]));
     flat.forEach(({ box, m }, i) => {
@@ -426,6 +429,7 @@ export class Downlink {
         const list = this.releasable.get(box.address) ?? [];
         for (const m of items) list.push(m.originId);
         this.releasable.set(box.address, list);
+        this.releasableCount += items.length;
       }),
     );
   }
@@ -449,6 +453,7 @@ export class Downlink {
     const at = { now: this.service.clock.now(), wallMs: this.service.clock.wallMs() };
     const batch = [...this.releasable];
     this.releasable = new Map();
+    this.releasableCount = 0;
     return Promise.all(batch.map(([address, ids]) => this.service.store.releaseOrigins(address, ids, at))).catch((err: unknown) => {
       // A held origin not released only lives longer (up to the store's hold maximum).
       this.log.warn({ err }, "releasing drained origin ids failed");
@@ -474,10 +479,9 @@ export class Downlink {
 
 /** What identifies a cloud message's content: the same msg_id read again gives the same. */
 function fingerprint(item: CloudItem): string {
-  const h = createHash("sha1");
-  h.update(String(itemPriority(item)));
-  h.update(Array.isArray(item.header) ? Buffer.from(item.header) : JSON.stringify(item.headers ?? {}));
-  h.update("\n");
-  h.update(typeof item.payload_base64 === "string" ? Buffer.from(item.payload_base64, "base64") : Buffer.from(item.payload ?? "", "utf8"));
-  return h.digest("base64url").slice(0, 22);
+  const header = Array.isArray(item.header) ? Buffer.from(item.header) : Buffer.from(JSON.stringify(item.headers ?? {}));
+  const payload = typeof item.payload_base64 === "string" ? Buffer.from(item.payload_base64, "base64") : Buffer.from(item.payload ?? "", "utf8");
+  const prefix = Buffer.from(`${itemPriority(item)}\n${header.length}\n`);
+  // One call, no hash object: this runs for every message read.
+  return hash("sha1", Buffer.concat([prefix, header, payload]), "base64url").slice(0, 22);
 }
