@@ -85,6 +85,8 @@ interface Box {
   fullAt?: { messages: number; bytes: number; storeBytes: number };
   /** Per priority, the greatest cloud msg_id taken since the last read from the start (null: read from the start). */
   after: [number, number, number] | null;
+  /** A message of the last round was not stored: a reply read meanwhile (with `after`) may skip it. */
+  rewind: boolean;
 }
 
 type Round = Array<{ box: Box; items: Incoming[] }>;
@@ -121,7 +123,7 @@ export class Downlink {
     private readonly opts: DownlinkOptions,
     private readonly log: Logger,
   ) {
-    this.boxes = opts.mailboxes.map((address) => ({ address, state: DrainState.idle, error: "", drained: 0, after: null }));
+    this.boxes = opts.mailboxes.map((address) => ({ address, state: DrainState.idle, error: "", drained: 0, after: null, rewind: false }));
   }
 
   status(): DrainStatus[] {
@@ -157,7 +159,10 @@ export class Downlink {
   async run(nc: NatsConnection, signal: AbortSignal): Promise<void> {
     this.bulk = undefined;
     this.ramp = Math.min(FIRST_READ, this.opts.batch);
-    for (const b of this.boxes) b.after = null;
+    for (const b of this.boxes) {
+      b.after = null;
+      b.rewind = false;
+    }
     await Promise.all(this.boxes.map((b) => this.createCloudMailbox(nc, b.address)));
     let waitMs = 0;
     let storing: Promise<Round> | null = null;
@@ -186,7 +191,8 @@ export class Downlink {
         else await removal;
         const replies = await reading;
         if (signal.aborted) return;
-        const round = this.plan(open, replies);
+        const { round, rewound } = this.plan(open, replies);
+        if (rewound && round.length === 0) continue;
         if (round.length === 0) {
           // RobustMQ's FETCH sleeps in the cloud when empty; with one mailbox that is the pause.
           if (this.opts.dialect === "pull" && open.length === 1 && waitMs === 0) {
@@ -253,13 +259,21 @@ export class Downlink {
    * cloud is never overtaken by an urgent of another mailbox. Within one mailbox a reply
    * is in priority order, so what is taken is a prefix.
    */
-  private plan(boxes: Box[], replies: Array<{ items: CloudItem[]; asked: number }>): Round {
+  private plan(boxes: Box[], replies: Array<{ items: CloudItem[]; asked: number }>): { round: Round; rewound: boolean } {
+    let rewound = false;
     let limit = 2;
     for (const { items, asked } of replies) {
       if (items.length >= asked) limit = Math.min(limit, itemPriority(items[items.length - 1]!));
     }
     const round: Round = [];
     boxes.forEach((box, i) => {
+      if (box.rewind) {
+        // Read past a message that is still in the cloud: read this mailbox from the start next round.
+        box.rewind = false;
+        box.after = null;
+        rewound = true;
+        return;
+      }
       const items = this.incoming(box, replies[i]!.items);
       if (items === null) return; // refused
       const fits = this.fit(box, items.filter((m) => m.rank <= limit));
@@ -273,7 +287,7 @@ export class Downlink {
       for (const m of fits) after[m.rank] = Math.max(after[m.rank], m.item.msg_id);
       box.after = after;
     });
-    return round;
+    return { round, rewound };
   }
 
   /** The reply's items checked against what is stored; null when the cloud repeats an id. */
@@ -387,7 +401,7 @@ export class Downlink {
       }
       const err = r.reason as unknown;
       const code = err instanceof Mq9Error ? err.code : "";
-      box.after = null; // what was not stored is read again
+      box.rewind = true; // what was not stored is read again
       if (code === ErrorCode.STORE_ORIGIN_CONFLICT) this.refuse(box, m.item.msg_id);
       else if (code.startsWith("LIMIT_") || code === ErrorCode.STORE_FULL) this.setFull(box, (err as Error).message);
       else this.log.error({ mailbox: box.address, msgId: m.item.msg_id, err }, "storing a command from the cloud failed; it stays in the cloud");
