@@ -297,15 +297,18 @@ export class Downlink {
     for (const item of items) {
       if (!Number.isSafeInteger(item.msg_id) || item.msg_id < 0) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${box.address}: a message without a valid msg_id`);
       const originId = `cloud:${box.address}:${item.msg_id}`;
-      const check = fingerprint(item);
+      // Read once, for the fingerprint and the local copy.
+      const rank = itemPriority(item);
+      const pairs = withoutDeliveryHeaders(itemHeaders(item));
+      const payload = itemPayload(item);
+      const check = fingerprint(rank, pairs, payload);
       const known = this.service.store.hasOrigin(box.address, originId);
       if (seen.has(item.msg_id) || (known !== undefined && known.check !== null && known.check !== check)) {
         this.refuse(box, item.msg_id);
         return null;
       }
       seen.add(item.msg_id);
-      const m = { item, rank: itemPriority(item), originId, check };
-      out.push({ ...m, local: known === undefined ? this.localMessage(m) : null });
+      out.push({ item, rank, originId, check, local: known === undefined ? localMessage(item.msg_id, rank, pairs, payload, originId, check) : null });
     }
     return out;
   }
@@ -410,29 +413,6 @@ export class Downlink {
     return round.map(({ box }) => ({ box, items: box.state === DrainState.refused ? [] : removable.get(box)! }));
   }
 
-  /** The local message for a cloud one: its headers (less the delivery ones) and mq9 options. */
-  private localMessage(m: Omit<Incoming, "local">): NewMessage {
-    const pairs = withoutDeliveryHeaders(itemHeaders(m.item));
-    const msg: { -readonly [K in keyof NewMessage]: NewMessage[K] } = {
-      priority: m.rank,
-      headers: null,
-      payload: itemPayload(m.item),
-      originId: m.originId,
-      originCheck: m.check,
-      originHold: true,
-    };
-    // The cloud's options, where the store can keep them (mq9-delay was served there).
-    const ttl = headerValue(pairs, "mq9-ttl");
-    if (ttl !== undefined && /^\d{1,10}$/.test(ttl) && Number(ttl) <= MAX_TTL_SEC) msg.ttlSec = Number(ttl);
-    const key = headerValue(pairs, "mq9-key");
-    if (key !== undefined && validKeyString(key, MAX_KEY_BYTES)) msg.key = key;
-    const tags = headerValue(pairs, "mq9-tags")?.split(",").map((t) => t.trim()).filter((t) => t !== "");
-    if (tags !== undefined && tags.length <= MAX_TAGS && tags.every((t) => validKeyString(t, MAX_TAG_BYTES))) msg.tags = tags;
-    pairs.push(["mq9-cloud-msg-id", String(m.item.msg_id)]);
-    msg.headers = headerBlock(pairs);
-    return msg;
-  }
-
   /** Removes what was stored from the cloud; a failed request throws (the link drops). */
   private async remove(nc: NatsConnection, round: Round): Promise<void> {
     await Promise.all(
@@ -492,10 +472,23 @@ export class Downlink {
 }
 
 /** What identifies a cloud message's content: the same msg_id read again gives the same. */
-function fingerprint(item: CloudItem): string {
-  const header = Array.isArray(item.header) ? Buffer.from(item.header) : Buffer.from(JSON.stringify(item.headers ?? {}));
-  const payload = typeof item.payload_base64 === "string" ? Buffer.from(item.payload_base64, "base64") : Buffer.from(item.payload ?? "", "utf8");
-  const prefix = Buffer.from(`${itemPriority(item)}\n${header.length}\n`);
+function fingerprint(rank: PriorityRank, pairs: ReadonlyArray<[string, string]>, payload: Buffer): string {
+  let head = `${rank}\n`;
+  for (const [k, v] of pairs) head += `${k}: ${v}\r\n`;
   // One call, no hash object: this runs for every message read.
-  return hash("sha1", Buffer.concat([prefix, header, payload]), "base64url").slice(0, 22);
+  return hash("sha1", Buffer.concat([Buffer.from(`${head}\n`), payload]), "base64url").slice(0, 22);
+}
+
+/** The local copy of a cloud message: its headers (less the delivery ones) and the mq9 options the store can keep. */
+function localMessage(msgId: number, rank: PriorityRank, pairs: Array<[string, string]>, payload: Buffer, originId: string, check: string): NewMessage {
+  const msg: { -readonly [K in keyof NewMessage]: NewMessage[K] } = { priority: rank, headers: null, payload, originId, originCheck: check, originHold: true };
+  // mq9-delay was served by the cloud.
+  const ttl = headerValue(pairs, "mq9-ttl");
+  if (ttl !== undefined && /^\d{1,10}$/.test(ttl) && Number(ttl) <= MAX_TTL_SEC) msg.ttlSec = Number(ttl);
+  const key = headerValue(pairs, "mq9-key");
+  if (key !== undefined && validKeyString(key, MAX_KEY_BYTES)) msg.key = key;
+  const tags = headerValue(pairs, "mq9-tags")?.split(",").map((t) => t.trim()).filter((t) => t !== "");
+  if (tags !== undefined && tags.length <= MAX_TAGS && tags.every((t) => validKeyString(t, MAX_TAG_BYTES))) msg.tags = tags;
+  msg.headers = headerBlock([...pairs, ["mq9-cloud-msg-id", String(msgId)]]);
+  return msg;
 }
