@@ -269,7 +269,7 @@ for (const target of TARGETS) {
         assert.equal((await localList(localNc, MB)).length, 0, 'every handled command was deleted and none came back');
       }));
 
-    it('SIGKILL between store and removal, and in the middle of a batch: every command once after restarts', { timeout: 60_000 }, () =>
+    it('SIGKILL between store and removal, in the middle of a batch, and before the removal is answered: every command once after restarts', { timeout: 60_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud();
         await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
@@ -291,13 +291,21 @@ for (const target of TARGETS) {
         await withTimeout(reply, 10_000, 'a read reply');
         await e2.exited;
         const left2 = await w.pending();
-        assert.ok(left2 > 0, 'nothing left to test after run 2');
-        // run 3: drains the rest
+        // run 3: the removal reaches the cloud, the edge dies before it hears the answer
+        w.rig.proxy!.cut();
         const e3 = await w.rig.startEdge(opts);
-        const nc = await w.rig.connect(e3);
+        const removed = w.rig.proxy!.trapOnce('up', ackPattern(w.t.dialect, MB), 'pass', () => e3.proc.kill('SIGKILL'));
+        w.rig.proxy!.restore();
+        await withTimeout(removed, 10_000, 'a removal');
+        await e3.exited;
+        const left3 = await w.pending();
+        assert.ok(left3 > 0, 'nothing left to test after run 3');
+        // run 4: drains the rest
+        const e4 = await w.rig.startEdge(opts);
+        const nc = await w.rig.connect(e4);
         await w.waitCloudEmpty();
         const items = drainedItems(await localList(nc, MB));
-        assert.deepEqual(exactlyOnce(items, sent), [], `left after run 1: ${left1}, after run 2: ${left2}`);
+        assert.deepEqual(exactlyOnce(items, sent), [], `left after run 1: ${left1}, run 2: ${left2}, run 3: ${left3}`);
         const fresh = collect(nc, `${MQ9}MAILBOX.MSG.${MB}`);
         await exactlyN(fresh, sent.size, 'a fresh subscriber');
         assert.deepEqual(orderProblems(fresh.msgs.map(drained), true), []);
