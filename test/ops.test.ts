@@ -4,11 +4,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { waitFor } from "./harness.js";
+import { listValue, loadConfig } from "../src/ops/config.js";
 
 const MAIN = path.resolve(__dirname, "..", "..", "dist", "main.js");
 
@@ -85,4 +86,23 @@ test("ops - status without an operator port says how to get one", () => {
   const r = cli(["status"]);
   assert.equal(r.code, 2);
   assert.match(r.err, /--http-port: the operator endpoint is off/);
+});
+
+test("ops - uplink_mailbox: one name, a comma list or a JSON array; each must be a mailbox name; the dead-letter mailbox apart", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "mq9-cfg-"));
+  try {
+    const file = path.join(dir, "c.json");
+    const url = ["--uplink-url", "nats://127.0.0.1:4222"];
+    assert.equal(loadConfig([...url, "--uplink-mailbox", "edge.gw1"], {}).config.uplinkMailbox, "edge.gw1");
+    assert.deepEqual(listValue(loadConfig([...url, "--uplink-mailbox", "a.b, c.d,,a.b"], {}).config.uplinkMailbox), ["a.b", "c.d"]);
+    writeFileSync(file, JSON.stringify({ uplink_url: "nats://x:4222", uplink_mailbox: ["dev.a", "dev.b"] }));
+    assert.deepEqual(listValue(loadConfig(["--config", file], {}).config.uplinkMailbox), ["dev.a", "dev.b"]);
+    writeFileSync(file, JSON.stringify({ uplink_url: "nats://x:4222", uplink_mailbox: ["dev.a", 7] }));
+    assert.throws(() => loadConfig(["--config", file], {}), /uplink_mailbox: must be a string or an array of strings/);
+    assert.throws(() => loadConfig([...url, "--uplink-mailbox", "ok.one,Bad Name"], {}), /--uplink-mailbox.*"Bad Name" is not a mailbox name/);
+    assert.throws(() => loadConfig([...url, "--uplink-mailbox", " , "], {}), /--uplink-mailbox.*is needed/);
+    assert.throws(() => loadConfig([...url, "--uplink-mailbox", "a.b", "--uplink-dead-letter", "a.b"], {}), /--uplink-dead-letter.*must not be one of/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
