@@ -225,7 +225,9 @@ function withLines(block: Uint8Array | null, extra: Array<[string, string]>): Bu
   // A reason comes from elsewhere: no line breaks may reach the block.
   const lines = extra.map(([k, v]) => `${k}: ${v.replace(/[\r\n]+/g, " ")}\r\n`).join("");
   const b = block === null ? null : Buffer.from(block.buffer, block.byteOffset, block.length);
-  if (b === null || b.length < 4 || b.toString("latin1", b.length - 4) !== "\r\n\r\n") return Buffer.from(`NATS/1.0\r\n${lines}\r\n`, "latin1");
+  if (b === null) return Buffer.from(`NATS/1.0\r\n${lines}\r\n`, "latin1");
+  // A block that does not end as NATS requires is kept whole, as base64, beside the new lines.
+  if (b.length < 4 || b.toString("latin1", b.length - 4) !== "\r\n\r\n") return Buffer.from(`NATS/1.0\r\n${lines}mq9-dead-headers-base64: ${b.toString("base64")}\r\n\r\n`, "latin1");
   return Buffer.concat([b.subarray(0, b.length - 2), Buffer.from(`${lines}\r\n`, "latin1")]);
 }
 
