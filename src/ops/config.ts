@@ -45,7 +45,7 @@ const SPECS = {
   httpHost: { kind: "string", default: "127.0.0.1", help: "address of the operator endpoint (/metrics, /healthz, /readyz, /status)" },
   httpPort: { kind: "int", default: 0, min: 0, max: 65535, help: "port of the operator endpoint; 0 = off" },
   uplinkUrl: { kind: "string", default: "", help: "cloud mq9 NATS URL(s), comma separated (nats://host:4222, tls://host:4222); empty = no uplink" },
-  uplinkDialect: { kind: "enum", default: "pull", values: ["pull", "push"], help: "the cloud's mq9 dialect: pull (MSG.FETCH/ACK, RobustMQ today) or push (MAILBOX.LIST/DELETE)" },
+  uplinkDialect: { kind: "enum", default: "pull", values: ["pull", "push"], help: "the cloud's mq9 dialect: pull (MSG.FETCH/MSG.DELETE, RobustMQ today) or push (MAILBOX.LIST/DELETE)" },
   uplinkMailbox: { kind: "string", default: "", list: true, help: "this edge's mailbox(es) in the cloud, comma separated; each is drained into the local mailbox of the same name" },
   uplinkForward: { kind: "string", default: "", help: "addresses whose sends go to the cloud through the durable outbox: comma-separated patterns (* one token, > the rest)" },
   uplinkUser: { kind: "string", default: "", help: "user name for the cloud (with --uplink-password)" },
