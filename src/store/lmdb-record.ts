@@ -125,6 +125,28 @@ export function decodeInfo(buf: Buffer): RecordInfo {
   return { createTime, expiresAt, visibleAt, headers, key, tags, originId, payloadOffset: o, size: buf.length - o + (headers?.byteLength ?? 0) };
 }
 
+/** The stored message of a record `encodeRecord` just made from `m`, without decoding it again. */
+export function encodedMessage(address: string, msgId: number, record: Buffer, m: CheckedMessage, expiresAt: number, visibleAt: number): StoredMessage {
+  let headers: Uint8Array | null = null;
+  if (m.headers !== null) {
+    const o = 6 + (expiresAt !== 0 ? 8 : 0) + (visibleAt !== 0 ? 8 : 0) + 4;
+    headers = record.subarray(o, o + m.headers.byteLength);
+  }
+  return {
+    msgId,
+    address,
+    priority: m.priority,
+    createTime: record.readUInt32LE(2),
+    headers,
+    payload: record.subarray(record.length - m.payload.byteLength),
+    key: m.key,
+    tags: [...m.tags],
+    expiresAt,
+    visibleAt,
+    originId: m.originId,
+  };
+}
+
 export function toMessage(address: string, priority: PriorityRank, msgId: number, buf: Buffer, info = decodeInfo(buf)): StoredMessage {
   return {
     msgId,

@@ -75,6 +75,7 @@ import {
   O_GONE,
   O_HELD,
   O_RELEASED,
+  encodedMessage,
   originFromRecord,
   recordOf,
   recordOfGroup,
@@ -417,7 +418,7 @@ export class LmdbMailboxStore implements MailboxStore {
       box.bytes[m.priority] += m.size;
       this.totalBytes += m.size;
       this.dirty.add(address);
-      return toMessage(address, m.priority, msgId, record);
+      return encodedMessage(address, msgId, record, m, expiresAt, visibleAt);
     });
   }
 
