@@ -6,6 +6,8 @@
 //
 // The backlog of the issue: 250 normal, then 5 urgent, then 3 critical, queued while the
 // link is cut. "Exactly once" is checked on the cloud's msg ids (mq9-cloud-msg-id).
+//
+// The last suite puts faults at random moments (seeded; MQ9_CHAOS_SEED picks another seed).
 
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -16,6 +18,7 @@ import {
   collect,
   connectTo,
   createMailbox,
+  prng,
   req,
   sleep,
   toGot,
@@ -36,6 +39,7 @@ import {
   drainedItems,
   exactlyOnce,
   localList,
+  mixedCommands,
   orderProblems,
   recText,
   sendAll,
@@ -477,4 +481,43 @@ describe('uplink drain - a cloud that repeats msg_ids', () => {
       assert.match(metrics, /mq9_edge_errors_total\{code="UPLINK_REPEATED_ID"\} 1/);
       assert.equal(edge.count(isDown), 0, 'the link stays up (the outbox still works)');
     }));
+});
+
+describe('uplink drain - faults at random moments', () => {
+  for (const target of TARGETS) {
+    it(`${target.name}: link cuts and edge SIGKILLs while commands keep arriving leave each command once, in order, in the local mailbox`, { timeout: 90_000 }, () =>
+      withWorld(target, async (w) => {
+        await w.startCloud();
+        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
+        const seed = Number(process.env.MQ9_CHAOS_SEED ?? 4242);
+        const rnd = prng(seed);
+        const opts = { dialect: target.dialect, batch: 50 };
+        await w.rig.startEdge(opts);
+        let sent = new Map<number, Cmd>();
+        let faults = '';
+        for (let wave = 0; wave < 5; wave++) {
+          const queued = w.queue(mixedCommands(200, rnd, `w${wave}`));
+          for (let f = 0; f < 3; f++) {
+            await sleep(20 + rnd() * 120);
+            const r = rnd();
+            if (r < 0.45) {
+              faults += 'c';
+              w.rig.proxy!.cut();
+              await sleep(30 + rnd() * 100);
+              w.rig.proxy!.restore();
+            } else if (r < 0.8) {
+              faults += 'k';
+              await w.rig.edge!.kill();
+              await w.rig.startEdge(opts);
+            }
+          }
+          sent = merge(sent, await queued);
+        }
+        const nc = await w.rig.connect(w.rig.edge);
+        await w.waitCloudEmpty(MB, 30_000);
+        const items = drainedItems(await localList(nc, MB));
+        assert.deepEqual(exactlyOnce(items, sent), [], `seed ${seed} (MQ9_CHAOS_SEED), faults (c = cut, k = SIGKILL): ${faults}`);
+        assert.deepEqual(orderProblems(items, true), [], `seed ${seed}, faults: ${faults}`);
+      }));
+  }
 });
