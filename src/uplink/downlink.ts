@@ -456,17 +456,14 @@ export class Downlink {
 
   /** A request with a deadline; a cloud error reply throws (unless `allowError`). */
   private async request(nc: NatsConnection, subject: string, body: string, allowError = false): Promise<CloudReply> {
-    const msg = await nc.request(subject, Buffer.from(body), { timeout: this.opts.requestTimeoutMs });
-    const { reply, error } = decodeReply(subject, msg.data);
-    if (error !== null && !allowError) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: ${error}`);
-    return reply;
+    return (await this.requestSized(nc, subject, body, 0, allowError)).reply;
   }
 
-  /** As `request` (never allowing an error), with the reply's size in bytes. */
-  private async requestSized(nc: NatsConnection, subject: string, body: string, extraMs = 0): Promise<{ reply: CloudReply; size: number }> {
+  /** As `request`, with the reply's size in bytes; `extraMs` lengthens the deadline. */
+  private async requestSized(nc: NatsConnection, subject: string, body: string, extraMs = 0, allowError = false): Promise<{ reply: CloudReply; size: number }> {
     const msg = await nc.request(subject, Buffer.from(body), { timeout: this.opts.requestTimeoutMs + extraMs });
     const { reply, error } = decodeReply(subject, msg.data);
-    if (error !== null) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: ${error}`);
+    if (error !== null && !allowError) throw new Mq9Error(ErrorCode.UPLINK_CLOUD_ERROR, `cloud ${subject}: ${error}`);
     return { reply, size: msg.data.length };
   }
 }
