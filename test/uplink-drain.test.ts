@@ -72,6 +72,7 @@ class World {
 
   constructor(readonly t: Target) {}
 
+  /** Starts the cloud and creates the edge's mailbox MB in it. */
   async startCloud(opts: { shards?: number; maxPayload?: number } = {}): Promise<void> {
     if (this.t.cloud === 'robustmq') {
       this.robust = await RobustCloud.start(opts);
@@ -81,6 +82,7 @@ class World {
       await this.rig.startCloud(opts.maxPayload !== undefined ? ['--max-payload', String(opts.maxPayload)] : []);
       this.cloudNc = await this.rig.connect(this.rig.cloud);
     }
+    await createMailbox(this.cloudNc, { name: MB, ttl: 0 });
   }
 
   /** Queues commands in the cloud mailbox; resolves with cloud msg id → command. */
@@ -172,7 +174,6 @@ for (const target of TARGETS) {
       it(b.name, { timeout: 40_000 }, () =>
         withWorld(target, async (w) => {
           await w.startCloud();
-          await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
           const sent = await w.queue(cmds(b.spec, `b${b.batch}`));
           const { sub } = await edgeWithSubscriber(w, { batch: b.batch });
           w.rig.proxy!.restore();
@@ -187,7 +188,6 @@ for (const target of TARGETS) {
     it('120 critical arriving mid-drain (while the link is cut after the first removal) come before the normals still in the cloud', { timeout: 40_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud();
-        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
         const sent = await w.queue(cmds(BACKLOG, 'late'));
         const { edge, sub } = await edgeWithSubscriber(w, { batch: 20 });
         const cut = w.rig.proxy!.trapOnce('up', ackPattern(w.t.dialect, MB), 'pass', () => w.rig.proxy!.cut());
@@ -209,7 +209,6 @@ for (const target of TARGETS) {
     it('120 critical queued during a running drain: none lost or doubled, each priority in cloud order', { timeout: 40_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud();
-        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
         const sent = await w.queue(cmds(BACKLOG, 'run'));
         let late: Promise<Map<number, Cmd>> | undefined;
         const { sub } = await edgeWithSubscriber(w, {
@@ -228,7 +227,6 @@ for (const target of TARGETS) {
     it('a link cut right after the first removals loses nothing and doubles nothing', { timeout: 40_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud();
-        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
         const sent = await w.queue(cmds(BACKLOG, 'cut'));
         const { edge, sub } = await edgeWithSubscriber(w);
         const cut = w.rig.proxy!.trapOnce('up', ackPattern(w.t.dialect, MB), 'pass', () => w.rig.proxy!.cut());
@@ -248,7 +246,6 @@ for (const target of TARGETS) {
     it('commands handled and deleted locally do not come back when the cloud hands them out again', { timeout: 40_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud();
-        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
         const sent = await w.queue(cmds(BACKLOG, 'del'));
         // The local agent deletes each command as it handles it.
         const deletes: Array<Promise<unknown>> = [];
@@ -276,7 +273,6 @@ for (const target of TARGETS) {
     it('SIGKILL between store and removal, in the middle of a batch, and before the removal is answered: every command once after restarts', { timeout: 60_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud();
-        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
         const sent = await w.queue(cmds([...BACKLOG, ['urgent', 100], ['critical', 100]], 'kill'));
         const opts = { dialect: w.t.dialect, batch: 30 };
         // run 1: stored, removal held back, SIGKILL
@@ -352,7 +348,6 @@ for (const target of TARGETS) {
     it("the cloud's mq9-ttl and mq9-key are kept locally; binary payloads survive between two mq9-edge brokers", { timeout: 30_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud();
-        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
         const { nc, sub } = await edgeWithSubscriber(w);
         w.rig.proxy!.restore();
         const send = (payload: Uint8Array | string, headers: Record<string, string>, priority: PriorityName = 'normal') =>
@@ -378,7 +373,6 @@ for (const target of TARGETS) {
     it('a full local mailbox stops the drain (visible in status and metrics) and it resumes when there is room; nothing lost', { timeout: 40_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud();
-        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
         const sent = await w.queue(cmds([['normal', 90], ['critical', 30]], 'full'));
         const http = await closedPort();
         const deletes: Array<Promise<unknown>> = [];
@@ -417,7 +411,6 @@ for (const target of TARGETS) {
     it('one bad outbox message never stops the link: a header the cloud client cannot encode, over max_payload, refused too long → dead-letter mailbox', { timeout: 40_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud({ maxPayload: 8192 });
-        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
         await createMailbox(w.cloudNc, { name: 'up.ok', ttl: 0 });
         const { edge, nc, sub } = await edgeWithSubscriber(w, { extra: ['--uplink-forward', 'up.>', '--uplink-refused-retry', '0.5'] });
         w.rig.proxy!.restore();
@@ -463,7 +456,6 @@ describe('uplink drain - a cloud that repeats msg_ids', () => {
   it('RobustMQ with 3 shards per mailbox: the drain is refused with a clear error and a metric; nothing stored wrongly, nothing removed', { timeout: 30_000 }, () =>
     withWorld(TARGETS[0]!, async (w) => {
       await w.startCloud({ shards: 3 });
-      await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
       await w.queue(cmds([['normal', 12], ['critical', 6]], 'shard'));
       const http = await closedPort();
       const { edge, nc, sub } = await edgeWithSubscriber(w, { extra: ['--http-port', String(http)] });
@@ -488,7 +480,6 @@ describe('uplink drain - faults at random moments', () => {
     it(`${target.name}: link cuts and edge SIGKILLs while commands keep arriving leave each command once, in order, in the local mailbox`, { timeout: 90_000 }, () =>
       withWorld(target, async (w) => {
         await w.startCloud();
-        await createMailbox(w.cloudNc, { name: MB, ttl: 0 });
         const seed = Number(process.env.MQ9_CHAOS_SEED ?? 4242);
         const rnd = prng(seed);
         const opts = { dialect: target.dialect, batch: 50 };

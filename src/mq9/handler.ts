@@ -65,14 +65,11 @@ export class Mq9Handler implements SubjectHandler {
       }
       // Store writes complete in call order, so the last one stands for all before it.
       if (result instanceof Promise && !READS.has(cmd!.kind)) {
-        const last = result.then(
-          () => undefined,
-          () => undefined,
-        );
-        this.writes.set(client, last);
-        void last.then(() => {
+        const done = (): void => {
           if (this.writes.get(client) === last) this.writes.delete(client);
-        });
+        };
+        const last: Promise<void> = result.then(done, done);
+        this.writes.set(client, last);
       }
     }
     if (result instanceof Promise) {
