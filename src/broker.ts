@@ -10,6 +10,7 @@ import { SystemdNotifier } from "./ops/systemd.js";
 import type { Server as HttpServer } from "node:http";
 import { VERSION } from "./ops/version.js";
 import { NatsServer } from "./nats/server.js";
+import { Router } from "./router/router.js";
 import { openLmdbStore } from "./store/lmdb-store.js";
 import type { MailboxStore } from "./store/types.js";
 import { TimelineClock, systemTime, type TimeSources } from "./mq9/clock.js";
@@ -21,6 +22,7 @@ import { DEFAULT_MQ9_OPTIONS, Mq9Service } from "./mq9/service.js";
 import type { Uplink } from "./uplink/uplink.js";
 
 export interface Broker {
+  router: Router;
   nats: NatsServer;
   store: MailboxStore;
   service: Mq9Service;
@@ -34,6 +36,9 @@ export interface Broker {
 export async function startBroker(c: Config, store: MailboxStore, log: Logger, time: TimeSources = systemTime): Promise<Broker> {
   const clock = new TimelineClock(loadCheckpoint(store), time);
   if (clock.downtimeMs > 0) log.info({ downtimeMs: clock.downtimeMs }, "counting the time the broker was down towards TTLs");
+  const router = new Router();
+  let cid = 0;
+  const nextCid = (): number => ++cid;
   const nats = new NatsServer(
     {
       host: c.host,
@@ -50,12 +55,14 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
       serverName: "mq9-edge",
       version: VERSION,
     },
+    router,
+    nextCid,
     log,
   );
-  const publicList = new PublicList(nats);
-  const delivery = new Delivery(store, nats, clock, log);
+  const publicList = new PublicList(router);
+  const delivery = new Delivery(store, router, clock, log);
   const service = new Mq9Service(store, clock, delivery, publicList, { ...DEFAULT_MQ9_OPTIONS, defaultTtlSec: Math.round(c.defaultTtl / 1000) });
-  nats.addHandler(new Mq9Handler(nats, service, delivery, publicList));
+  router.addHandler(new Mq9Handler(router, service, delivery, publicList));
   const expiry = new Expiry(store, clock, publicList, log);
   // What ran out while the broker was down goes before anyone can see it.
   await expiry.sweep();
@@ -68,6 +75,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
   // without an uplink need not pay.
   const uplink = c.uplinkUrl === "" ? null : await (await import("./uplink/uplink.js")).Uplink.start(c, service, log);
   return {
+    router,
     nats,
     store,
     service,
@@ -113,7 +121,7 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
     try {
       // Loaded only when configured, as the uplink.
       const { startHttp } = await import("./ops/http.js");
-      ops = await startHttp(c.httpHost, c.httpPort, { nats: broker.nats, store, uplink: broker.uplink, maxStoreBytes: c.maxStoreBytes, ready: () => !stopping }, log);
+      ops = await startHttp(c.httpHost, c.httpPort, { router: broker.router, nats: broker.nats, store, uplink: broker.uplink, maxStoreBytes: c.maxStoreBytes, ready: () => !stopping }, log);
     } catch (err) {
       // Metrics are for operators; their port being taken must not stop the broker.
       log.error({ err, host: c.httpHost, port: c.httpPort }, "cannot start the operator endpoint; the broker runs without it");

@@ -15,6 +15,16 @@ export const ErrorCode = {
   PROTO_SLOW_CONSUMER: "PROTO_SLOW_CONSUMER",
   PROTO_STALE: "PROTO_STALE",
   PROTO_PERMISSION: "PROTO_PERMISSION",
+  // MQTT protocol (src/mqtt/): the reason code sent goes with these
+  MQTT_MALFORMED: "MQTT_MALFORMED",
+  MQTT_PROTOCOL: "MQTT_PROTOCOL",
+  MQTT_AUTH: "MQTT_AUTH",
+  MQTT_PACKET_TOO_LARGE: "MQTT_PACKET_TOO_LARGE",
+  MQTT_INVALID_TOPIC: "MQTT_INVALID_TOPIC",
+  MQTT_TOPIC_ALIAS: "MQTT_TOPIC_ALIAS",
+  MQTT_QUOTA: "MQTT_QUOTA",
+  MQTT_KEEPALIVE: "MQTT_KEEPALIVE",
+  MQTT_TAKEN_OVER: "MQTT_TAKEN_OVER",
   // mq9 commands (src/mq9/): the reply's "error" text goes with these
   MQ9_UNKNOWN_COMMAND: "MQ9_UNKNOWN_COMMAND",
   MQ9_INVALID_JSON: "MQ9_INVALID_JSON",
@@ -39,6 +49,8 @@ export const ErrorCode = {
   STORE_FULL: "STORE_FULL",
   STORE_WRITE_FAILED: "STORE_WRITE_FAILED",
   STORE_CLOSED: "STORE_CLOSED",
+  // a bug or an unexpected failure (logged with its stack)
+  INTERNAL: "INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -12,6 +12,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { connect as natsConnect, type ConnectionOptions, type NatsConnection } from 'nats';
 
+// Tests start many brokers side by side: MQTT (default port 1883) is off in every broker
+// a test starts, unless that test asks for it with --mqtt-port (a flag beats the environment).
+process.env.MQ9_EDGE_MQTT_PORT ??= '0';
+
 export type ServerKind = 'nats-server' | 'mq9-edge';
 
 const ALL_KINDS: readonly ServerKind[] = ['nats-server', 'mq9-edge'];

@@ -37,6 +37,8 @@ export interface Mq9Flags {
   maxMailboxBytes?: number;
   maxStoreBytes?: number;
   maxPayload?: number;
+  /** MQTT listener: -1 any free port (see Mq9Broker.mqttPort), 0 off (the tests' default). */
+  mqttPort?: number;
   logLevel?: string;
   /** Any other flags, as given on the command line. */
   extra?: string[];
@@ -45,6 +47,8 @@ export interface Mq9Flags {
 export interface Mq9Broker {
   readonly url: string;
   readonly port: number;
+  /** The MQTT listener's port, 0 when off. */
+  readonly mqttPort: number;
   readonly dataDir: string;
   readonly pid: number;
   readonly proc: ChildProcess;
@@ -72,6 +76,7 @@ export function flagArgs(f: Mq9Flags): string[] {
   if (f.maxMailboxBytes !== undefined) a.push('--max-mailbox-bytes', String(f.maxMailboxBytes));
   if (f.maxStoreBytes !== undefined) a.push('--max-store-bytes', String(f.maxStoreBytes));
   if (f.maxPayload !== undefined) a.push('--max-payload', String(f.maxPayload));
+  if (f.mqttPort !== undefined) a.push('--mqtt-port', String(f.mqttPort));
   a.push('--log-level', f.logLevel ?? 'info');
   if (f.extra) a.push(...f.extra);
   return a;
@@ -117,6 +122,7 @@ export async function startMq9(dataDir: string, flags: Mq9Flags = {}): Promise<M
   let out = '';
   let lineBuf = '';
   let port: number | undefined;
+  let mqttPort = 0;
   let exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => {
@@ -136,7 +142,10 @@ export async function startMq9(dataDir: string, flags: Mq9Flags = {}): Promise<M
       if (!line.startsWith('{')) continue;
       try {
         const r = JSON.parse(line) as Record<string, unknown>;
-        if (r.msg === 'ready' && typeof r.port === 'number') port = r.port;
+        if (r.msg === 'ready' && typeof r.port === 'number') {
+          port = r.port;
+          if (typeof r.mqttPort === 'number') mqttPort = r.mqttPort;
+        }
       } catch {
         // not JSON
       }
@@ -174,6 +183,7 @@ export async function startMq9(dataDir: string, flags: Mq9Flags = {}): Promise<M
   return {
     url: `nats://127.0.0.1:${p}`,
     port: p,
+    mqttPort,
     dataDir,
     pid: child.pid ?? -1,
     proc: child,

@@ -14,12 +14,10 @@
 // it again after a restart.
 
 import type { Logger } from "pino";
-import type { ClientSub } from "../nats/client.js";
-import type { PubFrame } from "../nats/parser.js";
-import type { NatsServer } from "../nats/server.js";
+import type { Dialect, Sub } from "../router/conn.js";
+import type { Router } from "../router/router.js";
 import { ErrorCode, Mq9Error } from "../errors.js";
 import {
-  PRIORITY_NAMES,
   isDone,
   markDone,
   newGroupState,
@@ -29,18 +27,14 @@ import {
   type StoredMessage,
 } from "../store/types.js";
 import type { Clock } from "./clock.js";
-import { deliveryHeaders } from "./headers.js";
-import { MQ9_PREFIX } from "./subjects.js";
 
 /** Messages read from the store per batch. */
 const BATCH = 256;
-/** A client with more than this pending is left to drain before it gets more. */
-const ROOM_BYTES = 512 * 1024;
 
-export type Dialect = "push" | "inbox";
+export type { Dialect };
 
 interface Member {
-  readonly sub: ClientSub;
+  readonly sub: Sub;
   readonly dialect: Dialect;
 }
 
@@ -60,7 +54,7 @@ abstract class Reader {
 
   /**
    * Reads and sends until caught up. Room is checked before every message, so a client
-   * holds at most ROOM_BYTES plus one message; when every client of this reader is full,
+   * holds at most what its connection calls room plus one message; when every client of this reader is full,
    * the pump waits for a drain and goes on from its position.
    */
   pump(): void {
@@ -72,7 +66,7 @@ abstract class Reader {
       if (waitOn !== null) {
         // Stays `pumping`: live messages wait in the store until the pump resumes.
         this.afterPump();
-        waitOn.client.whenWritable(() => {
+        waitOn.conn.whenWritable(() => {
           this.pumping = false;
           this.pump();
         });
@@ -132,7 +126,7 @@ abstract class Reader {
   }
 
   /** A member whose client must drain before anything can be sent, or null. */
-  protected abstract blockedOn(): ClientSub | null;
+  protected abstract blockedOn(): Sub | null;
   /** Whether `m` is past this reader's position. */
   protected abstract accepts(m: StoredMessage): boolean;
   /** Sends `m` and moves the position past it; false if nobody could take it. */
@@ -154,8 +148,8 @@ class PlainReader extends Reader {
     super(delivery, address, priorities);
   }
 
-  protected blockedOn(): ClientSub | null {
-    return this.member.sub.client.pendingBytes() > ROOM_BYTES ? this.member.sub : null;
+  protected blockedOn(): Sub | null {
+    return this.member.sub.conn.hasRoom() ? null : this.member.sub;
   }
 
   protected accepts(m: StoredMessage): boolean {
@@ -200,7 +194,7 @@ class GroupReader extends Reader {
     const n = this.members.length;
     for (let k = 0; k < n; k++) {
       const m = this.members[(this.next + k) % n]!;
-      if (m.sub.client.pendingBytes() <= ROOM_BYTES) {
+      if (m.sub.conn.hasRoom()) {
         this.next = (this.next + k + 1) % n;
         return m;
       }
@@ -208,12 +202,12 @@ class GroupReader extends Reader {
     return null;
   }
 
-  protected blockedOn(): ClientSub | null {
+  protected blockedOn(): Sub | null {
     if (this.members.length === 0) return null;
-    for (const m of this.members) if (m.sub.client.pendingBytes() <= ROOM_BYTES) return null;
+    for (const m of this.members) if (m.sub.conn.hasRoom()) return null;
     // Every member is full: wait on the one with the least pending.
     let best = this.members[0]!;
-    for (const m of this.members) if (m.sub.client.pendingBytes() < best.sub.client.pendingBytes()) best = m;
+    for (const m of this.members) if (m.sub.conn.pendingBytes() < best.sub.conn.pendingBytes()) best = m;
     return best.sub;
   }
 
@@ -281,20 +275,18 @@ interface Watch {
 
 export class Delivery {
   private readonly watches = new Map<string, Watch>();
-  private readonly readerOf = new Map<ClientSub, Reader>();
+  private readonly readerOf = new Map<Sub, Reader>();
   private readonly groups = new Map<string, GroupReader>();
-  // Delivery subjects, per dialect, address and priority, as bytes.
-  private readonly subjects = new Map<string, Buffer>();
 
   constructor(
     readonly store: MailboxStore,
-    private readonly server: NatsServer,
+    private readonly router: Router,
     private readonly clock: Clock,
     readonly log: Logger,
   ) {}
 
   /** Starts delivering a mailbox to a subscription: replay first, then live. */
-  subscribe(sub: ClientSub, address: string, priorities: readonly PriorityRank[], dialect: Dialect): void {
+  subscribe(sub: Sub, address: string, priorities: readonly PriorityRank[], dialect: Dialect): void {
     const member: Member = { sub, dialect };
     let reader: Reader;
     if (sub.queue === null) {
@@ -319,7 +311,7 @@ export class Delivery {
     setImmediate(() => reader.pump());
   }
 
-  unsubscribe(sub: ClientSub): void {
+  unsubscribe(sub: Sub): void {
     const reader = this.readerOf.get(sub);
     if (reader === undefined) return;
     this.readerOf.delete(sub);
@@ -327,7 +319,7 @@ export class Delivery {
     else this.dropReader(reader);
   }
 
-  leaveGroup(group: GroupReader, sub: ClientSub): void {
+  leaveGroup(group: GroupReader, sub: Sub): void {
     const i = group.members.findIndex((m) => m.sub === sub);
     if (i >= 0) group.members.splice(i, 1);
     this.readerOf.delete(sub);
@@ -381,45 +373,6 @@ export class Delivery {
   }
 
   send(member: Member, m: StoredMessage): void {
-    this.server.deliverTo(member.sub, this.frameOf(m, member.dialect));
-  }
-
-  // The last frame built: a live message goes to every reader of its mailbox in a row,
-  // and the frame is only read (copied into each client's output), so they share it.
-  private last: { m: StoredMessage; dialect: Dialect; frame: PubFrame } | null = null;
-
-  private frameOf(m: StoredMessage, dialect: Dialect): PubFrame {
-    const last = this.last;
-    if (last !== null && last.m === m && last.dialect === dialect) return last.frame;
-    const subject = this.subjectBytes(dialect, m.address, m.priority);
-    const hdr = deliveryHeaders(m.msgId, PRIORITY_NAMES[m.priority], m.address, m.headers);
-    const msg = Buffer.allocUnsafe(hdr.length + m.payload.length);
-    msg.set(hdr, 0);
-    msg.set(m.payload, hdr.length);
-    const frame: PubFrame = {
-      args: subject,
-      subjectStart: 0,
-      subjectEnd: subject.length,
-      replyStart: -1,
-      replyEnd: -1,
-      hdrLen: hdr.length,
-      msg,
-      msgStart: 0,
-      msgEnd: msg.length,
-    };
-    this.last = { m, dialect, frame };
-    return frame;
-  }
-
-  private subjectBytes(dialect: Dialect, address: string, rank: PriorityRank): Buffer {
-    const key = `${dialect}\n${address}\n${rank}`;
-    let b = this.subjects.get(key);
-    if (b === undefined) {
-      const base = dialect === "push" ? `${MQ9_PREFIX}MAILBOX.MSG.` : `${MQ9_PREFIX}INBOX.`;
-      b = Buffer.from(`${base}${address}.${PRIORITY_NAMES[rank]}`, "latin1");
-      if (this.subjects.size > 10_000) this.subjects.clear();
-      this.subjects.set(key, b);
-    }
-    return b;
+    this.router.deliverStored(member.sub, m, member.dialect);
   }
 }

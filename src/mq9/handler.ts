@@ -1,13 +1,13 @@
-// The mq9 namespace on the NATS server: every publish and subscription under
-// `$mq9.AI.` comes here. Commands are NATS requests; the reply goes to the request's
-// reply subject through ordinary routing, so every client's request multiplexer
-// works. A command without a reply subject is still carried out; if it fails, the
-// client gets an -ERR in nats-server's permissions form (which clients keep open on).
+// The mq9 namespace of the shared subject space: every publish and subscription
+// under `$mq9.AI.`, from NATS or MQTT, comes here. Commands are requests; the reply
+// goes to the request's reply subject through ordinary routing, so every client's
+// request multiplexer works. A command without a reply subject is still carried out;
+// its outcome goes to the publisher's `done` (an MQTT acknowledgement) or, if it
+// failed, to the connection (a NATS -ERR in nats-server's permissions form).
 
-import type { ClientConn, ClientSub } from "../nats/client.js";
-import type { PubFrame } from "../nats/parser.js";
-import { permissionViolationPub, permissionViolationSub, type NatsErrText } from "../nats/protocol.js";
-import type { NatsServer, SubjectHandler } from "../nats/server.js";
+import type { Conn, Sub } from "../router/conn.js";
+import type { Frame } from "../router/frame.js";
+import type { PublishDone, Router, SubjectHandler } from "../router/router.js";
 import { ErrorCode, Mq9Error, countError } from "../errors.js";
 import { MQ9_PREFIX, parseCommand, parseSubscription, type Mq9Command } from "./subjects.js";
 import type { Delivery } from "./delivery.js";
@@ -23,10 +23,10 @@ export class Mq9Handler implements SubjectHandler {
   // Publishers repeat subjects; parse each once.
   private readonly commands = new Map<string, Mq9Command | null>();
   /** Per connection, the last of its mq9 writes still in progress. */
-  private readonly writes = new WeakMap<ClientConn, Promise<void>>();
+  private readonly writes = new WeakMap<Conn, Promise<void>>();
 
   constructor(
-    private readonly server: NatsServer,
+    private readonly router: Router,
     private readonly service: Mq9Service,
     private readonly delivery: Delivery,
     private readonly publicList: PublicList,
@@ -42,7 +42,7 @@ export class Mq9Handler implements SubjectHandler {
     return cmd;
   }
 
-  publish(client: ClientConn, subject: string, f: PubFrame): boolean {
+  publish(client: Conn, subject: string, f: Frame, done?: PublishDone): boolean {
     const cmd = this.command(subject);
     if (cmd !== null && cmd.kind === "broadcast") return false; // plain live pub/sub
     const replyTo = f.replyStart < 0 ? null : f.args.toString("latin1", f.replyStart, f.replyEnd);
@@ -60,7 +60,7 @@ export class Mq9Handler implements SubjectHandler {
       try {
         result = this.run(cmd, subject, replyTo, headers, payload);
       } catch (err) {
-        this.fail(client, subject, replyTo, err);
+        this.fail(client, subject, replyTo, err, done);
         return true;
       }
       // Store writes complete in call order, so the last one stands for all before it.
@@ -74,11 +74,11 @@ export class Mq9Handler implements SubjectHandler {
     }
     if (result instanceof Promise) {
       result.then(
-        (r) => this.respond(replyTo, r),
-        (err: unknown) => this.fail(client, subject, replyTo, err),
+        (r) => this.succeed(replyTo, r, done),
+        (err: unknown) => this.fail(client, subject, replyTo, err, done),
       );
     } else {
-      this.respond(replyTo, result);
+      this.succeed(replyTo, result, done);
     }
     return true;
   }
@@ -116,10 +116,15 @@ export class Mq9Handler implements SubjectHandler {
 
   private respond(replyTo: string | null, reply: Reply): void {
     if (replyTo === null) return;
-    this.server.publish(replyTo, null, Buffer.from(JSON.stringify(reply)));
+    this.router.publish(replyTo, null, Buffer.from(JSON.stringify(reply)));
   }
 
-  private fail(client: ClientConn, subject: string, replyTo: string | null, err: unknown): void {
+  private succeed(replyTo: string | null, reply: Reply, done: PublishDone | undefined): void {
+    this.respond(replyTo, reply);
+    done?.(null);
+  }
+
+  private fail(client: Conn, subject: string, replyTo: string | null, err: unknown, done: PublishDone | undefined): void {
     let text: string;
     if (err instanceof Mq9Error) {
       text = err.message;
@@ -127,18 +132,17 @@ export class Mq9Handler implements SubjectHandler {
       client.log.debug({ subject, code: err.code, error: text }, "mq9 command refused");
     } else {
       text = `internal error: ${err instanceof Error ? err.message : String(err)}`;
+      countError(ErrorCode.INTERNAL);
       client.log.error({ err, subject }, "mq9 command failed");
     }
     if (replyTo !== null) this.respond(replyTo, { error: text });
-    else client.sendErr(permissionViolationPub(subject), err instanceof Mq9Error);
+    if (done !== undefined) done(err instanceof Mq9Error ? err : new Mq9Error(ErrorCode.INTERNAL, text));
+    else if (replyTo === null) client.publishRefused(subject, text);
   }
 
-  subscribe(sub: ClientSub): NatsErrText | null | "plain" {
+  subscribe(sub: Sub): string | null | "plain" {
     const target = parseSubscription(sub.subject);
-    if ("error" in target) {
-      sub.client.log.debug({ subject: sub.subject, reason: target.error }, "mq9 subscription refused");
-      return permissionViolationSub(sub.subject);
-    }
+    if ("error" in target) return target.error;
     switch (target.kind) {
       case "broadcast":
         return "plain";
@@ -150,8 +154,7 @@ export class Mq9Handler implements SubjectHandler {
         try {
           this.service.requireMailbox(target.address);
         } catch (err) {
-          sub.client.log.debug({ subject: sub.subject, reason: (err as Error).message }, "mq9 subscription refused");
-          return permissionViolationSub(sub.subject);
+          return (err as Error).message;
         }
         sub.handler = this;
         this.delivery.subscribe(sub, target.address, target.priorities, sub.subject.startsWith(`${MQ9_PREFIX}INBOX.`) ? "inbox" : "push");
@@ -159,7 +162,7 @@ export class Mq9Handler implements SubjectHandler {
     }
   }
 
-  unsubscribe(sub: ClientSub): void {
+  unsubscribe(sub: Sub): void {
     this.delivery.unsubscribe(sub);
     this.publicList.unsubscribe(sub);
   }

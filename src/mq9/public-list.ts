@@ -1,8 +1,8 @@
 // $mq9.AI.PUBLIC.LIST subscribers: on SUB one `created` event per existing public
 // mailbox, then live `created` and `expired` events.
 
-import type { ClientSub } from "../nats/client.js";
-import type { NatsServer } from "../nats/server.js";
+import type { Sub } from "../router/conn.js";
+import type { Router } from "../router/router.js";
 import type { MailboxMeta } from "../store/types.js";
 import { MQ9_PREFIX } from "./subjects.js";
 
@@ -10,16 +10,16 @@ export const PUBLIC_LIST_SUBJECT = `${MQ9_PREFIX}PUBLIC.LIST`;
 const SUBJECT = Buffer.from(PUBLIC_LIST_SUBJECT, "latin1");
 
 export class PublicList {
-  private readonly subs = new Set<ClientSub>();
+  private readonly subs = new Set<Sub>();
 
-  constructor(private readonly server: NatsServer) {}
+  constructor(private readonly router: Router) {}
 
-  subscribe(sub: ClientSub, existing: readonly MailboxMeta[]): void {
+  subscribe(sub: Sub, existing: readonly MailboxMeta[]): void {
     this.subs.add(sub);
     for (const m of existing) this.sendTo(sub, createdEvent(m));
   }
 
-  unsubscribe(sub: ClientSub): void {
+  unsubscribe(sub: Sub): void {
     this.subs.delete(sub);
   }
 
@@ -35,9 +35,9 @@ export class PublicList {
     for (const sub of [...this.subs]) this.sendTo(sub, event);
   }
 
-  private sendTo(sub: ClientSub, event: Record<string, unknown>): void {
+  private sendTo(sub: Sub, event: Record<string, unknown>): void {
     const msg = Buffer.from(JSON.stringify(event));
-    this.server.deliverTo(sub, {
+    this.router.deliverTo(sub, {
       args: SUBJECT,
       subjectStart: 0,
       subjectEnd: SUBJECT.length,

@@ -6,24 +6,17 @@
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import { Parser, ParseErrorKind, type ParseError, type ParserHandler, type PubFrame } from "./parser.js";
-import type { Subscription } from "./sublist.js";
-import { NatsErr, errCode, type NatsErrText } from "./protocol.js";
+import { NatsErr, errCode, permissionViolationPub, permissionViolationSub, type NatsErrText } from "./protocol.js";
 import { ErrorCode, countError } from "../errors.js";
 import type { NatsServer } from "./server.js";
+import { isValidQueue } from "./server.js";
+import { Sub, type Conn, type Dialect } from "../router/conn.js";
+import type { StoredMessage } from "../store/types.js";
 
-export class ClientSub implements Subscription {
-  delivered = 0;
-  /** Set when a subject handler (such as mq9) serves this subscription. */
-  handler: { unsubscribe(sub: ClientSub): void } | null = null;
+export class NatsSub extends Sub {
   readonly sidBytes: Buffer;
-  constructor(
-    readonly client: ClientConn,
-    readonly subject: string,
-    readonly queue: string | null,
-    readonly sid: string,
-    /** Deliveries after which the subscription ends; 0 = unlimited. */
-    public max: number,
-  ) {
+  constructor(conn: ClientConn, subject: string, queue: string | null, sid: string) {
+    super(conn, subject, queue, sid, 0, !conn.echo);
     this.sidBytes = Buffer.from(sid, "latin1");
   }
 }
@@ -32,6 +25,8 @@ const OUT_SIZE = 32 * 1024;
 const PING = Buffer.from("PING\r\n");
 const PONG = Buffer.from("PONG\r\n");
 const OK = Buffer.from("+OK\r\n");
+/** A mailbox reader gives a client more only while it has less than this pending. */
+const ROOM_BYTES = 512 * 1024;
 
 export type CloseReason =
   | "client closed"
@@ -45,9 +40,9 @@ export type CloseReason =
   | "maximum payload violation"
   | "socket error";
 
-export class ClientConn implements ParserHandler {
+export class ClientConn implements ParserHandler, Conn {
   readonly parser: Parser;
-  readonly subs = new Map<string, ClientSub>();
+  readonly subs = new Map<string, Sub>();
   // CONNECT options
   name = "";
   echo = true;
@@ -144,16 +139,20 @@ export class ClientConn implements ParserHandler {
       return;
     }
     if (this.verbose) this.sendRaw(OK); // before any MSG this PUB produces, as nats-server
-    this.server.route(this, subj, f);
+    this.server.router.route(this, subj, f);
   }
 
   onSub(subject: Uint8Array, queue: Uint8Array | null, sid: Uint8Array): void {
     if (!this.mayOperate()) return;
-    const sidStr = latin1(sid);
-    const sub = new ClientSub(this, latin1(subject), queue === null ? null : latin1(queue), sidStr, 0);
-    const err = this.server.subscribe(sub);
-    if (err !== null) {
-      this.sendErr(err);
+    const q = queue === null ? null : latin1(queue);
+    const sub = new NatsSub(this, latin1(subject), q, latin1(sid));
+    const r = this.server.router.subscribe(sub, q === null || isValidQueue(q));
+    if (r !== null) {
+      if ("invalid" in r) this.sendErr(NatsErr.INVALID_SUBJECT);
+      else {
+        this.log.debug({ subject: sub.subject, reason: r.refused }, "subscription refused");
+        this.sendErr(permissionViolationSub(sub.subject));
+      }
       return;
     }
     if (this.verbose) this.sendRaw(OK);
@@ -164,7 +163,7 @@ export class ClientConn implements ParserHandler {
     const sub = this.subs.get(latin1(sid));
     if (sub !== undefined) {
       if (max > 0 && sub.delivered < max) sub.max = max;
-      else this.server.unsubscribe(sub);
+      else this.server.router.unsubscribe(sub);
     }
     if (this.verbose) this.sendRaw(OK);
   }
@@ -222,7 +221,7 @@ export class ClientConn implements ParserHandler {
   // ---- outbound ----
 
   /** Queues a MSG/HMSG of frame `f` for one subscription. */
-  sendMsg(sub: ClientSub, f: PubFrame): void {
+  sendMsg(sub: Sub, f: PubFrame): void {
     if (this.closed) return;
     const hdrLen = f.hdrLen;
     const withHeaders = hdrLen >= 0 && this.headers;
@@ -231,7 +230,7 @@ export class ClientConn implements ParserHandler {
     const bodyLen = f.msgEnd - bodyStart;
     const subjLen = f.subjectEnd - f.subjectStart;
     const replyLen = f.replyStart < 0 ? -1 : f.replyEnd - f.replyStart;
-    const sid = sub.sidBytes;
+    const sid = (sub as NatsSub).sidBytes;
     const need = 5 + subjLen + 1 + sid.length + 1 + replyLen + 1 + 24 + bodyLen + 2;
     const out = this.reserve(need);
     if (out === null) return;
@@ -269,7 +268,20 @@ export class ClientConn implements ParserHandler {
     out[p++] = 13;
     out[p++] = 10;
     this.pos = p;
-    if (!this.dirty) this.server.markDirty(this);
+    if (!this.dirty) this.server.router.markDirty(this);
+  }
+
+  sendStored(sub: Sub, m: StoredMessage, dialect: Dialect): void {
+    this.sendMsg(sub, this.server.mailboxFrames.frame(m, dialect));
+  }
+
+  hasRoom(): boolean {
+    return this.pendingBytes() <= ROOM_BYTES;
+  }
+
+  publishRefused(subject: string, reason: string): void {
+    this.log.debug({ subject, reason }, "publish refused");
+    this.sendErr(permissionViolationPub(subject), true);
   }
 
   sendRaw(bytes: Uint8Array): void {
@@ -278,7 +290,7 @@ export class ClientConn implements ParserHandler {
     if (out === null) return;
     out.set(bytes, this.pos);
     this.pos += bytes.length;
-    this.server.markDirty(this);
+    this.server.router.markDirty(this);
   }
 
   /** Bytes written to this client but not yet taken by the kernel. */
@@ -352,7 +364,7 @@ export class ClientConn implements ParserHandler {
 
   private slowConsumer(): void {
     if (this.closed) return;
-    this.server.stats.slowConsumers++;
+    this.server.router.stats.slowConsumers++;
     countError(ErrorCode.PROTO_SLOW_CONSUMER);
     this.log.warn({ pending: this.pos + this.queued, maxPending: this.server.opts.maxPending }, "slow consumer");
     this.pos = 0;

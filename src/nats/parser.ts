@@ -4,6 +4,8 @@
 // are handed to the handler as views into the read buffer, and copied only when a
 // frame is split across reads. Views are valid only during the handler call.
 
+import type { Frame } from "../router/frame.js";
+
 export const MAX_CONTROL_LINE = 4096;
 
 export const Op = {
@@ -24,21 +26,8 @@ export type Op = (typeof Op)[keyof typeof Op];
  * One PUB/HPUB frame as offsets into buffers, so no object is made per message.
  * The parser reuses one instance; it is valid only during `onPub`.
  */
-export interface PubFrame {
-  /** Holds the subject and reply bytes. */
-  args: Buffer;
-  subjectStart: number;
-  subjectEnd: number;
-  /** -1 when the frame has no reply subject. */
-  replyStart: number;
-  replyEnd: number;
-  /** Header bytes at the start of the message; -1 for PUB. */
-  hdrLen: number;
-  /** Holds the message (headers then payload). */
-  msg: Buffer;
-  msgStart: number;
-  msgEnd: number;
-}
+/** A PUB/HPUB as the router carries it: views into the read buffer. */
+export type PubFrame = Frame;
 
 export interface ParserHandler {
   onConnect(json: string): void;

@@ -37,9 +37,6 @@ export interface ServerInfo {
   auth_required?: true;
 }
 
-/** The 503 status header nats-server sends a requester nobody answers. */
-export const NO_RESPONDERS_HEADER = Buffer.from("NATS/1.0 503\r\n\r\n");
-
 /** The stable code behind an -ERR text, for metrics and logs. */
 export function errCode(text: NatsErrText): ErrorCode {
   switch (text) {

@@ -8,12 +8,14 @@ import type { Logger } from "pino";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { errorCounts } from "../errors.js";
 import type { NatsServer } from "../nats/server.js";
+import type { Router } from "../router/router.js";
 import type { MailboxStore } from "../store/types.js";
 import { PRIORITY_NAMES } from "../store/types.js";
 import type { Uplink, UplinkStatus } from "../uplink/uplink.js";
 import { VERSION } from "./version.js";
 
 export interface StatusSources {
+  router: Router;
   nats: NatsServer;
   store: MailboxStore;
   uplink: Uplink | null;
@@ -46,7 +48,7 @@ const started = Date.now();
 
 export function status(s: StatusSources): Status {
   const st = s.store.stats();
-  const n = s.nats.stats;
+  const n = { ...s.nats.stats, ...s.router.stats };
   return {
     version: VERSION,
     uptimeSeconds: Math.round((Date.now() - started) / 1000),

@@ -1,0 +1,52 @@
+// Mailbox deliveries as NATS messages: the mq9 delivery subject
+// (`$mq9.AI.MAILBOX.MSG.{address}.{priority}`, or the inbox dialect's) and a header
+// block with mq9-msg-id, mq9-priority and mq9-mail-address before the publisher's own.
+
+import { deliveryHeaders } from "../mq9/headers.js";
+import { MQ9_PREFIX } from "../mq9/subjects.js";
+import { PRIORITY_NAMES, type PriorityRank, type StoredMessage } from "../store/types.js";
+import type { Dialect } from "../router/conn.js";
+import type { Frame } from "../router/frame.js";
+
+export class MailboxFrames {
+  // The last frame built: a live message goes to every reader of its mailbox in a row,
+  // and the frame is only read (copied into each client's output), so they share it.
+  private last: { m: StoredMessage; dialect: Dialect; frame: Frame } | null = null;
+  // Delivery subjects, per dialect, address and priority, as bytes.
+  private readonly subjects = new Map<string, Buffer>();
+
+  frame(m: StoredMessage, dialect: Dialect): Frame {
+    const last = this.last;
+    if (last !== null && last.m === m && last.dialect === dialect) return last.frame;
+    const subject = this.subjectBytes(dialect, m.address, m.priority);
+    const hdr = deliveryHeaders(m.msgId, PRIORITY_NAMES[m.priority], m.address, m.headers);
+    const msg = Buffer.allocUnsafe(hdr.length + m.payload.length);
+    msg.set(hdr, 0);
+    msg.set(m.payload, hdr.length);
+    const frame: Frame = {
+      args: subject,
+      subjectStart: 0,
+      subjectEnd: subject.length,
+      replyStart: -1,
+      replyEnd: -1,
+      hdrLen: hdr.length,
+      msg,
+      msgStart: 0,
+      msgEnd: msg.length,
+    };
+    this.last = { m, dialect, frame };
+    return frame;
+  }
+
+  private subjectBytes(dialect: Dialect, address: string, rank: PriorityRank): Buffer {
+    const key = `${dialect}\n${address}\n${rank}`;
+    let b = this.subjects.get(key);
+    if (b === undefined) {
+      const base = dialect === "push" ? `${MQ9_PREFIX}MAILBOX.MSG.` : `${MQ9_PREFIX}INBOX.`;
+      b = Buffer.from(`${base}${address}.${PRIORITY_NAMES[rank]}`, "latin1");
+      if (this.subjects.size > 10_000) this.subjects.clear();
+      this.subjects.set(key, b);
+    }
+    return b;
+  }
+}
