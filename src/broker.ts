@@ -4,13 +4,14 @@
 
 import type { Logger } from "pino";
 import type { Config, LoadedConfig } from "./ops/config.js";
-import { redacted } from "./ops/config.js";
+import { declaredMailboxes, redacted } from "./ops/config.js";
 import { createLogger } from "./ops/log.js";
 import { SystemdNotifier } from "./ops/systemd.js";
 import type { Server as HttpServer } from "node:http";
 import { VERSION } from "./ops/version.js";
 import { NatsServer } from "./nats/server.js";
 import { Router } from "./router/router.js";
+import { MqttServer } from "./mqtt/server.js";
 import { openLmdbStore } from "./store/lmdb-store.js";
 import type { MailboxStore } from "./store/types.js";
 import { TimelineClock, systemTime, type TimeSources } from "./mq9/clock.js";
@@ -24,11 +25,14 @@ import type { Uplink } from "./uplink/uplink.js";
 export interface Broker {
   router: Router;
   nats: NatsServer;
+  mqtt: MqttServer | null;
   store: MailboxStore;
   service: Mq9Service;
   expiry: Expiry;
   uplink: Uplink | null;
   address: { host: string; port: number };
+  /** The MQTT listener's port; 0 when off. */
+  mqttPort: number;
   close(): Promise<void>;
 }
 
@@ -67,7 +71,41 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
   // What ran out while the broker was down goes before anyone can see it.
   await expiry.sweep();
   await expiry.checkpoint();
+  // Declared mailboxes exist before any client can look for them (3.1.1 firmware cannot create one and read the reply easily).
+  for (const m of declaredMailboxes(c)) {
+    const r = await service.create(Buffer.from(JSON.stringify(m)));
+    if (r["is_new"] === true) log.info({ mailbox: m.name }, "created a mailbox the config declares");
+  }
   const address = await nats.listen();
+  let mqtt: MqttServer | null = null;
+  let mqttPort = 0;
+  if (c.mqttPort !== 0) {
+    mqtt = new MqttServer(
+      {
+        host: c.host,
+        port: c.mqttPort,
+        maxPayload: c.maxPayload,
+        maxConnections: c.maxConnections,
+        authToken: c.authToken,
+        user: c.user,
+        password: c.password,
+        maxSessions: c.mqttMaxSessions,
+        maxQueued: c.mqttMaxQueued,
+        maxInflight: c.mqttMaxInflight,
+        maxRetained: c.mqttMaxRetained,
+        connectTimeoutMs: Math.max(c.authTimeout, 10_000),
+      },
+      router,
+      nextCid,
+      log,
+    );
+    try {
+      mqttPort = (await mqtt.listen()).port;
+    } catch (err) {
+      await nats.close();
+      throw err;
+    }
+  }
   expiry.start();
   // The uplink starts after the local broker serves: a cloud that is down or
   // misconfigured never keeps local agents waiting.
@@ -77,6 +115,8 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
   return {
     router,
     nats,
+    mqtt,
+    mqttPort,
     store,
     service,
     expiry,
@@ -84,6 +124,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
     address,
     async close() {
       await uplink?.stop();
+      await mqtt?.close();
       await nats.close();
       await expiry.stop();
     },
@@ -110,7 +151,7 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
   try {
     broker = await startBroker(c, store, log);
   } catch (err) {
-    log.fatal({ err, host: c.host, port: c.port }, "cannot start");
+    log.fatal({ err, host: c.host, port: c.port, mqttPort: c.mqttPort }, "cannot start");
     await store.close().catch(() => undefined);
     log.flush();
     return 1;
@@ -130,7 +171,7 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
   // "ready" (log, systemd) once everything configured serves.
   const st = store.stats();
   log.info(
-    { host: broker.address.host, port: broker.address.port, version: VERSION, mailboxes: st.mailboxes, messages: st.messages, config: redacted(c), sources },
+    { host: broker.address.host, port: broker.address.port, mqttPort: broker.mqttPort, version: VERSION, mailboxes: st.mailboxes, messages: st.messages, config: redacted(c), sources },
     "ready",
   );
   const systemd = SystemdNotifier.fromEnv(log);

@@ -114,7 +114,8 @@ export function parseSubscription(subject: string): SubTarget | { error: string 
   const t = subject.slice(MQ9_PREFIX.length).split(".");
   const [a, b] = t;
   if (a === "PUBLIC" && b === "LIST" && t.length === 2) return { kind: "publicList" };
-  if (a === "BROADCAST") return { kind: "broadcast" };
+  // REPLY.{client id}: where MQTT 3.1.1 clients read their command replies; plain pub/sub.
+  if (a === "BROADCAST" || a === "REPLY") return { kind: "broadcast" };
   let rest: string[];
   if (a === "MAILBOX" && b === "MSG" && t.length >= 3) rest = t.slice(2);
   else if (a === "INBOX" && t.length >= 3) rest = t.slice(1);

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { ConfigError, ErrorCode, Mq9Error } from "../errors.js";
 import { nameError } from "../mq9/subjects.js";
 
-type Kind = "string" | "int" | "size" | "seconds" | "level" | "enum";
+type Kind = "string" | "int" | "size" | "seconds" | "level" | "enum" | "mailboxes";
 
 interface Spec {
   kind: Kind;
@@ -59,6 +59,12 @@ const SPECS = {
   uplinkBackoffMin: { kind: "seconds", default: 0.5, min: 0.01, help: "first reconnect delay (doubles up to --uplink-backoff-max, with jitter)" },
   uplinkBackoffMax: { kind: "seconds", default: 30, min: 0.01, help: "longest reconnect delay" },
   uplinkDeadLetter: { kind: "string", default: "mq9-edge.dead-letter", help: "local mailbox where outbox messages that cannot go up are set aside (a header the cloud cannot take, over its max_payload, refused too long)" },
+  mqttPort: { kind: "int", default: 1883, min: -1, max: 65535, help: "MQTT 3.1.1/5 port on --host (0 = off, -1 = any free port)" },
+  mqttMaxSessions: { kind: "int", default: 10_000, min: 1, help: "MQTT sessions (connected or kept for a persistent client) at once; past it CONNECT is refused with 0x97" },
+  mqttMaxQueued: { kind: "int", default: 10_000, min: 1, help: "QoS 1/2 messages kept per MQTT session that cannot take them now; past it the message is not kept for that session and its publisher gets 0x97" },
+  mqttMaxInflight: { kind: "int", default: 256, min: 1, max: 65_535, help: "QoS 1/2 messages sent to an MQTT client and not yet acknowledged, at most (and no more than its Receive Maximum)" },
+  mqttMaxRetained: { kind: "int", default: 10_000, min: 0, help: "retained MQTT messages (topics); past it a new retained topic is refused with 0x97" },
+  mailboxes: { kind: "mailboxes", default: "", help: 'mailboxes created at start if missing: a JSON array of {"name", "ttl" (seconds), "public", "desc"}' },
   uplinkRefusedRetry: { kind: "seconds", default: 600, min: 0, help: "seconds an outbox message the cloud refuses is retried before it is set aside in the dead-letter mailbox" },
 } as const satisfies Record<string, Spec>;
 
@@ -105,8 +111,28 @@ export interface Config {
   /** Milliseconds. */
   uplinkBackoffMax: number;
   uplinkDeadLetter: string;
+  mqttPort: number;
+  mqttMaxSessions: number;
+  mqttMaxQueued: number;
+  mqttMaxInflight: number;
+  mqttMaxRetained: number;
+  /** JSON text of DeclaredMailbox[] (validated), or "". */
+  mailboxes: string;
   /** Milliseconds. */
   uplinkRefusedRetry: number;
+}
+
+/** A mailbox the config declares (created at start). */
+export interface DeclaredMailbox {
+  name: string;
+  ttl?: number;
+  public?: boolean;
+  desc?: string;
+}
+
+/** The declared mailboxes of a validated config. */
+export function declaredMailboxes(c: Config): DeclaredMailbox[] {
+  return c.mailboxes === "" ? [] : (JSON.parse(c.mailboxes) as DeclaredMailbox[]);
 }
 
 const KEYS = Object.keys(SPECS) as ConfigKey[];
@@ -139,7 +165,7 @@ function coerce(key: string, spec: Spec, raw: unknown): string | number {
       if (typeof raw !== "string" || !(LEVELS as readonly string[]).includes(raw)) bad(`must be one of ${LEVELS.join(", ")}, got ${JSON.stringify(raw)}`);
       return raw as string;
     case "int": {
-      const v = typeof raw === "number" ? raw : typeof raw === "string" && /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+      const v = typeof raw === "number" ? raw : typeof raw === "string" && /^-?\d+$/.test(raw.trim()) ? Number(raw) : NaN;
       if (!Number.isSafeInteger(v)) bad(`must be a whole number, got ${JSON.stringify(raw)}`);
       return range(v);
     }
@@ -152,6 +178,32 @@ function coerce(key: string, spec: Spec, raw: unknown): string | number {
       const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
       if (!m || unit === undefined) bad(`must be a size such as 1048576, 512KiB or 1MiB, got ${JSON.stringify(raw)}`);
       return range(Math.floor(Number(m![1]) * unit!));
+    }
+    case "mailboxes": {
+      let v: unknown = raw;
+      if (typeof raw === "string") {
+        if (raw.trim() === "") return "";
+        try {
+          v = JSON.parse(raw);
+        } catch (err) {
+          bad(`must be a JSON array of mailboxes: ${(err as Error).message}`);
+        }
+      }
+      if (!Array.isArray(v)) return bad('must be an array of {"name", "ttl", "public", "desc"}');
+      const out = v.map((m: unknown, i: number) => {
+        const at = `mailbox ${i + 1}`;
+        if (typeof m !== "object" || m === null || Array.isArray(m)) return bad(`${at} must be an object`);
+        const o = m as Record<string, unknown>;
+        for (const k of Object.keys(o)) if (!["name", "ttl", "public", "desc"].includes(k)) bad(`${at}: unknown field ${JSON.stringify(k)}`);
+        if (typeof o["name"] !== "string") return bad(`${at} needs a "name"`);
+        const why = nameError(o["name"]);
+        if (why !== null) bad(`${at}: ${JSON.stringify(o["name"])} is not a mailbox name: ${why}`);
+        if (o["ttl"] !== undefined && (typeof o["ttl"] !== "number" || !Number.isSafeInteger(o["ttl"]) || o["ttl"] < 0)) bad(`${at}: "ttl" must be whole seconds (0 = never expires)`);
+        if (o["public"] !== undefined && typeof o["public"] !== "boolean") bad(`${at}: "public" must be true or false`);
+        if (o["desc"] !== undefined && typeof o["desc"] !== "string") bad(`${at}: "desc" must be a string`);
+        return o;
+      });
+      return JSON.stringify(out);
     }
     case "seconds": {
       const m = typeof raw === "number" ? null : typeof raw === "string" ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(raw) : null;

@@ -1,0 +1,654 @@
+// The MQTT listener: CONNECT (authentication, sessions, takeover, wills, keepalive),
+// then PUBLISH / SUBSCRIBE / UNSUBSCRIBE on the shared subject space. A publish to an
+// mq9 mailbox is a durable send: its PUBACK (PUBREC) goes out only once the store has
+// it. Everything else is routed as NATS routes it, so NATS and MQTT clients see each
+// other's messages.
+
+import net from "node:net";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import type { Logger } from "pino";
+import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from "mqtt-packet";
+import type { Router } from "../router/router.js";
+import { Sub, type Conn } from "../router/conn.js";
+import type { Frame } from "../router/frame.js";
+import { ErrorCode, Mq9Error, countError } from "../errors.js";
+import { MqttConnection, Reason, type ConnectionEvents } from "./connection.js";
+import { MqttSession, MqttSub, withPublish, type PublishContext, type QoS } from "./session.js";
+import { RetainedStore, type RetainedMessage, type RetainedPersistence } from "./retained.js";
+import { headersFromProps } from "./props.js";
+import { filterTarget, publishSubject } from "./topics.js";
+
+export interface MqttOptions {
+  host: string;
+  port: number;
+  /** Largest payload accepted; packets may be this plus 8 KiB (topic, properties). */
+  maxPayload: number;
+  maxConnections: number;
+  authToken: string;
+  user: string;
+  password: string;
+  maxSessions: number;
+  maxQueued: number;
+  maxInflight: number;
+  maxRetained: number;
+  /** Seconds a client has to send CONNECT. */
+  connectTimeoutMs: number;
+}
+
+/** Client → server topic aliases we accept (MQTT 5). */
+const TOPIC_ALIAS_MAXIMUM = 64;
+/** Unacknowledged QoS 1/2 publishes a client may have towards us (MQTT 5 Receive Maximum). */
+const RECEIVE_MAXIMUM = 1024;
+const PACKET_SLACK = 8 * 1024;
+/** Where a 3.1.1 client (no Response Topic) gets the replies to its mq9 commands. */
+export const REPLY_TOPIC_PREFIX = "$mq9/AI/REPLY/";
+
+export interface MqttStats {
+  connections: number;
+  totalConnections: number;
+  sessions: number;
+  /** QoS 1/2 messages not kept for a session (its queue full) or not sendable (over its packet size). */
+  dropped: number;
+}
+
+interface Will {
+  packet: NonNullable<IConnectPacket["will"]>;
+  timer: NodeJS.Timeout | null;
+}
+
+export class MqttServer {
+  readonly sessions = new Map<string, MqttSession>();
+  readonly connections = new Set<MqttConnection>();
+  readonly stats: MqttStats = { connections: 0, totalConnections: 0, sessions: 0, dropped: 0 };
+  readonly retained: RetainedStore;
+  private readonly listener: net.Server;
+  private readonly authRequired: boolean;
+  private readonly maxPacketIn: number;
+  private readonly wills = new Map<MqttSession, Will>();
+  private readonly expiryTimers = new Map<MqttSession, NodeJS.Timeout>();
+  /** Replies owed to MQTT 5 requesters with correlation data: reply subject → where they go. */
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private address: { host: string; port: number } | null = null;
+  private readonly events: ConnectionEvents;
+
+  constructor(
+    readonly opts: MqttOptions,
+    private readonly router: Router,
+    private readonly nextCid: () => number,
+    readonly log: Logger,
+    retainedPersistence: RetainedPersistence | null = null,
+  ) {
+    this.authRequired = opts.authToken !== "" || opts.user !== "";
+    this.maxPacketIn = opts.maxPayload + PACKET_SLACK;
+    this.retained = new RetainedStore(opts.maxRetained, retainedPersistence);
+    this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.events = {
+      packet: (c, p) => this.onPacket(c, p),
+      malformed: (c, message) => this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, `malformed packet: ${message}`),
+      tooLarge: (c, length) => this.protocolFailure(c, ErrorCode.MQTT_PACKET_TOO_LARGE, Reason.PACKET_TOO_LARGE, `packet of ${length} bytes over the maximum of ${this.maxPacketIn}`),
+      closed: (c) => this.onClosed(c),
+      dirty: (c) => {
+        const s = this.sessionOf.get(c);
+        if (s !== undefined) this.router.markDirty(s);
+        else setImmediate(() => c.flush());
+      },
+    };
+  }
+
+  private readonly sessionOf = new WeakMap<MqttConnection, MqttSession>();
+
+  async listen(): Promise<{ host: string; port: number }> {
+    await new Promise<void>((resolve, reject) => {
+      this.listener.once("error", reject);
+      // -1 asks for any free port, as nats-server's RANDOM_PORT.
+      this.listener.listen(this.opts.port === -1 ? 0 : this.opts.port, this.opts.host, () => {
+        this.listener.off("error", reject);
+        resolve();
+      });
+    });
+    const a = this.listener.address() as net.AddressInfo;
+    this.address = { host: a.address, port: a.port };
+    this.keepaliveTimer = setInterval(() => this.checkKeepalive(), 250);
+    this.keepaliveTimer.unref();
+    return this.address;
+  }
+
+  async close(): Promise<void> {
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
+    for (const c of [...this.connections]) c.close(Reason.SERVER_SHUTTING_DOWN);
+    for (const t of this.expiryTimers.values()) clearTimeout(t);
+    for (const w of this.wills.values()) if (w.timer) clearTimeout(w.timer);
+    await closed;
+  }
+
+  private accept(socket: net.Socket): void {
+    const log = this.log.child({ mqtt: true, remote: `${socket.remoteAddress}:${socket.remotePort}` });
+    const c = new MqttConnection(socket, log, this.maxPacketIn, this.events);
+    this.stats.totalConnections++;
+    if (this.connections.size >= this.opts.maxConnections) {
+      log.warn({ max: this.opts.maxConnections }, "maximum connections exceeded");
+      socket.destroy();
+      return;
+    }
+    this.connections.add(c);
+    this.stats.connections = this.connections.size;
+    socket.on("error", (err) => {
+      log.debug({ err: err.message }, "socket error");
+      c.close();
+    });
+    socket.on("close", () => c.close());
+    socket.on("data", (chunk: Buffer) => this.router.read(() => c.read(chunk)));
+    const t = setTimeout(() => {
+      if (!c.connected) {
+        countError(ErrorCode.MQTT_PROTOCOL);
+        log.debug("no CONNECT in time");
+        c.close();
+      }
+    }, this.opts.connectTimeoutMs);
+    t.unref();
+  }
+
+  private protocolFailure(c: MqttConnection, code: ErrorCode, reason: number, message: string): void {
+    countError(code);
+    c.log.info({ code, reason }, message);
+    c.close(reason, message);
+  }
+
+  private onPacket(c: MqttConnection, p: Packet): void {
+    if (p.cmd === "connect") {
+      if (c.connected) return this.protocolFailure(c, ErrorCode.MQTT_PROTOCOL, Reason.PROTOCOL_ERROR, "a second CONNECT");
+      return this.connect(c, p);
+    }
+    const s = this.sessionOf.get(c);
+    if (!c.connected || s === undefined) return this.protocolFailure(c, ErrorCode.MQTT_PROTOCOL, Reason.PROTOCOL_ERROR, `${p.cmd} before CONNECT`);
+    switch (p.cmd) {
+      case "publish":
+        return this.publish(c, s, p);
+      case "puback":
+        return s.puback(p.messageId ?? 0);
+      case "pubrec":
+        return s.pubrec(p.messageId ?? 0, (p.reasonCode ?? 0) >= 0x80);
+      case "pubrel":
+        s.incomingQos2.delete(p.messageId ?? 0);
+        c.send({ cmd: "pubcomp", messageId: p.messageId ?? 0 });
+        return;
+      case "pubcomp":
+        return s.pubcomp(p.messageId ?? 0);
+      case "subscribe":
+        return this.subscribe(c, s, p);
+      case "unsubscribe":
+        return this.unsubscribe(c, s, p);
+      case "pingreq":
+        c.send({ cmd: "pingresp" });
+        return;
+      case "disconnect": {
+        // A clean DISCONNECT drops the will, unless MQTT 5 reason 0x04 asks for it.
+        if (p.reasonCode !== 0x04) this.dropWill(s);
+        const expiry = p.properties?.sessionExpiryInterval;
+        if (expiry !== undefined && c.version === 5) {
+          if (s.expirySec === 0 && expiry > 0) return this.protocolFailure(c, ErrorCode.MQTT_PROTOCOL, Reason.PROTOCOL_ERROR, "session expiry set on DISCONNECT after 0 on CONNECT");
+          s.expirySec = expiry;
+        }
+        c.close();
+        return;
+      }
+      default:
+        return this.protocolFailure(c, ErrorCode.MQTT_PROTOCOL, Reason.PROTOCOL_ERROR, `unexpected ${p.cmd} from a client`);
+    }
+  }
+
+  // ---- CONNECT ----
+
+  private connect(c: MqttConnection, p: IConnectPacket): void {
+    const version = p.protocolVersion ?? 4;
+    c.version = version === 5 ? 5 : version === 3 ? 3 : 4;
+    const v5 = c.version === 5;
+    const refuse = (reason5: number, code311: number, code: ErrorCode, message: string): void => {
+      countError(code);
+      c.log.info({ clientId: p.clientId, reason: reason5 }, message);
+      c.send(v5 ? { cmd: "connack", sessionPresent: false, reasonCode: reason5, properties: { reasonString: message } } : { cmd: "connack", sessionPresent: false, returnCode: code311 });
+      c.close();
+    };
+    if (!this.authorized(p)) {
+      const none = p.username === undefined && p.password === undefined;
+      return refuse(none ? Reason.NOT_AUTHORIZED : Reason.BAD_CREDENTIALS, none ? 5 : 4, ErrorCode.MQTT_AUTH, "not authorized");
+    }
+    let clientId = p.clientId;
+    let assigned: string | undefined;
+    const clean = p.clean !== false;
+    if (clientId === "") {
+      if (!clean && !v5) return refuse(Reason.CLIENT_ID_NOT_VALID, 2, ErrorCode.MQTT_PROTOCOL, "an empty client id needs a clean session");
+      clientId = assigned = `mq9-${randomBytes(9).toString("base64url")}`;
+    }
+    const expirySec = v5 ? (p.properties?.sessionExpiryInterval ?? 0) : clean ? 0 : 0xffffffff;
+    let session = this.sessions.get(clientId);
+    // Takeover: the older connection of this client id goes.
+    if (session?.conn != null) {
+      countError(ErrorCode.MQTT_TAKEN_OVER);
+      const old = session.conn;
+      session.detach();
+      this.sessionOf.delete(old);
+      old.log.info({ clientId }, "client id connected again: session taken over");
+      old.close(Reason.SESSION_TAKEN_OVER);
+    }
+    if (session !== undefined) {
+      // The will of a session taken over or resumed is not sent (MQTT 5 3.1.3.2.2), but a
+      // will the older connection left pending is dropped too.
+      this.dropWill(session);
+      const t = this.expiryTimers.get(session);
+      if (t) clearTimeout(t);
+      this.expiryTimers.delete(session);
+    }
+    const present = session !== undefined && !clean;
+    if (session !== undefined && clean) {
+      this.endSession(session);
+      session = undefined;
+    }
+    if (session === undefined) {
+      if (this.sessions.size >= this.opts.maxSessions) return refuse(Reason.QUOTA_EXCEEDED, 3, ErrorCode.MQTT_QUOTA, `maximum of ${this.opts.maxSessions} sessions reached`);
+      session = new MqttSession(this.nextCid(), clientId, c.log, { maxQueued: this.opts.maxQueued, maxInflight: this.opts.maxInflight }, (s) => this.router.markDirty(s), this.stats);
+      this.sessions.set(clientId, session);
+      this.stats.sessions = this.sessions.size;
+    }
+    session.expirySec = expirySec;
+    c.connected = true;
+    c.log = c.log.child({ clientId });
+    c.idleLimitMs = (p.keepalive ?? 0) * 1500;
+    if (v5) {
+      const cp = p.properties;
+      if (cp?.receiveMaximum !== undefined) c.receiveMaximum = cp.receiveMaximum;
+      if (cp?.maximumPacketSize !== undefined) c.maxPacketOut = cp.maximumPacketSize;
+      if (cp?.topicAliasMaximum !== undefined) c.topicAliasMaximumOut = cp.topicAliasMaximum;
+    }
+    if (p.will !== undefined) this.wills.set(session, { packet: p.will, timer: null });
+    this.sessionOf.set(c, session);
+    c.send(
+      v5
+        ? {
+            cmd: "connack",
+            sessionPresent: present,
+            reasonCode: 0,
+            properties: {
+              receiveMaximum: RECEIVE_MAXIMUM,
+              topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
+              maximumPacketSize: this.maxPacketIn,
+              retainAvailable: true,
+              wildcardSubscriptionAvailable: true,
+              subscriptionIdentifiersAvailable: true,
+              sharedSubscriptionAvailable: true,
+              ...(assigned !== undefined ? { assignedClientIdentifier: assigned } : {}),
+            },
+          }
+        : { cmd: "connack", sessionPresent: present, returnCode: 0 },
+    );
+    c.log.debug({ version: c.version, clean, expirySec, present }, "mqtt client connected");
+    session.attach(c);
+  }
+
+  private authorized(p: IConnectPacket): boolean {
+    if (!this.authRequired) return true;
+    const pass = p.password === undefined ? undefined : p.password.toString("utf8");
+    // A token is given as the password (any user name), as nats-server's MQTT takes it.
+    if (this.opts.authToken !== "") return safeEqual(pass, this.opts.authToken);
+    return safeEqual(p.username, this.opts.user) && safeEqual(pass, this.opts.password);
+  }
+
+  // ---- PUBLISH ----
+
+  private publish(c: MqttConnection, s: MqttSession, p: IPublishPacket): void {
+    const v5 = c.version === 5;
+    const qos = p.qos;
+    const id = p.messageId ?? 0;
+    let topic = p.topic;
+    const alias = p.properties?.topicAlias;
+    if (alias !== undefined) {
+      if (!v5 || alias === 0 || alias > TOPIC_ALIAS_MAXIMUM) {
+        return this.protocolFailure(c, ErrorCode.MQTT_TOPIC_ALIAS, Reason.TOPIC_ALIAS_INVALID, `topic alias ${alias} out of range (1 to ${TOPIC_ALIAS_MAXIMUM})`);
+      }
+      if (topic === "") {
+        const known = c.aliasesIn.get(alias);
+        if (known === undefined) return this.protocolFailure(c, ErrorCode.MQTT_TOPIC_ALIAS, Reason.PROTOCOL_ERROR, `topic alias ${alias} used before it was set`);
+        topic = known;
+      } else c.aliasesIn.set(alias, topic);
+    }
+    const mapped = publishSubject(topic);
+    if ("error" in mapped) {
+      return this.protocolFailure(c, ErrorCode.MQTT_INVALID_TOPIC, Reason.TOPIC_NAME_INVALID, `invalid topic name ${JSON.stringify(topic)}: ${mapped.error}`);
+    }
+    if (qos === 2) {
+      if (s.incomingQos2.has(id)) {
+        // A resend of one we have: acknowledge again, deliver once.
+        c.send({ cmd: "pubrec", messageId: id });
+        return;
+      }
+      if (s.incomingQos2.size >= RECEIVE_MAXIMUM) {
+        return this.protocolFailure(c, ErrorCode.MQTT_QUOTA, Reason.RECEIVE_MAXIMUM_EXCEEDED, "more QoS 2 publishes in flight than Receive Maximum");
+      }
+      s.incomingQos2.add(id);
+    }
+    const props = p.properties;
+    const payload = typeof p.payload === "string" ? Buffer.from(p.payload) : p.payload;
+    // A request with correlation data: the reply subject is the response topic, and the
+    // correlation data rides in a header a NATS responder need not copy; see bridgeReply.
+    let reply: string | null = null;
+    if (v5 && props?.responseTopic !== undefined) {
+      const r = publishSubject(props.responseTopic);
+      if ("error" in r) return this.protocolFailure(c, ErrorCode.MQTT_INVALID_TOPIC, Reason.TOPIC_NAME_INVALID, `invalid response topic: ${r.error}`);
+      reply = props.correlationData !== undefined ? this.bridgeReply(s, props.responseTopic, props.correlationData) : r.subject;
+    } else if (!v5 && mapped.subject.startsWith("$mq9.AI.")) {
+      reply = this.replySubjectFor311(s);
+    }
+    const headers = v5 ? headersFromProps(props, reply === null) : null;
+    const expiresAt = v5 && props?.messageExpiryInterval !== undefined ? Date.now() + props.messageExpiryInterval * 1000 : 0;
+    const subjectBytes = Buffer.from(mapped.subject, "latin1");
+    const replyBytes = reply === null ? null : Buffer.from(reply, "latin1");
+    const args = replyBytes === null ? subjectBytes : Buffer.concat([subjectBytes, replyBytes]);
+    let msg: Buffer = payload;
+    if (headers !== null) msg = Buffer.concat([headers, payload]);
+    const frame = {
+      args,
+      subjectStart: 0,
+      subjectEnd: subjectBytes.length,
+      replyStart: replyBytes === null ? -1 : subjectBytes.length,
+      replyEnd: replyBytes === null ? -1 : args.length,
+      hdrLen: headers === null ? -1 : headers.length,
+      msg,
+      msgStart: 0,
+      msgEnd: msg.length,
+    };
+    const ack = (reason: number, reasonString?: string): void => {
+      if (qos === 0 || c.closed) return;
+      const withProps = v5 && reasonString !== undefined ? { properties: { reasonString } } : {};
+      if (qos === 1) c.send({ cmd: "puback", messageId: id, ...(v5 ? { reasonCode: reason } : {}), ...withProps });
+      else {
+        // A refused QoS 2 publish ends at PUBREC: forget its id.
+        if (reason >= 0x80) s.incomingQos2.delete(id);
+        c.send({ cmd: "pubrec", messageId: id, ...(v5 ? { reasonCode: reason } : {}), ...withProps });
+      }
+    };
+    const ctx: PublishContext = { qos, retain: p.retain, expiresAt, refused: 0 };
+    let handled = false;
+    withPublish(ctx, () => {
+      handled = this.router.route(s, mapped.subject, frame, (err) => {
+        if (err === null) ack(Reason.SUCCESS);
+        else {
+          const text = err instanceof Error ? err.message : String(err);
+          const reason = err instanceof Mq9Error && err.code === ErrorCode.MQ9_UNKNOWN_COMMAND ? Reason.TOPIC_NAME_INVALID : err instanceof Mq9Error && err.code.startsWith("LIMIT_") ? Reason.QUOTA_EXCEEDED : Reason.IMPLEMENTATION_SPECIFIC;
+          c.log.debug({ topic, reason, error: text }, "mq9 publish refused");
+          ack(reason, text);
+          // 3.1.1 has no refusal in PUBACK: tell the client where it reads replies.
+          if (!v5 && reply !== null) return;
+        }
+      });
+    });
+    if (handled) return;
+    if (p.retain && !topic.startsWith("$mq9/")) {
+      const m: RetainedMessage = { topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt };
+      if (!this.retained.set(m)) {
+        countError(ErrorCode.MQTT_QUOTA);
+        c.log.warn({ topic, max: this.opts.maxRetained }, "retained message limit reached: not retained");
+        ctx.refused++;
+      }
+    }
+    ack(ctx.refused > 0 ? Reason.QUOTA_EXCEEDED : Reason.SUCCESS, ctx.refused > 0 ? "a subscriber's session queue or the retained limit is full" : undefined);
+  }
+
+  /** 3.1.1 has no Response Topic: mq9 replies go to `$mq9/AI/REPLY/{client id}`. */
+  private replySubjectFor311(s: MqttSession): string | null {
+    const r = publishSubject(REPLY_TOPIC_PREFIX + s.clientId);
+    return "error" in r ? null : r.subject;
+  }
+
+  // ---- request/reply with correlation data ----
+
+  private bridgeSeq = 0;
+  private readonly bridges = new Map<string, { session: MqttSession; topic: string; correlation: Buffer; at: number }>();
+  private bridgeSub: Sub | null = null;
+  private readonly bridgePrefix = `_MQTT_R.${randomBytes(6).toString("hex")}.`;
+
+  /**
+   * A private reply subject for an MQTT 5 request with correlation data: whatever
+   * answers it (a NATS responder, the mq9 service, an MQTT client) reaches the
+   * requester on its response topic, with its correlation data.
+   */
+  private bridgeReply(s: MqttSession, topic: string, correlation: Buffer): string {
+    const subject = `${this.bridgePrefix}${++this.bridgeSeq}`;
+    if (this.bridges.size >= 10_000) {
+      // Oldest first: a Map keeps insertion order.
+      for (const k of this.bridges.keys()) {
+        this.bridges.delete(k);
+        if (this.bridges.size < 9_000) break;
+      }
+    }
+    this.bridges.set(subject, { session: s, topic, correlation: Buffer.from(correlation), at: Date.now() });
+    if (this.bridgeSub === null) this.subscribeBridge();
+    return subject;
+  }
+
+  private subscribeBridge(): void {
+    // A router-level subscriber that re-publishes replies to the requester's response topic.
+    const conn = new BridgeConn(this.log, (subject, headers, payload) => this.deliverBridged(subject, headers, payload));
+    const sub = new Sub(conn, `${this.bridgePrefix}*`, null, "bridge", 0, false);
+    this.router.subscribe(sub);
+    this.bridgeSub = sub;
+  }
+
+  private deliverBridged(subject: string, headers: Buffer | null, payload: Buffer): void {
+    const b = this.bridges.get(subject);
+    if (b === undefined || b.session.closed) return;
+    const r = publishSubject(b.topic);
+    if ("error" in r) return;
+    let h = headers;
+    const corr = `Mqtt-Correlation-Data: ${b.correlation.toString("base64")}\r\n`;
+    h = h === null || h.length === 0 ? Buffer.from(`NATS/1.0\r\n${corr}\r\n`) : Buffer.concat([h.subarray(0, h.length - 2), Buffer.from(`${corr}\r\n`)]);
+    this.router.publish(r.subject, h, payload);
+  }
+
+  // ---- SUBSCRIBE ----
+
+  private subscribe(c: MqttConnection, s: MqttSession, p: ISubscribePacket): void {
+    const v5 = c.version === 5;
+    const granted: number[] = [];
+    const subId = v5 ? p.properties?.subscriptionIdentifier : undefined;
+    const retainedToSend: Array<{ sub: MqttSub; m: RetainedMessage }> = [];
+    for (const want of p.subscriptions) {
+      const filter = want.topic;
+      const target = filterTarget(filter);
+      const qos = Math.min(want.qos, 2) as QoS;
+      if (target.kind === "error") {
+        countError(ErrorCode.MQTT_INVALID_TOPIC);
+        c.log.debug({ filter, reason: target.reason }, "subscription refused");
+        granted.push(v5 ? Reason.TOPIC_FILTER_INVALID : 0x80);
+        continue;
+      }
+      const existed = this.removeFilter(s, filter);
+      const noLocal = v5 && want.nl === true;
+      const rap = v5 ? want.rap === true : false;
+      const bare = target.queue === null ? filter : filter.slice(filter.indexOf("/", 7) + 1);
+      let subjects: string[];
+      if (target.kind === "mailbox") {
+        const pr = target.priorities;
+        subjects = [`$mq9.AI.MAILBOX.MSG.${target.address}.${pr.length === 3 ? "*" : pr[0]!}`];
+      } else subjects = target.subjects;
+      let refusal: string | null = null;
+      const made: MqttSub[] = [];
+      subjects.forEach((subject, i) => {
+        if (refusal !== null) return;
+        const sub = new MqttSub(s, subject, target.queue, `${filter}\n${i}`, bare, qos, noLocal, rap, subId);
+        const r = this.router.subscribe(sub);
+        if (r === null) made.push(sub);
+        else refusal = "invalid" in r ? "invalid subject" : r.refused;
+      });
+      if (refusal !== null) {
+        for (const sub of made) this.router.unsubscribe(sub);
+        countError(ErrorCode.MQTT_INVALID_TOPIC);
+        c.log.debug({ filter, reason: refusal }, "subscription refused");
+        granted.push(v5 ? Reason.UNSPECIFIED : 0x80);
+        continue;
+      }
+      granted.push(qos);
+      // Retained messages: not for shared subscriptions; MQTT 5 retain handling 1 = only if new, 2 = never.
+      const rh = v5 ? (want.rh ?? 0) : 0;
+      if (target.kind === "subjects" && target.queue === null && (rh === 0 || (rh === 1 && !existed))) {
+        for (const m of this.retained.matching(bare, Date.now())) retainedToSend.push({ sub: made[0]!, m });
+      }
+    }
+    c.send({ cmd: "suback", messageId: p.messageId ?? 0, granted });
+    for (const { sub, m } of retainedToSend) {
+      const frame = {
+        args: Buffer.from(m.subject, "latin1"),
+        subjectStart: 0,
+        subjectEnd: Buffer.byteLength(m.subject, "latin1"),
+        replyStart: -1,
+        replyEnd: -1,
+        hdrLen: m.headers === null ? -1 : m.headers.length,
+        msg: m.headers === null ? m.payload : Buffer.concat([m.headers, m.payload]),
+        msgStart: 0,
+        msgEnd: (m.headers?.length ?? 0) + m.payload.length,
+      };
+      // Retained messages go out with the retain flag set (MQTT 3.3.1.3).
+      withPublish({ qos: m.qos, retain: true, expiresAt: m.expiresAt, refused: 0 }, () => s.sendMsg(new RetainedView(sub), frame));
+    }
+  }
+
+  /** Removes the subscriptions a filter made; true if there were any. */
+  private removeFilter(s: MqttSession, filter: string): boolean {
+    let found = false;
+    for (let i = 0; i < 2; i++) {
+      const sub = s.subs.get(`${filter}\n${i}`);
+      if (sub !== undefined) {
+        this.router.unsubscribe(sub);
+        found = true;
+      }
+    }
+    return found;
+  }
+
+  private unsubscribe(c: MqttConnection, s: MqttSession, p: IUnsubscribePacket): void {
+    const codes = p.unsubscriptions.map((f) => (this.removeFilter(s, f) ? Reason.SUCCESS : Reason.NO_SUBSCRIPTION_EXISTED));
+    c.send(c.version === 5 ? { cmd: "unsuback", messageId: p.messageId ?? 0, granted: codes } : { cmd: "unsuback", messageId: p.messageId ?? 0, granted: [] });
+  }
+
+  // ---- connection end, wills, session expiry ----
+
+  private onClosed(c: MqttConnection): void {
+    this.connections.delete(c);
+    this.stats.connections = this.connections.size;
+    const s = this.sessionOf.get(c);
+    if (s === undefined || s.conn !== c) return;
+    this.sessionOf.delete(c);
+    s.detach();
+    this.startWill(s);
+    if (s.expirySec === 0) this.endSession(s);
+    else if (s.expirySec !== 0xffffffff) {
+      const t = setTimeout(() => this.endSession(s), s.expirySec * 1000);
+      t.unref();
+      this.expiryTimers.set(s, t);
+    }
+    c.log.debug("mqtt client disconnected");
+  }
+
+  private startWill(s: MqttSession): void {
+    const w = this.wills.get(s);
+    if (w === undefined) return;
+    const delay = Math.min(w.packet.properties?.willDelayInterval ?? 0, s.expirySec);
+    if (delay <= 0) return this.sendWill(s);
+    w.timer = setTimeout(() => this.sendWill(s), delay * 1000);
+    w.timer.unref();
+  }
+
+  private dropWill(s: MqttSession): void {
+    const w = this.wills.get(s);
+    if (w?.timer) clearTimeout(w.timer);
+    this.wills.delete(s);
+  }
+
+  private sendWill(s: MqttSession): void {
+    const w = this.wills.get(s);
+    if (w === undefined) return;
+    this.wills.delete(s);
+    const wp = w.packet;
+    const mapped = publishSubject(wp.topic);
+    if ("error" in mapped) return;
+    const payload = typeof wp.payload === "string" ? Buffer.from(wp.payload) : wp.payload;
+    const headers = headersFromProps(wp.properties, true);
+    const expiresAt = wp.properties?.messageExpiryInterval !== undefined ? Date.now() + wp.properties.messageExpiryInterval * 1000 : 0;
+    const qos = (wp.qos ?? 0) as QoS;
+    if (wp.retain) this.retained.set({ topic: wp.topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt });
+    withPublish({ qos, retain: wp.retain === true, expiresAt, refused: 0 }, () => this.router.publish(mapped.subject, headers, payload));
+    this.router.flushDirty();
+  }
+
+  private endSession(s: MqttSession): void {
+    const t = this.expiryTimers.get(s);
+    if (t) clearTimeout(t);
+    this.expiryTimers.delete(s);
+    if (this.wills.has(s)) this.sendWill(s);
+    this.router.unsubscribeAll(s);
+    s.end();
+    if (this.sessions.get(s.clientId) === s) this.sessions.delete(s.clientId);
+    this.stats.sessions = this.sessions.size;
+  }
+
+  private checkKeepalive(): void {
+    const now = Date.now();
+    for (const c of this.connections) {
+      if (c.connected && c.idleLimitMs > 0 && now - c.lastRead > c.idleLimitMs) {
+        countError(ErrorCode.MQTT_KEEPALIVE);
+        c.log.info({ idleMs: now - c.lastRead }, "keepalive timeout");
+        c.close(Reason.KEEPALIVE_TIMEOUT);
+      }
+    }
+  }
+
+  get boundAddress(): { host: string; port: number } | null {
+    return this.address;
+  }
+}
+
+/** A retained message is given with the subscription's options, whatever its publisher's. */
+class RetainedView extends MqttSub {
+  constructor(of: MqttSub) {
+    super(of.conn as MqttSession, of.subject, of.queue, of.sid, of.filter, of.qos, false, true, of.subscriptionId);
+  }
+}
+
+/** The router-side end of the reply bridge: a Conn that only re-publishes. */
+class BridgeConn implements Conn {
+  readonly cid = 0;
+  readonly closed = false;
+  readonly noResponders = false;
+  readonly subs = new Map<string, Sub>();
+  dirty = false;
+  constructor(
+    readonly log: Logger,
+    private readonly forward: (subject: string, headers: Buffer | null, payload: Buffer) => void,
+  ) {}
+  flush(): void {
+    this.dirty = false;
+  }
+  sendMsg(_sub: Sub, f: Frame): void {
+    const subject = f.args.toString("latin1", f.subjectStart, f.subjectEnd);
+    const h = f.hdrLen > 0 ? Buffer.from(f.msg.subarray(f.msgStart, f.msgStart + f.hdrLen)) : null;
+    const payload = Buffer.from(f.msg.subarray(f.msgStart + Math.max(0, f.hdrLen), f.msgEnd));
+    // Not inside the delivery that is running: re-publishing from here would nest routing.
+    queueMicrotask(() => this.forward(subject, h, payload));
+  }
+  sendStored(): void {}
+  pendingBytes(): number {
+    return 0;
+  }
+  hasRoom(): boolean {
+    return true;
+  }
+  whenWritable(): void {}
+  publishRefused(): void {}
+}
+
+function safeEqual(given: string | undefined, expected: string): boolean {
+  if (given === undefined) return false;
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}

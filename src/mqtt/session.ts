@@ -1,0 +1,357 @@
+// An MQTT session: the router's `Conn` for one client id. It outlives its network
+// connection when the client asked for a persistent session: its subscriptions keep
+// collecting QoS 1/2 messages while it is away, and what was in flight is sent again
+// (DUP) when it comes back. QoS 0 messages for an absent client are not kept, as in
+// mosquitto.
+
+import type { Logger } from "pino";
+import type { IPublishPacket } from "mqtt-packet";
+import { Sub, type Conn, type Dialect } from "../router/conn.js";
+import type { Frame } from "../router/frame.js";
+import { PRIORITY_NAMES, type StoredMessage } from "../store/types.js";
+import { ErrorCode, countError } from "../errors.js";
+import type { MqttConnection } from "./connection.js";
+import { propsFromHeaders, type HeaderProps } from "./props.js";
+import { dollarExcluded, subjectTopic } from "./topics.js";
+
+export type QoS = 0 | 1 | 2;
+
+/** What the MQTT publish being routed right now carries that a frame does not. */
+export interface PublishContext {
+  qos: QoS;
+  retain: boolean;
+  /** Epoch ms of its expiry; 0 = none. */
+  expiresAt: number;
+  /** Set when a session could not queue it (its limit): the publisher hears 0x97. */
+  refused: number;
+}
+/** Messages from NATS (or the broker) carry no QoS: they go at the subscription's, up to 1. */
+const FROM_ELSEWHERE: PublishContext = { qos: 1, retain: false, expiresAt: 0, refused: 0 };
+export let publishing: PublishContext = FROM_ELSEWHERE;
+/** Routes `fn` with `ctx` as the publish context. */
+export function withPublish(ctx: PublishContext, fn: () => void): void {
+  publishing = ctx;
+  try {
+    fn();
+  } finally {
+    publishing = FROM_ELSEWHERE;
+  }
+}
+
+export class MqttSub extends Sub {
+  constructor(
+    session: MqttSession,
+    subject: string,
+    queue: string | null,
+    /** The session's key for it: the filter as subscribed, and which of its subjects. */
+    key: string,
+    /** The filter without a $share prefix. */
+    readonly filter: string,
+    readonly qos: QoS,
+    noLocal: boolean,
+    /** Retain as published. */
+    readonly rap: boolean,
+    readonly subscriptionId: number | undefined,
+  ) {
+    super(session, subject, queue, key, 0, noLocal);
+  }
+}
+
+/** A QoS 1/2 message owed to the client: queued, or in flight until acknowledged. */
+export interface Outgoing {
+  topic: string;
+  payload: Buffer;
+  qos: 1 | 2;
+  retain: boolean;
+  props: HeaderProps;
+  responseTopic: string | undefined;
+  subscriptionIds: number[] | undefined;
+  /** Epoch ms; 0 = never. */
+  expiresAt: number;
+  packetId: number;
+  /** QoS 2: PUBREC received, PUBREL sent. */
+  released: boolean;
+}
+
+export interface SessionLimits {
+  /** QoS 1/2 messages kept for a client that cannot take them now. */
+  maxQueued: number;
+  /** QoS 1/2 messages sent and not yet acknowledged, at most (and no more than the client's Receive Maximum). */
+  maxInflight: number;
+}
+
+/** A connection a mailbox reader may give more to only while it has less than this pending. */
+const ROOM_BYTES = 512 * 1024;
+
+export class MqttSession implements Conn {
+  readonly subs = new Map<string, Sub>();
+  dirty = false;
+  closed = false;
+  readonly noResponders = false;
+  conn: MqttConnection | null = null;
+  /** Seconds the session outlives its connection (MQTT 5 session expiry; 3.1.1 clean session 0 = forever). */
+  expirySec = 0;
+  /** Packet ids of QoS 2 publishes received and not yet released (PUBREL). */
+  readonly incomingQos2 = new Set<number>();
+  readonly inflight = new Map<number, Outgoing>();
+  readonly queue: Outgoing[] = [];
+  /** Mailbox readers waiting for room. */
+  private waiters: Array<() => void> = [];
+  private nextPacketId = 1;
+  private lastSubject = "";
+  private lastTopic = "";
+  private lastPropsFrame: Frame | null = null;
+  private lastProps: HeaderProps = {};
+
+  constructor(
+    readonly cid: number,
+    readonly clientId: string,
+    public log: Logger,
+    private readonly limits: SessionLimits,
+    private readonly markDirty: (s: MqttSession) => void,
+    private readonly counted: { dropped: number },
+  ) {}
+
+  get online(): boolean {
+    return this.conn !== null && !this.conn.closed;
+  }
+
+  // ---- Conn ----
+
+  flush(): void {
+    this.dirty = false;
+    this.conn?.flush();
+  }
+
+  pendingBytes(): number {
+    return this.conn === null ? 0 : this.conn.pendingBytes();
+  }
+
+  hasRoom(): boolean {
+    return this.online && this.inflight.size < this.inflightLimit() && this.queue.length === 0 && this.conn!.pendingBytes() <= ROOM_BYTES;
+  }
+
+  whenWritable(resume: () => void): void {
+    if (this.closed) return;
+    this.waiters.push(resume);
+    if (this.hasRoom()) setImmediate(() => this.wake());
+    else if (this.online && this.conn!.socket.writableNeedDrain) this.conn!.socket.once("drain", () => this.wake());
+  }
+
+  publishRefused(subject: string, reason: string): void {
+    this.log.debug({ subject, reason }, "publish refused");
+  }
+
+  sendMsg(sub: Sub, f: Frame): void {
+    const s = sub as MqttSub;
+    const subject = f.args.toString("latin1", f.subjectStart, f.subjectEnd);
+    let topic: string;
+    if (subject === this.lastSubject) topic = this.lastTopic;
+    else {
+      topic = subjectTopic(subject);
+      this.lastSubject = subject;
+      this.lastTopic = topic;
+    }
+    if (dollarExcluded(s.filter, topic)) return;
+    const ctx = publishing;
+    const qos = Math.min(s.qos, ctx.qos) as QoS;
+    if (ctx.expiresAt !== 0 && ctx.expiresAt <= Date.now()) return;
+    const v5 = this.conn?.version === 5;
+    let props: HeaderProps = {};
+    if (f.hdrLen > 0) {
+      if (this.lastPropsFrame !== f) {
+        this.lastProps = propsFromHeaders(f.msg.subarray(f.msgStart, f.msgStart + f.hdrLen));
+        this.lastPropsFrame = f;
+      }
+      props = this.lastProps;
+    }
+    const payload = f.msg.subarray(f.msgStart + (f.hdrLen > 0 ? f.hdrLen : 0), f.msgEnd);
+    const responseTopic = v5 && f.replyStart >= 0 ? subjectTopic(f.args.toString("latin1", f.replyStart, f.replyEnd)) : undefined;
+    const o: Outgoing = {
+      topic,
+      payload,
+      qos: 1,
+      retain: s.rap && ctx.retain,
+      props,
+      responseTopic,
+      subscriptionIds: s.subscriptionId === undefined ? undefined : [s.subscriptionId],
+      expiresAt: ctx.expiresAt,
+      packetId: 0,
+      released: false,
+    };
+    if (qos === 0) {
+      if (this.online) this.write(o, 0, false);
+      return;
+    }
+    o.qos = qos;
+    // The frame's buffers belong to the publisher's read: a message kept for later is copied.
+    if (this.online && this.queue.length === 0 && this.inflight.size < this.inflightLimit()) this.sendTracked(o);
+    else if (this.queue.length < this.limits.maxQueued) this.queue.push({ ...o, payload: Buffer.from(payload) });
+    else {
+      ctx.refused++;
+      this.counted.dropped++;
+      countError(ErrorCode.MQTT_QUOTA);
+      this.log.warn({ clientId: this.clientId, topic, queued: this.queue.length }, "session queue full: message not kept for this client");
+    }
+  }
+
+  sendStored(sub: Sub, m: StoredMessage, _dialect: Dialect): void {
+    const s = sub as MqttSub;
+    const headers = m.headers === null || m.headers.length === 0 ? {} : propsFromHeaders(m.headers);
+    const props: HeaderProps = {
+      ...headers,
+      userProperties: { "mq9-msg-id": String(m.msgId), "mq9-priority": PRIORITY_NAMES[m.priority], ...(headers.userProperties ?? {}) },
+    };
+    const o: Outgoing = {
+      topic: `$mq9/AI/MAILBOX/MSG/${m.address}/${PRIORITY_NAMES[m.priority]}`,
+      payload: Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.length),
+      qos: 1,
+      retain: false,
+      props,
+      responseTopic: undefined,
+      subscriptionIds: s.subscriptionId === undefined ? undefined : [s.subscriptionId],
+      expiresAt: 0,
+      packetId: 0,
+      released: false,
+    };
+    // Mailbox readers give only while hasRoom(): online, with a free in-flight slot.
+    if (s.qos === 0) this.write(o, 0, false);
+    else {
+      o.qos = s.qos;
+      this.sendTracked(o);
+    }
+  }
+
+  // ---- acknowledgements from the client ----
+
+  puback(id: number): void {
+    const o = this.inflight.get(id);
+    if (o === undefined || o.qos !== 1) return;
+    this.inflight.delete(id);
+    this.afterAck();
+  }
+
+  pubrec(id: number, failed: boolean): void {
+    const o = this.inflight.get(id);
+    if (o === undefined || o.qos !== 2) {
+      this.conn?.send({ cmd: "pubrel", messageId: id, reasonCode: Reason_PACKET_ID_NOT_FOUND });
+      return;
+    }
+    if (failed) {
+      // MQTT 5: a PUBREC with a failure code ends the exchange.
+      this.inflight.delete(id);
+      this.afterAck();
+      return;
+    }
+    o.released = true;
+    this.conn?.send({ cmd: "pubrel", messageId: id });
+  }
+
+  pubcomp(id: number): void {
+    const o = this.inflight.get(id);
+    if (o === undefined || !o.released) return;
+    this.inflight.delete(id);
+    this.afterAck();
+  }
+
+  /** A (new or returning) connection serves this session: resend what is unacknowledged. */
+  attach(conn: MqttConnection): void {
+    this.conn = conn;
+    this.log = conn.log;
+    for (const o of this.inflight.values()) {
+      if (o.released) conn.send({ cmd: "pubrel", messageId: o.packetId });
+      else this.write(o, o.qos, true);
+    }
+    this.drainQueue();
+    this.wake();
+  }
+
+  detach(): void {
+    this.conn = null;
+  }
+
+  /** Ends the session for good: the server unsubscribes it from everything. */
+  end(): void {
+    this.closed = true;
+    this.conn = null;
+    this.waiters = [];
+  }
+
+  // ---- internals ----
+
+  private inflightLimit(): number {
+    return Math.min(this.limits.maxInflight, this.conn?.receiveMaximum ?? 65_535);
+  }
+
+  private afterAck(): void {
+    this.drainQueue();
+    if (this.waiters.length > 0 && this.hasRoom()) this.wake();
+  }
+
+  private drainQueue(): void {
+    const now = Date.now();
+    while (this.online && this.queue.length > 0 && this.inflight.size < this.inflightLimit()) {
+      const o = this.queue.shift()!;
+      if (o.expiresAt !== 0 && o.expiresAt <= now) continue;
+      this.sendTracked(o);
+    }
+  }
+
+  private wake(): void {
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w();
+  }
+
+  private sendTracked(o: Outgoing): void {
+    let id = this.nextPacketId;
+    while (this.inflight.has(id)) id = id >= 65_535 ? 1 : id + 1;
+    this.nextPacketId = id >= 65_535 ? 1 : id + 1;
+    o.packetId = id;
+    this.inflight.set(id, o);
+    if (!this.write(o, o.qos, false)) {
+      // Over the client's Maximum Packet Size: MQTT 5 says to act as if it were sent.
+      this.inflight.delete(id);
+    }
+  }
+
+  /** Writes a PUBLISH; false if the client's Maximum Packet Size refuses it. */
+  private write(o: Outgoing, qos: QoS, dup: boolean): boolean {
+    const c = this.conn;
+    if (c === null || c.closed) return true;
+    const p: IPublishPacket = { cmd: "publish", topic: o.topic, payload: o.payload, qos, dup, retain: o.retain };
+    if (qos > 0) p.messageId = o.packetId;
+    if (c.version === 5) {
+      const props: NonNullable<IPublishPacket["properties"]> = {};
+      const h = o.props;
+      if (h.userProperties !== undefined) props.userProperties = h.userProperties;
+      if (h.contentType !== undefined) props.contentType = h.contentType;
+      if (h.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = h.payloadFormatIndicator;
+      if (h.correlationData !== undefined) props.correlationData = h.correlationData;
+      if (o.responseTopic !== undefined) props.responseTopic = o.responseTopic;
+      if (o.subscriptionIds !== undefined) props.subscriptionIdentifier = o.subscriptionIds.length === 1 ? o.subscriptionIds[0]! : o.subscriptionIds;
+      if (o.expiresAt !== 0) props.messageExpiryInterval = Math.max(0, Math.ceil((o.expiresAt - Date.now()) / 1000));
+      if (c.topicAliasMaximumOut > 0 && !dup) {
+        const alias = c.aliasesOut.get(o.topic);
+        if (alias !== undefined) {
+          props.topicAlias = alias;
+          p.topic = "";
+        } else if (c.aliasesOut.size < c.topicAliasMaximumOut) {
+          const next = c.aliasesOut.size + 1;
+          c.aliasesOut.set(o.topic, next);
+          props.topicAlias = next;
+        }
+      }
+      p.properties = props;
+    }
+    if (c.send(p)) {
+      if (!this.dirty) this.markDirty(this);
+      return true;
+    }
+    this.counted.dropped++;
+    this.log.debug({ topic: o.topic, maxPacket: c.maxPacketOut }, "message over the client's maximum packet size: not sent");
+    return false;
+  }
+}
+
+const Reason_PACKET_ID_NOT_FOUND = 0x92;
