@@ -12,6 +12,7 @@ import { VERSION } from "./ops/version.js";
 import { NatsServer } from "./nats/server.js";
 import { Router } from "./router/router.js";
 import { MqttServer } from "./mqtt/server.js";
+import { MqttPersistence } from "./mqtt/persist.js";
 import { openLmdbStore } from "./store/lmdb-store.js";
 import type { MailboxStore } from "./store/types.js";
 import { TimelineClock, systemTime, type TimeSources } from "./mq9/clock.js";
@@ -98,7 +99,9 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
       router,
       nextCid,
       log,
+      new MqttPersistence(store),
     );
+    mqtt.load();
     try {
       mqttPort = (await mqtt.listen()).port;
     } catch (err) {

@@ -15,8 +15,8 @@ export interface RetainedMessage {
 }
 
 export interface RetainedPersistence {
-  put(m: RetainedMessage): void;
-  remove(topic: string): void;
+  put(m: RetainedMessage): Promise<void>;
+  remove(topic: string): Promise<void>;
 }
 
 /** Whether an MQTT topic filter (no $share prefix) matches a topic. */
@@ -50,16 +50,18 @@ export class RetainedStore {
     for (const m of ms) this.byTopic.set(m.topic, m);
   }
 
-  /** Stores, replaces or (empty payload) clears; false when the limit refuses a new topic. */
-  set(m: RetainedMessage): boolean {
+  /**
+   * Stores, replaces or (empty payload) clears; resolves once durable. False when the
+   * limit refuses a new topic.
+   */
+  set(m: RetainedMessage): Promise<void> | false {
     if (m.payload.length === 0) {
-      if (this.byTopic.delete(m.topic)) this.persistence?.remove(m.topic);
-      return true;
+      if (!this.byTopic.delete(m.topic)) return Promise.resolve();
+      return this.persistence?.remove(m.topic) ?? Promise.resolve();
     }
     if (!this.byTopic.has(m.topic) && this.byTopic.size >= this.limit) return false;
     this.byTopic.set(m.topic, m);
-    this.persistence?.put(m);
-    return true;
+    return this.persistence?.put(m) ?? Promise.resolve();
   }
 
   /** The retained messages a new subscription to `filter` gets, expired ones dropped. */
@@ -68,7 +70,7 @@ export class RetainedStore {
     for (const m of this.byTopic.values()) {
       if (m.expiresAt !== 0 && m.expiresAt <= now) {
         this.byTopic.delete(m.topic);
-        this.persistence?.remove(m.topic);
+        this.persistence?.remove(m.topic).catch(() => undefined); // gone either way: it expired
         continue;
       }
       if (topicMatches(filter, m.topic)) out.push(m);

@@ -14,7 +14,8 @@ import type { Frame } from "../router/frame.js";
 import { ErrorCode, Mq9Error, countError } from "../errors.js";
 import { MqttConnection, Reason, type ConnectionEvents } from "./connection.js";
 import { MqttSession, MqttSub, withPublish, type PublishContext, type QoS } from "./session.js";
-import { RetainedStore, type RetainedMessage, type RetainedPersistence } from "./retained.js";
+import { RetainedStore, type RetainedMessage } from "./retained.js";
+import type { MqttPersistence, SessionRecord } from "./persist.js";
 import { headersFromProps } from "./props.js";
 import { filterTarget, publishSubject } from "./topics.js";
 
@@ -76,11 +77,11 @@ export class MqttServer {
     private readonly router: Router,
     private readonly nextCid: () => number,
     readonly log: Logger,
-    retainedPersistence: RetainedPersistence | null = null,
+    private readonly persistence: MqttPersistence | null,
   ) {
     this.authRequired = opts.authToken !== "" || opts.user !== "";
     this.maxPacketIn = opts.maxPayload + PACKET_SLACK;
-    this.retained = new RetainedStore(opts.maxRetained, retainedPersistence);
+    this.retained = new RetainedStore(opts.maxRetained, persistence);
     this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.events = {
       packet: (c, p) => this.onPacket(c, p),
@@ -96,6 +97,50 @@ export class MqttServer {
   }
 
   private readonly sessionOf = new WeakMap<MqttConnection, MqttSession>();
+
+  /** Restores the retained messages and the persistent sessions the store kept. */
+  load(): void {
+    const p = this.persistence;
+    if (p === null) return;
+    this.retained.load(p.retained());
+    const owed = p.outgoing();
+    const now = Date.now();
+    for (const r of p.sessions()) {
+      const s = this.newSession(r.clientId, this.log.child({ clientId: r.clientId }));
+      s.expirySec = r.expirySec;
+      s.persist = p;
+      for (const id of r.qos2) s.incomingQos2.add(id);
+      for (const sub of r.subs) this.addSubscription(s, sub.filter, sub.qos, sub.nl, sub.rap, sub.subId);
+      s.restore(owed.get(r.clientId) ?? []);
+      // The session was away since it lost its connection, or since the broker stopped.
+      const awaySec = (now - (r.disconnectedAt || now)) / 1000;
+      this.scheduleExpiry(s, Math.max(0, s.expirySec - awaySec));
+    }
+    if (this.sessions.size > 0) this.log.info({ sessions: this.sessions.size, retained: this.retained.size }, "restored MQTT sessions");
+  }
+
+  private newSession(clientId: string, log: Logger): MqttSession {
+    const s = new MqttSession(this.nextCid(), clientId, log, { maxQueued: this.opts.maxQueued, maxInflight: this.opts.maxInflight }, (x) => this.router.markDirty(x), this.stats);
+    this.sessions.set(clientId, s);
+    this.stats.sessions = this.sessions.size;
+    return s;
+  }
+
+  /** Keeps the session's record (subscriptions, QoS 2 ids) in the store, if it is persistent. */
+  private saveSession(s: MqttSession): Promise<void> {
+    if (s.persist === null || this.persistence === null) return Promise.resolve();
+    const subs: SessionRecord["subs"] = [];
+    for (const [key, sub] of s.subs) {
+      if (!key.endsWith("\n0")) continue;
+      const m = sub as MqttSub;
+      subs.push({ filter: key.slice(0, -2), qos: m.qos, nl: m.noLocal, rap: m.rap, ...(m.subscriptionId !== undefined ? { subId: m.subscriptionId } : {}) });
+    }
+    const r: SessionRecord = { clientId: s.clientId, expirySec: s.expirySec, subs, qos2: [...s.incomingQos2], disconnectedAt: s.online ? 0 : Date.now() };
+    return this.persistence.saveSession(r).catch((err: unknown) => {
+      s.log.error({ err }, "cannot keep the MQTT session in the store");
+      throw err;
+    });
+  }
 
   async listen(): Promise<{ host: string; port: number }> {
     await new Promise<void>((resolve, reject) => {
@@ -170,7 +215,7 @@ export class MqttServer {
       case "pubrec":
         return s.pubrec(p.messageId ?? 0, (p.reasonCode ?? 0) >= 0x80);
       case "pubrel":
-        s.incomingQos2.delete(p.messageId ?? 0);
+        if (s.incomingQos2.delete(p.messageId ?? 0)) this.saveSession(s).catch(() => undefined);
         c.send({ cmd: "pubcomp", messageId: p.messageId ?? 0 });
         return;
       case "pubcomp":
@@ -247,11 +292,15 @@ export class MqttServer {
     }
     if (session === undefined) {
       if (this.sessions.size >= this.opts.maxSessions) return refuse(Reason.QUOTA_EXCEEDED, 3, ErrorCode.MQTT_QUOTA, `maximum of ${this.opts.maxSessions} sessions reached`);
-      session = new MqttSession(this.nextCid(), clientId, c.log, { maxQueued: this.opts.maxQueued, maxInflight: this.opts.maxInflight }, (s) => this.router.markDirty(s), this.stats);
-      this.sessions.set(clientId, session);
-      this.stats.sessions = this.sessions.size;
+      session = this.newSession(clientId, c.log);
     }
     session.expirySec = expirySec;
+    if (expirySec > 0 && session.persist === null && this.persistence !== null) session.persist = this.persistence;
+    if (expirySec === 0 && session.persist !== null) {
+      // Now a session that ends with its connection: what the store kept of it goes.
+      session.persist = null;
+      this.persistence?.deleteSession(clientId).catch((err: unknown) => c.log.error({ err }, "cannot remove an MQTT session from the store"));
+    }
     c.connected = true;
     c.log = c.log.child({ clientId });
     c.idleLimitMs = (p.keepalive ?? 0) * 1500;
@@ -284,6 +333,7 @@ export class MqttServer {
     );
     c.log.debug({ version: c.version, clean, expirySec, present }, "mqtt client connected");
     session.attach(c);
+    this.saveSession(session).catch(() => undefined);
   }
 
   private authorized(p: IConnectPacket): boolean {
@@ -327,6 +377,8 @@ export class MqttServer {
       }
       s.incomingQos2.add(id);
     }
+    const ctx: PublishContext = { qos, retain: p.retain, expiresAt: 0, refused: 0, pending: [] };
+    if (qos === 2 && s.persist !== null) ctx.pending.push(this.saveSession(s));
     const props = p.properties;
     const payload = typeof p.payload === "string" ? Buffer.from(p.payload) : p.payload;
     // A request with correlation data: the reply subject is the response topic, and the
@@ -341,6 +393,7 @@ export class MqttServer {
     }
     const headers = v5 ? headersFromProps(props, reply === null) : null;
     const expiresAt = v5 && props?.messageExpiryInterval !== undefined ? Date.now() + props.messageExpiryInterval * 1000 : 0;
+    ctx.expiresAt = expiresAt;
     const subjectBytes = Buffer.from(mapped.subject, "latin1");
     const replyBytes = reply === null ? null : Buffer.from(reply, "latin1");
     const args = replyBytes === null ? subjectBytes : Buffer.concat([subjectBytes, replyBytes]);
@@ -367,7 +420,6 @@ export class MqttServer {
         c.send({ cmd: "pubrec", messageId: id, ...(v5 ? { reasonCode: reason } : {}), ...withProps });
       }
     };
-    const ctx: PublishContext = { qos, retain: p.retain, expiresAt, refused: 0 };
     let handled = false;
     withPublish(ctx, () => {
       handled = this.router.route(s, mapped.subject, frame, (err) => {
@@ -385,13 +437,23 @@ export class MqttServer {
     if (handled) return;
     if (p.retain && !topic.startsWith("$mq9/")) {
       const m: RetainedMessage = { topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt };
-      if (!this.retained.set(m)) {
+      const kept = this.retained.set(m);
+      if (kept === false) {
         countError(ErrorCode.MQTT_QUOTA);
         c.log.warn({ topic, max: this.opts.maxRetained }, "retained message limit reached: not retained");
         ctx.refused++;
-      }
+      } else ctx.pending.push(kept);
     }
-    ack(ctx.refused > 0 ? Reason.QUOTA_EXCEEDED : Reason.SUCCESS, ctx.refused > 0 ? "a subscriber's session queue or the retained limit is full" : undefined);
+    const refused = ctx.refused > 0;
+    const done = (): void => ack(refused ? Reason.QUOTA_EXCEEDED : Reason.SUCCESS, refused ? "a subscriber's session queue or the retained limit is full" : undefined);
+    // "On disk" where anything was kept for later: persistent sessions' copies, the retained message.
+    if (ctx.pending.length === 0) done();
+    else {
+      Promise.all(ctx.pending).then(done, (err: unknown) => {
+        c.log.error({ err, topic }, "cannot keep a published message");
+        ack(Reason.IMPLEMENTATION_SPECIFIC, `not stored: ${(err as Error).message}`);
+      });
+    }
   }
 
   /** 3.1.1 has no Response Topic: mq9 replies go to `$mq9/AI/REPLY/{client id}`. */
@@ -454,46 +516,21 @@ export class MqttServer {
     const retainedToSend: Array<{ sub: MqttSub; m: RetainedMessage }> = [];
     for (const want of p.subscriptions) {
       const filter = want.topic;
-      const target = filterTarget(filter);
-      const qos = Math.min(want.qos, 2) as QoS;
-      if (target.kind === "error") {
+      const r = this.addSubscription(s, filter, Math.min(want.qos, 2) as QoS, v5 && want.nl === true, v5 && want.rap === true, subId);
+      if ("refused" in r) {
         countError(ErrorCode.MQTT_INVALID_TOPIC);
-        c.log.debug({ filter, reason: target.reason }, "subscription refused");
-        granted.push(v5 ? Reason.TOPIC_FILTER_INVALID : 0x80);
+        c.log.debug({ filter, reason: r.refused }, "subscription refused");
+        granted.push(v5 ? (r.invalid ? Reason.TOPIC_FILTER_INVALID : Reason.UNSPECIFIED) : 0x80);
         continue;
       }
-      const existed = this.removeFilter(s, filter);
-      const noLocal = v5 && want.nl === true;
-      const rap = v5 ? want.rap === true : false;
-      const bare = target.queue === null ? filter : filter.slice(filter.indexOf("/", 7) + 1);
-      let subjects: string[];
-      if (target.kind === "mailbox") {
-        const pr = target.priorities;
-        subjects = [`$mq9.AI.MAILBOX.MSG.${target.address}.${pr.length === 3 ? "*" : pr[0]!}`];
-      } else subjects = target.subjects;
-      let refusal: string | null = null;
-      const made: MqttSub[] = [];
-      subjects.forEach((subject, i) => {
-        if (refusal !== null) return;
-        const sub = new MqttSub(s, subject, target.queue, `${filter}\n${i}`, bare, qos, noLocal, rap, subId);
-        const r = this.router.subscribe(sub);
-        if (r === null) made.push(sub);
-        else refusal = "invalid" in r ? "invalid subject" : r.refused;
-      });
-      if (refusal !== null) {
-        for (const sub of made) this.router.unsubscribe(sub);
-        countError(ErrorCode.MQTT_INVALID_TOPIC);
-        c.log.debug({ filter, reason: refusal }, "subscription refused");
-        granted.push(v5 ? Reason.UNSPECIFIED : 0x80);
-        continue;
-      }
-      granted.push(qos);
+      granted.push(r.sub.qos);
       // Retained messages: not for shared subscriptions; MQTT 5 retain handling 1 = only if new, 2 = never.
       const rh = v5 ? (want.rh ?? 0) : 0;
-      if (target.kind === "subjects" && target.queue === null && (rh === 0 || (rh === 1 && !existed))) {
-        for (const m of this.retained.matching(bare, Date.now())) retainedToSend.push({ sub: made[0]!, m });
+      if (r.retainable && (rh === 0 || (rh === 1 && !r.existed))) {
+        for (const m of this.retained.matching(r.sub.filter, Date.now())) retainedToSend.push({ sub: r.sub, m });
       }
     }
+    if (s.persist !== null) this.saveSession(s).catch(() => undefined);
     c.send({ cmd: "suback", messageId: p.messageId ?? 0, granted });
     for (const { sub, m } of retainedToSend) {
       const frame = {
@@ -508,8 +545,39 @@ export class MqttServer {
         msgEnd: (m.headers?.length ?? 0) + m.payload.length,
       };
       // Retained messages go out with the retain flag set (MQTT 3.3.1.3).
-      withPublish({ qos: m.qos, retain: true, expiresAt: m.expiresAt, refused: 0 }, () => s.sendMsg(new RetainedView(sub), frame));
+      withPublish({ qos: m.qos, retain: true, expiresAt: m.expiresAt, refused: 0, pending: [] }, () => s.sendMsg(new RetainedView(sub), frame));
     }
+  }
+
+  /** Subscribes a session to a filter (replacing its earlier subscription to it). */
+  private addSubscription(
+    s: MqttSession,
+    filter: string,
+    qos: QoS,
+    noLocal: boolean,
+    rap: boolean,
+    subId: number | undefined,
+  ): { sub: MqttSub; existed: boolean; retainable: boolean } | { refused: string; invalid: boolean } {
+    const target = filterTarget(filter);
+    if (target.kind === "error") return { refused: target.reason, invalid: true };
+    const existed = this.removeFilter(s, filter);
+    const bare = target.queue === null ? filter : filter.slice(filter.indexOf("/", "$share/".length) + 1);
+    let subjects: string[];
+    if (target.kind === "mailbox") {
+      const pr = target.priorities;
+      subjects = [`$mq9.AI.MAILBOX.MSG.${target.address}.${pr.length === 3 ? "*" : pr[0]!}`];
+    } else subjects = target.subjects;
+    const made: MqttSub[] = [];
+    for (let i = 0; i < subjects.length; i++) {
+      const sub = new MqttSub(s, subjects[i]!, target.queue, `${filter}\n${i}`, bare, qos, noLocal, rap, subId);
+      const r = this.router.subscribe(sub);
+      if (r !== null) {
+        for (const m of made) this.router.unsubscribe(m);
+        return { refused: "invalid" in r ? "invalid subject" : r.refused, invalid: false };
+      }
+      made.push(sub);
+    }
+    return { sub: made[0]!, existed, retainable: target.kind === "subjects" && target.queue === null };
   }
 
   /** Removes the subscriptions a filter made; true if there were any. */
@@ -527,6 +595,7 @@ export class MqttServer {
 
   private unsubscribe(c: MqttConnection, s: MqttSession, p: IUnsubscribePacket): void {
     const codes = p.unsubscriptions.map((f) => (this.removeFilter(s, f) ? Reason.SUCCESS : Reason.NO_SUBSCRIPTION_EXISTED));
+    if (s.persist !== null) this.saveSession(s).catch(() => undefined);
     c.send(c.version === 5 ? { cmd: "unsuback", messageId: p.messageId ?? 0, granted: codes } : { cmd: "unsuback", messageId: p.messageId ?? 0, granted: [] });
   }
 
@@ -541,12 +610,19 @@ export class MqttServer {
     s.detach();
     this.startWill(s);
     if (s.expirySec === 0) this.endSession(s);
-    else if (s.expirySec !== 0xffffffff) {
-      const t = setTimeout(() => this.endSession(s), s.expirySec * 1000);
-      t.unref();
-      this.expiryTimers.set(s, t);
+    else {
+      this.saveSession(s).catch(() => undefined);
+      this.scheduleExpiry(s, s.expirySec);
     }
     c.log.debug("mqtt client disconnected");
+  }
+
+  /** A session without a connection ends after `sec` (0xffffffff: never, as 3.1.1 and MQTT 5 say). */
+  private scheduleExpiry(s: MqttSession, sec: number): void {
+    if (s.expirySec >= 0xffffffff) return;
+    const t = setTimeout(() => this.endSession(s), sec * 1000);
+    t.unref();
+    this.expiryTimers.set(s, t);
   }
 
   private startWill(s: MqttSession): void {
@@ -576,7 +652,7 @@ export class MqttServer {
     const expiresAt = wp.properties?.messageExpiryInterval !== undefined ? Date.now() + wp.properties.messageExpiryInterval * 1000 : 0;
     const qos = (wp.qos ?? 0) as QoS;
     if (wp.retain) this.retained.set({ topic: wp.topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt });
-    withPublish({ qos, retain: wp.retain === true, expiresAt, refused: 0 }, () => this.router.publish(mapped.subject, headers, payload));
+    withPublish({ qos, retain: wp.retain === true, expiresAt, refused: 0, pending: [] }, () => this.router.publish(mapped.subject, headers, payload));
     this.router.flushDirty();
   }
 
@@ -586,6 +662,7 @@ export class MqttServer {
     this.expiryTimers.delete(s);
     if (this.wills.has(s)) this.sendWill(s);
     this.router.unsubscribeAll(s);
+    if (s.persist !== null) this.persistence?.deleteSession(s.clientId).catch((err: unknown) => s.log.error({ err }, "cannot remove an MQTT session from the store"));
     s.end();
     if (this.sessions.get(s.clientId) === s) this.sessions.delete(s.clientId);
     this.stats.sessions = this.sessions.size;

@@ -12,6 +12,7 @@ import { PRIORITY_NAMES, type StoredMessage } from "../store/types.js";
 import { ErrorCode, countError } from "../errors.js";
 import type { MqttConnection } from "./connection.js";
 import { propsFromHeaders, type HeaderProps } from "./props.js";
+import type { MqttPersistence } from "./persist.js";
 import { dollarExcluded, subjectTopic } from "./topics.js";
 
 export type QoS = 0 | 1 | 2;
@@ -24,9 +25,11 @@ export interface PublishContext {
   expiresAt: number;
   /** Set when a session could not queue it (its limit): the publisher hears 0x97. */
   refused: number;
+  /** Writes of persistent sessions' copies: the publisher's acknowledgement waits for them. */
+  pending: Promise<void>[];
 }
 /** Messages from NATS (or the broker) carry no QoS: they go at the subscription's, up to 1. */
-const FROM_ELSEWHERE: PublishContext = { qos: 1, retain: false, expiresAt: 0, refused: 0 };
+const FROM_ELSEWHERE: PublishContext = { qos: 1, retain: false, expiresAt: 0, refused: 0, pending: [] };
 export let publishing: PublishContext = FROM_ELSEWHERE;
 /** Routes `fn` with `ctx` as the publish context. */
 export function withPublish(ctx: PublishContext, fn: () => void): void {
@@ -35,6 +38,8 @@ export function withPublish(ctx: PublishContext, fn: () => void): void {
     fn();
   } finally {
     publishing = FROM_ELSEWHERE;
+    // Nobody waits on what a NATS publish caused; its writes report their own failures.
+    FROM_ELSEWHERE.pending.length = 0;
   }
 }
 
@@ -71,6 +76,8 @@ export interface Outgoing {
   packetId: number;
   /** QoS 2: PUBREC received, PUBREL sent. */
   released: boolean;
+  /** Its record in the store (persistent sessions); 0 = not kept there. */
+  seq: number;
 }
 
 export interface SessionLimits {
@@ -98,6 +105,9 @@ export class MqttSession implements Conn {
   /** Mailbox readers waiting for room. */
   private waiters: Array<() => void> = [];
   private nextPacketId = 1;
+  /** Keeps the session's owed messages in the store; null for a session that ends with its connection. */
+  persist: MqttPersistence | null = null;
+  private seq = 0;
   private lastSubject = "";
   private lastTopic = "";
   private lastPropsFrame: Frame | null = null;
@@ -178,20 +188,40 @@ export class MqttSession implements Conn {
       expiresAt: ctx.expiresAt,
       packetId: 0,
       released: false,
+      seq: 0,
     };
     if (qos === 0) {
       if (this.online) this.write(o, 0, false);
       return;
     }
     o.qos = qos;
-    // The frame's buffers belong to the publisher's read: a message kept for later is copied.
     if (this.online && this.queue.length === 0 && this.inflight.size < this.inflightLimit()) this.sendTracked(o);
-    else if (this.queue.length < this.limits.maxQueued) this.queue.push({ ...o, payload: Buffer.from(payload) });
-    else {
+    else if (this.queue.length + this.inflight.size < this.limits.maxQueued) {
+      // The frame's buffers belong to the publisher's read: a message kept for later is copied.
+      o.payload = Buffer.from(payload);
+      this.queue.push(o);
+    } else {
       ctx.refused++;
       this.counted.dropped++;
       countError(ErrorCode.MQTT_QUOTA);
       this.log.warn({ clientId: this.clientId, topic, queued: this.queue.length }, "session queue full: message not kept for this client");
+      return;
+    }
+    if (this.persist !== null) {
+      o.seq = ++this.seq;
+      ctx.pending.push(this.persist.putOutgoing(this.clientId, o));
+    }
+  }
+
+  /** Messages the store kept for this session (at start). */
+  restore(owed: Outgoing[]): void {
+    for (const o of owed) {
+      this.seq = Math.max(this.seq, o.seq);
+      if (o.packetId !== 0 && !this.inflight.has(o.packetId)) this.inflight.set(o.packetId, o);
+      else {
+        o.packetId = 0;
+        this.queue.push(o);
+      }
     }
   }
 
@@ -213,6 +243,7 @@ export class MqttSession implements Conn {
       expiresAt: 0,
       packetId: 0,
       released: false,
+      seq: 0,
     };
     // Mailbox readers give only while hasRoom(): online, with a free in-flight slot.
     if (s.qos === 0) this.write(o, 0, false);
@@ -228,6 +259,7 @@ export class MqttSession implements Conn {
     const o = this.inflight.get(id);
     if (o === undefined || o.qos !== 1) return;
     this.inflight.delete(id);
+    this.forget(o);
     this.afterAck();
   }
 
@@ -240,10 +272,12 @@ export class MqttSession implements Conn {
     if (failed) {
       // MQTT 5: a PUBREC with a failure code ends the exchange.
       this.inflight.delete(id);
+      this.forget(o);
       this.afterAck();
       return;
     }
     o.released = true;
+    if (o.seq !== 0) this.persist?.putOutgoing(this.clientId, o).catch((err: unknown) => this.log.error({ err }, "cannot keep a QoS 2 release"));
     this.conn?.send({ cmd: "pubrel", messageId: id });
   }
 
@@ -251,6 +285,7 @@ export class MqttSession implements Conn {
     const o = this.inflight.get(id);
     if (o === undefined || !o.released) return;
     this.inflight.delete(id);
+    this.forget(o);
     this.afterAck();
   }
 
@@ -278,6 +313,11 @@ export class MqttSession implements Conn {
   }
 
   // ---- internals ----
+
+  /** An acknowledged message leaves the store. */
+  private forget(o: Outgoing): void {
+    if (o.seq !== 0) this.persist?.deleteOutgoing(this.clientId, o.seq).catch((err: unknown) => this.log.error({ err }, "cannot remove an acknowledged message from the store"));
+  }
 
   private inflightLimit(): number {
     return Math.min(this.limits.maxInflight, this.conn?.receiveMaximum ?? 65_535);
@@ -312,6 +352,7 @@ export class MqttSession implements Conn {
     if (!this.write(o, o.qos, false)) {
       // Over the client's Maximum Packet Size: MQTT 5 says to act as if it were sent.
       this.inflight.delete(id);
+      this.forget(o);
     }
   }
 

@@ -111,7 +111,7 @@ export interface LmdbStoreOptions extends Partial<StoreLimits> {
 
 /** On-disk format of this code; a store written by a newer format is refused. */
 const FORMAT = 1;
-const DB_NAMES = ["mailboxes", "messages", "keys", "origins", "tombstones", "expiry", "groups", "meta"] as const;
+const DB_NAMES = ["mailboxes", "messages", "keys", "origins", "tombstones", "expiry", "groups", "meta", "records"] as const;
 // The map is address space, not disk: the file grows only as pages are used. A map large
 // enough never to grow matters, because lmdb-js keeps the old mapping when it grows one,
 // and each stays resident (seen: four maps, 780 MiB RSS for a 287 MiB file).
@@ -227,6 +227,7 @@ export class LmdbMailboxStore implements MailboxStore {
   private readonly keysDb: Database<[PriorityRank, number], Key>;
   private readonly originsDb: Database<OriginRecord, Key>;
   private readonly tombstonesDb: Database<number, Key>;
+  private readonly recordsDb: Database<Uint8Array, Key>;
   private readonly expiryDb: Database<number, Key>;
   private readonly groupsDb: Database<GroupRecord, Key>;
   private readonly metaDb: Database<unknown, string | Key>;
@@ -264,6 +265,7 @@ export class LmdbMailboxStore implements MailboxStore {
     this.tombstonesDb = env.openDB({ name: "tombstones" });
     this.expiryDb = env.openDB({ name: "expiry" });
     this.groupsDb = env.openDB({ name: "groups" });
+    this.recordsDb = env.openDB({ name: "records", encoding: "binary" });
   }
 
   /** The on-disk format marker, undefined for a new env. */
@@ -634,6 +636,21 @@ export class LmdbMailboxStore implements MailboxStore {
     this.open();
     checkKeyString("meta key", key, MAX_META_KEY_BYTES);
     return this.metaDb.get(["user", key]) as MetaValue | undefined;
+  }
+
+  putRecord(kind: string, key: string, value: Uint8Array | null): Promise<void> {
+    const copy = value === null ? null : Buffer.from(value);
+    return this.write(copy?.length ?? 0, () => {
+      if (copy === null) this.recordsDb.remove([kind, key]);
+      else this.recordsDb.put([kind, key], copy);
+    });
+  }
+
+  records(kind: string): Array<[string, Uint8Array]> {
+    this.open();
+    const out: Array<[string, Uint8Array]> = [];
+    for (const { key, value } of this.recordsDb.getRange({ start: [kind], end: [kind, KEY_MAX] })) out.push([(key as Key)[1] as string, value]);
+    return out;
   }
 
   setMeta(key: string, value: MetaValue): Promise<void> {

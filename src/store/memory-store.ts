@@ -355,6 +355,21 @@ export class MemoryMailboxStore implements MailboxStore {
     this.meta.set(key, structuredClone(value));
   }
 
+  private readonly recordsByKind = new Map<string, Map<string, Uint8Array>>();
+
+  async putRecord(kind: string, key: string, value: Uint8Array | null): Promise<void> {
+    this.open();
+    let m = this.recordsByKind.get(kind);
+    if (m === undefined) this.recordsByKind.set(kind, (m = new Map()));
+    if (value === null) m.delete(key);
+    else m.set(key, Uint8Array.from(value));
+  }
+
+  records(kind: string): Array<[string, Uint8Array]> {
+    this.open();
+    return [...(this.recordsByKind.get(kind) ?? new Map<string, Uint8Array>()).entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  }
+
   async close(): Promise<void> {
     this.closed = true;
   }

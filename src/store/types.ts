@@ -263,6 +263,14 @@ export interface MailboxStore {
   getMeta(key: string): MetaValue | undefined;
   /** Sets a small persisted value; resolves once durable. */
   setMeta(key: string, value: MetaValue): Promise<void>;
+  /**
+   * Records other parts of the broker keep durably beside the mailboxes (MQTT sessions,
+   * their queued messages, retained messages), by kind and key; null deletes. Written in
+   * the store's batches; resolves once durable.
+   */
+  putRecord(kind: string, key: string, value: Uint8Array | null): Promise<void>;
+  /** Every record of a kind, in key order. */
+  records(kind: string): Array<[string, Uint8Array]>;
   /** Waits for pending writes and closes; every later call throws STORE_CLOSED. */
   close(): Promise<void>;
 }
