@@ -428,9 +428,13 @@ export class MqttServer {
           const text = err instanceof Error ? err.message : String(err);
           const reason = err instanceof Mq9Error && err.code === ErrorCode.MQ9_UNKNOWN_COMMAND ? Reason.TOPIC_NAME_INVALID : err instanceof Mq9Error && err.code.startsWith("LIMIT_") ? Reason.QUOTA_EXCEEDED : Reason.IMPLEMENTATION_SPECIFIC;
           c.log.debug({ topic, reason, error: text }, "mq9 publish refused");
-          ack(reason, text);
-          // 3.1.1 has no refusal in PUBACK: tell the client where it reads replies.
-          if (!v5 && reply !== null) return;
+          if (v5) ack(reason, text);
+          else if (qos > 0) {
+            // 3.1.1 has no negative acknowledgement, and a PUBACK would say "stored": the
+            // error went to $mq9/AI/REPLY/{client id}; closing is the refusal.
+            countError(ErrorCode.MQTT_PROTOCOL);
+            c.close();
+          }
         }
       });
     });
