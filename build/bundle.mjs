@@ -88,6 +88,29 @@ const versionFallback = {
   },
 };
 
+/**
+ * mqtt-packet's `bl` → bl's BufferList alone, its `debug` → a disabled logger, as
+ * src/mqtt/packet.ts arranges under plain Node: bl's stream wrapper pulls in
+ * readable-stream (+8 MiB RSS) and debug prints nothing here.
+ */
+const leanMqttPacket = {
+  name: "lean-mqtt-packet",
+  setup(build) {
+    build.onResolve({ filter: /^(bl|debug)$/ }, (args) => {
+      if (!/node_modules[\\/]mqtt-packet[\\/]/.test(args.importer)) return undefined;
+      return { path: args.path, namespace: "lean-mqtt-packet", pluginData: { dir: path.dirname(args.importer) } };
+    });
+    build.onLoad({ filter: /.*/, namespace: "lean-mqtt-packet" }, (args) => ({
+      loader: "js",
+      resolveDir: args.pluginData.dir,
+      contents:
+        args.path === "bl"
+          ? `const BufferList = require("bl/BufferList");\nmodule.exports = Object.assign((...a) => new BufferList(...a), { BufferList });\n`
+          : `const off = Object.assign(() => undefined, { enabled: false });\nmodule.exports = () => off;\n`,
+    }));
+  },
+};
+
 const common = {
   bundle: true,
   platform: "node",
@@ -107,7 +130,7 @@ const main = await esbuild.build({
   ...common,
   entryPoints: [path.join(root, "dist", "main.js")],
   outfile: path.join(outDir, "app", "mq9-edge.js"),
-  plugins: [lazyModules, nativeAddons, versionFallback],
+  plugins: [lazyModules, nativeAddons, versionFallback, leanMqttPacket],
 });
 const parts = [["app/mq9-edge.js", main.metafile]];
 for (const name of LAZY) {

@@ -5,8 +5,8 @@
 
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
-import * as mqtt from "mqtt-packet";
-import type { Packet } from "mqtt-packet";
+import * as mqtt from "./packet.js";
+import type { Packet } from "./packet.js";
 
 /** MQTT 5 reason codes the broker sends. */
 export const Reason = {

@@ -7,7 +7,7 @@
 import net from "node:net";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
-import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from "mqtt-packet";
+import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from "./packet.js";
 import type { Router } from "../router/router.js";
 import { Sub, type Conn } from "../router/conn.js";
 import type { Frame } from "../router/frame.js";

@@ -5,7 +5,7 @@
 // mosquitto.
 
 import type { Logger } from "pino";
-import type { IPublishPacket } from "mqtt-packet";
+import type { IPublishPacket } from "./packet.js";
 import { Sub, type Conn, type Dialect } from "../router/conn.js";
 import type { Frame } from "../router/frame.js";
 import { PRIORITY_NAMES, type StoredMessage } from "../store/types.js";
