@@ -60,6 +60,8 @@ export class MqttConnection {
   maxPacketOut = 268_435_455;
   receiveMaximum = 65_535;
   topicAliasMaximumOut = 0;
+  /** QoS 1 publishes from the client not yet acknowledged (a mailbox write in progress). */
+  inflightIn = 0;
   /** Client → server topic aliases. */
   readonly aliasesIn = new Map<number, string>();
   /** Server → client topic aliases. */

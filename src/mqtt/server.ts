@@ -366,17 +366,16 @@ export class MqttServer {
     if ("error" in mapped) {
       return this.protocolFailure(c, ErrorCode.MQTT_INVALID_TOPIC, Reason.TOPIC_NAME_INVALID, `invalid topic name ${JSON.stringify(topic)}: ${mapped.error}`);
     }
-    if (qos === 2) {
-      if (s.incomingQos2.has(id)) {
-        // A resend of one we have: acknowledge again, deliver once.
-        c.send({ cmd: "pubrec", messageId: id });
-        return;
-      }
-      if (s.incomingQos2.size >= RECEIVE_MAXIMUM) {
-        return this.protocolFailure(c, ErrorCode.MQTT_QUOTA, Reason.RECEIVE_MAXIMUM_EXCEEDED, "more QoS 2 publishes in flight than Receive Maximum");
-      }
-      s.incomingQos2.add(id);
+    if (qos === 2 && s.incomingQos2.has(id)) {
+      // A resend of one we have: acknowledge again, deliver once.
+      c.send({ cmd: "pubrec", messageId: id });
+      return;
     }
+    // MQTT 5 flow control: QoS 1/2 publishes we have not finished acknowledging, at most Receive Maximum.
+    if (qos > 0 && v5 && c.inflightIn + s.incomingQos2.size >= RECEIVE_MAXIMUM) {
+      return this.protocolFailure(c, ErrorCode.MQTT_QUOTA, Reason.RECEIVE_MAXIMUM_EXCEEDED, `more than ${RECEIVE_MAXIMUM} QoS 1/2 publishes unacknowledged (Receive Maximum)`);
+    }
+    if (qos === 2) s.incomingQos2.add(id);
     const ctx: PublishContext = { qos, retain: p.retain, expiresAt: 0, refused: 0, pending: [] };
     if (qos === 2 && s.persist !== null) ctx.pending.push(this.saveSession(s));
     const props = p.properties;
@@ -410,7 +409,9 @@ export class MqttServer {
       msgStart: 0,
       msgEnd: msg.length,
     };
+    if (qos === 1) c.inflightIn++;
     const ack = (reason: number, reasonString?: string): void => {
+      if (qos === 1) c.inflightIn--;
       if (qos === 0 || c.closed) return;
       const withProps = v5 && reasonString !== undefined ? { properties: { reasonString } } : {};
       if (qos === 1) c.send({ cmd: "puback", messageId: id, ...(v5 ? { reasonCode: reason } : {}), ...withProps });
