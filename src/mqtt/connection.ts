@@ -101,6 +101,9 @@ export class MqttConnection {
   /** Queues a packet; false when it is over the client's Maximum Packet Size (not sent). */
   send(p: Packet): boolean {
     if (this.closed) return false;
+    // mqtt-packet writes an absent MQTT 5 acknowledgement reason as "00 00" (reason and empty
+    // properties); a present 0 as nothing, the short form mosquitto sends and Paho 1.6 requires.
+    if (this.version === 5 && (p.cmd === "puback" || p.cmd === "pubrec" || p.cmd === "pubrel" || p.cmd === "pubcomp") && p.reasonCode === undefined) p.reasonCode = 0;
     const b = mqtt.generate(p, { protocolVersion: this.version });
     return this.sendBytes(b);
   }
@@ -110,7 +113,10 @@ export class MqttConnection {
     if (b.length > this.maxPacketOut) return false;
     this.chunks.push(b);
     this.chunkBytes += b.length;
-    if (!this.dirty) this.events.dirty(this);
+    if (!this.dirty) {
+      this.dirty = true;
+      this.events.dirty(this);
+    }
     return true;
   }
 

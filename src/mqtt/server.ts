@@ -9,14 +9,13 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from "./packet.js";
 import type { Router } from "../router/router.js";
-import { Sub, type Conn } from "../router/conn.js";
-import type { Frame } from "../router/frame.js";
 import { ErrorCode, Mq9Error, countError } from "../errors.js";
 import { MqttConnection, Reason, type ConnectionEvents } from "./connection.js";
 import { MqttSession, MqttSub, withPublish, type PublishContext, type QoS } from "./session.js";
 import { RetainedStore, type RetainedMessage } from "./retained.js";
 import type { MqttPersistence, SessionRecord } from "./persist.js";
 import { headersFromProps } from "./props.js";
+import { ReplyBridge } from "./reply-bridge.js";
 import { filterTarget, publishSubject } from "./topics.js";
 
 export interface MqttOptions {
@@ -71,6 +70,7 @@ export class MqttServer {
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private address: { host: string; port: number } | null = null;
   private readonly events: ConnectionEvents;
+  private readonly replies: ReplyBridge;
 
   constructor(
     readonly opts: MqttOptions,
@@ -82,12 +82,15 @@ export class MqttServer {
     this.authRequired = opts.authToken !== "" || opts.user !== "";
     this.maxPacketIn = opts.maxPayload + PACKET_SLACK;
     this.retained = new RetainedStore(opts.maxRetained, persistence);
+    this.replies = new ReplyBridge(router, log);
     this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.events = {
       packet: (c, p) => this.onPacket(c, p),
       malformed: (c, message) => this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, `malformed packet: ${message}`),
       tooLarge: (c, length) => this.protocolFailure(c, ErrorCode.MQTT_PACKET_TOO_LARGE, Reason.PACKET_TOO_LARGE, `packet of ${length} bytes over the maximum of ${this.maxPacketIn}`),
       closed: (c) => this.onClosed(c),
+      // A session's output is flushed with everyone's after the read; a connection's
+      // before it has a session (a refused CONNECT) on the next turn.
       dirty: (c) => {
         const s = this.sessionOf.get(c);
         if (s !== undefined) this.router.markDirty(s);
@@ -120,7 +123,7 @@ export class MqttServer {
   }
 
   private newSession(clientId: string, log: Logger): MqttSession {
-    const s = new MqttSession(this.nextCid(), clientId, log, { maxQueued: this.opts.maxQueued, maxInflight: this.opts.maxInflight }, (x) => this.router.markDirty(x), this.stats);
+    const s = new MqttSession(this.nextCid(), clientId, log, { maxQueued: this.opts.maxQueued, maxInflight: this.opts.maxInflight }, this.stats, this.replies);
     this.sessions.set(clientId, s);
     this.stats.sessions = this.sessions.size;
     return s;
@@ -381,12 +384,12 @@ export class MqttServer {
     const props = p.properties;
     const payload = typeof p.payload === "string" ? Buffer.from(p.payload) : p.payload;
     // A request with correlation data: the reply subject is the response topic, and the
-    // correlation data rides in a header a NATS responder need not copy; see bridgeReply.
+    // correlation data rides with a private reply subject a NATS responder need not know of (reply-bridge.ts).
     let reply: string | null = null;
     if (v5 && props?.responseTopic !== undefined) {
       const r = publishSubject(props.responseTopic);
       if ("error" in r) return this.protocolFailure(c, ErrorCode.MQTT_INVALID_TOPIC, Reason.TOPIC_NAME_INVALID, `invalid response topic: ${r.error}`);
-      reply = props.correlationData !== undefined ? this.bridgeReply(s, props.responseTopic, props.correlationData) : r.subject;
+      reply = props.correlationData !== undefined ? this.replies.open(s, props.responseTopic, props.correlationData) : r.subject;
     } else if (!v5 && mapped.subject.startsWith("$mq9.AI.")) {
       reply = this.replySubjectFor311(s);
     }
@@ -465,51 +468,6 @@ export class MqttServer {
   private replySubjectFor311(s: MqttSession): string | null {
     const r = publishSubject(REPLY_TOPIC_PREFIX + s.clientId);
     return "error" in r ? null : r.subject;
-  }
-
-  // ---- request/reply with correlation data ----
-
-  private bridgeSeq = 0;
-  private readonly bridges = new Map<string, { session: MqttSession; topic: string; correlation: Buffer; at: number }>();
-  private bridgeSub: Sub | null = null;
-  private readonly bridgePrefix = `_MQTT_R.${randomBytes(6).toString("hex")}.`;
-
-  /**
-   * A private reply subject for an MQTT 5 request with correlation data: whatever
-   * answers it (a NATS responder, the mq9 service, an MQTT client) reaches the
-   * requester on its response topic, with its correlation data.
-   */
-  private bridgeReply(s: MqttSession, topic: string, correlation: Buffer): string {
-    const subject = `${this.bridgePrefix}${++this.bridgeSeq}`;
-    if (this.bridges.size >= 10_000) {
-      // Oldest first: a Map keeps insertion order.
-      for (const k of this.bridges.keys()) {
-        this.bridges.delete(k);
-        if (this.bridges.size < 9_000) break;
-      }
-    }
-    this.bridges.set(subject, { session: s, topic, correlation: Buffer.from(correlation), at: Date.now() });
-    if (this.bridgeSub === null) this.subscribeBridge();
-    return subject;
-  }
-
-  private subscribeBridge(): void {
-    // A router-level subscriber that re-publishes replies to the requester's response topic.
-    const conn = new BridgeConn(this.log, (subject, headers, payload) => this.deliverBridged(subject, headers, payload));
-    const sub = new Sub(conn, `${this.bridgePrefix}*`, null, "bridge", 0, false);
-    this.router.subscribe(sub);
-    this.bridgeSub = sub;
-  }
-
-  private deliverBridged(subject: string, headers: Buffer | null, payload: Buffer): void {
-    const b = this.bridges.get(subject);
-    if (b === undefined || b.session.closed) return;
-    const r = publishSubject(b.topic);
-    if ("error" in r) return;
-    let h = headers;
-    const corr = `Mqtt-Correlation-Data: ${b.correlation.toString("base64")}\r\n`;
-    h = h === null || h.length === 0 ? Buffer.from(`NATS/1.0\r\n${corr}\r\n`) : Buffer.concat([h.subarray(0, h.length - 2), Buffer.from(`${corr}\r\n`)]);
-    this.router.publish(r.subject, h, payload);
   }
 
   // ---- SUBSCRIBE ----
@@ -694,38 +652,6 @@ class RetainedView extends MqttSub {
   constructor(of: MqttSub) {
     super(of.conn as MqttSession, of.subject, of.queue, of.sid, of.filter, of.qos, false, true, of.subscriptionId);
   }
-}
-
-/** The router-side end of the reply bridge: a Conn that only re-publishes. */
-class BridgeConn implements Conn {
-  readonly cid = 0;
-  readonly closed = false;
-  readonly noResponders = false;
-  readonly subs = new Map<string, Sub>();
-  dirty = false;
-  constructor(
-    readonly log: Logger,
-    private readonly forward: (subject: string, headers: Buffer | null, payload: Buffer) => void,
-  ) {}
-  flush(): void {
-    this.dirty = false;
-  }
-  sendMsg(_sub: Sub, f: Frame): void {
-    const subject = f.args.toString("latin1", f.subjectStart, f.subjectEnd);
-    const h = f.hdrLen > 0 ? Buffer.from(f.msg.subarray(f.msgStart, f.msgStart + f.hdrLen)) : null;
-    const payload = Buffer.from(f.msg.subarray(f.msgStart + Math.max(0, f.hdrLen), f.msgEnd));
-    // Not inside the delivery that is running: re-publishing from here would nest routing.
-    queueMicrotask(() => this.forward(subject, h, payload));
-  }
-  sendStored(): void {}
-  pendingBytes(): number {
-    return 0;
-  }
-  hasRoom(): boolean {
-    return true;
-  }
-  whenWritable(): void {}
-  publishRefused(): void {}
 }
 
 function safeEqual(given: string | undefined, expected: string): boolean {

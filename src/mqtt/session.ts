@@ -13,6 +13,7 @@ import { ErrorCode, countError } from "../errors.js";
 import type { MqttConnection } from "./connection.js";
 import { propsFromHeaders, type HeaderProps } from "./props.js";
 import type { MqttPersistence } from "./persist.js";
+import type { ReplyBridge } from "./reply-bridge.js";
 import { dollarExcluded, subjectTopic } from "./topics.js";
 
 export type QoS = 0 | 1 | 2;
@@ -118,8 +119,8 @@ export class MqttSession implements Conn {
     readonly clientId: string,
     public log: Logger,
     private readonly limits: SessionLimits,
-    private readonly markDirty: (s: MqttSession) => void,
     private readonly counted: { dropped: number },
+    private readonly replies: ReplyBridge,
   ) {}
 
   get online(): boolean {
@@ -144,8 +145,12 @@ export class MqttSession implements Conn {
   whenWritable(resume: () => void): void {
     if (this.closed) return;
     this.waiters.push(resume);
+    const c = this.conn;
+    if (c === null || c.closed) return; // attach() wakes it
+    c.flush();
     if (this.hasRoom()) setImmediate(() => this.wake());
-    else if (this.online && this.conn!.socket.writableNeedDrain) this.conn!.socket.once("drain", () => this.wake());
+    else if (c.socket.writableNeedDrain) c.socket.once("drain", () => this.wake());
+    // else its in-flight window is full: an acknowledgement wakes it (afterAck)
   }
 
   publishRefused(subject: string, reason: string): void {
@@ -176,7 +181,16 @@ export class MqttSession implements Conn {
       props = this.lastProps;
     }
     const payload = f.msg.subarray(f.msgStart + (f.hdrLen > 0 ? f.hdrLen : 0), f.msgEnd);
-    const responseTopic = v5 && f.replyStart >= 0 ? subjectTopic(f.args.toString("latin1", f.replyStart, f.replyEnd)) : undefined;
+    let responseTopic: string | undefined;
+    if (v5 && f.replyStart >= 0) {
+      const reply = f.args.toString("latin1", f.replyStart, f.replyEnd);
+      // An MQTT requester's private reply subject: show its own response topic and correlation data.
+      const pending = this.replies.lookup(reply);
+      if (pending !== undefined) {
+        responseTopic = pending.topic;
+        props = { ...props, correlationData: pending.correlation };
+      } else responseTopic = subjectTopic(reply);
+    }
     const o: Outgoing = {
       topic,
       payload,
@@ -372,23 +386,23 @@ export class MqttSession implements Conn {
       if (o.responseTopic !== undefined) props.responseTopic = o.responseTopic;
       if (o.subscriptionIds !== undefined) props.subscriptionIdentifier = o.subscriptionIds.length === 1 ? o.subscriptionIds[0]! : o.subscriptionIds;
       if (o.expiresAt !== 0) props.messageExpiryInterval = Math.max(0, Math.ceil((o.expiresAt - Date.now()) / 1000));
+      let newAlias = 0;
       if (c.topicAliasMaximumOut > 0 && !dup) {
         const alias = c.aliasesOut.get(o.topic);
         if (alias !== undefined) {
           props.topicAlias = alias;
           p.topic = "";
         } else if (c.aliasesOut.size < c.topicAliasMaximumOut) {
-          const next = c.aliasesOut.size + 1;
-          c.aliasesOut.set(o.topic, next);
-          props.topicAlias = next;
+          newAlias = c.aliasesOut.size + 1;
+          props.topicAlias = newAlias;
         }
       }
       p.properties = props;
-    }
-    if (c.send(p)) {
-      if (!this.dirty) this.markDirty(this);
-      return true;
-    }
+      if (c.send(p)) {
+        if (newAlias !== 0) c.aliasesOut.set(o.topic, newAlias);
+        return true;
+      }
+    } else if (c.send(p)) return true;
     this.counted.dropped++;
     this.log.debug({ topic: o.topic, maxPacket: c.maxPacketOut }, "message over the client's maximum packet size: not sent");
     return false;
