@@ -89,8 +89,8 @@ const versionFallback = {
 };
 
 /**
- * mqtt-packet's `bl` → bl's BufferList alone, its `debug` → a disabled logger, as
- * src/mqtt/packet.ts arranges under plain Node: bl's stream wrapper pulls in
+ * mqtt-packet's `bl` → dist/mqtt/strict-list.js (bl's BufferList, strict about UTF-8), its
+ * `debug` → a disabled logger, as src/mqtt/packet.ts arranges under plain Node: bl's stream wrapper pulls in
  * readable-stream (+8 MiB RSS) and debug prints nothing here.
  */
 const leanMqttPacket = {
@@ -105,7 +105,7 @@ const leanMqttPacket = {
       resolveDir: args.pluginData.dir,
       contents:
         args.path === "bl"
-          ? `const BufferList = require("bl/BufferList");\nmodule.exports = Object.assign((...a) => new BufferList(...a), { BufferList });\n`
+          ? `module.exports = require(${JSON.stringify(path.join(root, "dist", "mqtt", "strict-list.js"))}).bl;\n`
           : `const off = Object.assign(() => undefined, { enabled: false });\nmodule.exports = () => off;\n`,
     }));
   },

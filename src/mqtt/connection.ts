@@ -92,7 +92,13 @@ export class MqttConnection {
   /** Parses one socket read. */
   read(chunk: Buffer): void {
     this.lastRead = Date.now();
-    this.parser.parse(chunk);
+    try {
+      this.parser.parse(chunk);
+    } catch (err) {
+      if (!(err instanceof mqtt.InvalidUtf8)) throw err;
+      if (!this.closed) this.events.malformed(this, err.message);
+      return;
+    }
     // A packet announced bigger than allowed is refused before its body is buffered.
     const pending = (this.parser as unknown as { packet: { length: number } }).packet.length;
     if (!this.closed && pending > this.maxPacketIn) this.events.tooLarge(this, pending);

@@ -1,11 +1,12 @@
-// mqtt-packet, loaded lean. Its parser uses `bl` only as a BufferList, but requiring `bl`
-// loads bl's stream wrapper and with it readable-stream (+8 MiB RSS, measured), and its
-// `debug` calls load the debug package (+2.4 MiB) to print nothing. Both are given
-// stand-ins before mqtt-packet loads: `bl` → BufferList alone, `debug` → a disabled
-// logger. Its packet-id cache is turned off too. build/bundle.mjs does the same for the single executable, where modules do not
+// mqtt-packet, loaded lean and strict. Its parser uses `bl` only as a BufferList, but
+// requiring `bl` loads bl's stream wrapper and with it readable-stream (+8 MiB RSS,
+// measured), and its `debug` calls load the debug package (+2.4 MiB) to print nothing.
+// Both are given stand-ins before mqtt-packet loads: `bl` → a BufferList that refuses
+// strings that are not UTF-8 (strict-list.ts), `debug` → a disabled logger. Its packet-id cache is turned off too. build/bundle.mjs does the same for the single executable, where modules do not
 // come from node_modules (there these lookups fail and the bundle's own stand-ins serve).
 
 import Module from "node:module";
+import { bl } from "./strict-list.js";
 
 function preload(from: string, name: string, exports: unknown): void {
   const req = Module.createRequire(from);
@@ -29,9 +30,6 @@ function leanLoad(): typeof import("mqtt-packet") {
   } catch {
     return require("mqtt-packet") as typeof import("mqtt-packet");
   }
-  const blReq = Module.createRequire(Module.createRequire(pkg).resolve("bl"));
-  const BufferList = blReq("./BufferList.js") as new (...a: unknown[]) => unknown;
-  const bl = Object.assign((...a: unknown[]) => new BufferList(...a), { BufferList });
   preload(pkg, "bl", bl);
   const off = Object.assign(() => undefined, { enabled: false });
   preload(pkg, "debug", () => off);
@@ -43,4 +41,5 @@ const mqttPacket = leanLoad();
 mqttPacket.writeToStream.cacheNumbers = false;
 export const parser = mqttPacket.parser;
 export const generate = mqttPacket.generate;
+export { InvalidUtf8 } from "./strict-list.js";
 export type * from "mqtt-packet";

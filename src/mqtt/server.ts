@@ -86,7 +86,18 @@ export class MqttServer {
     this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.events = {
       packet: (c, p) => this.onPacket(c, p),
-      malformed: (c, message) => this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, `malformed packet: ${message}`),
+      malformed: (c, message) => {
+        if (!c.connected && message === "Invalid protocol version") {
+          // [MQTT-3.1.2-2]: CONNACK return code 1, in 3.1.1's form (the client's may be unknown), as mosquitto.
+          countError(ErrorCode.MQTT_PROTOCOL);
+          c.log.info("unsupported MQTT protocol version");
+          c.version = 4;
+          c.send({ cmd: "connack", sessionPresent: false, returnCode: 1 });
+          c.close();
+          return;
+        }
+        this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, `malformed packet: ${message}`);
+      },
       tooLarge: (c, length) => this.protocolFailure(c, ErrorCode.MQTT_PACKET_TOO_LARGE, Reason.PACKET_TOO_LARGE, `packet of ${length} bytes over the maximum of ${this.maxPacketIn}`),
       closed: (c) => this.onClosed(c),
       // A session's output is flushed with everyone's after the read; a connection's
@@ -430,7 +441,7 @@ export class MqttServer {
         if (err === null) ack(Reason.SUCCESS);
         else {
           const text = err instanceof Error ? err.message : String(err);
-          const reason = err instanceof Mq9Error && err.code === ErrorCode.MQ9_UNKNOWN_COMMAND ? Reason.TOPIC_NAME_INVALID : err instanceof Mq9Error && err.code.startsWith("LIMIT_") ? Reason.QUOTA_EXCEEDED : Reason.IMPLEMENTATION_SPECIFIC;
+          const reason = mq9Reason(err);
           c.log.debug({ topic, reason, error: text }, "mq9 publish refused");
           if (v5) ack(reason, text);
           else if (qos > 0) {
@@ -652,6 +663,14 @@ class RetainedView extends MqttSub {
   constructor(of: MqttSub) {
     super(of.conn as MqttSession, of.subject, of.queue, of.sid, of.filter, of.qos, false, true, of.subscriptionId);
   }
+}
+
+/** The MQTT 5 reason code for a refused mq9 publish. */
+function mq9Reason(err: unknown): number {
+  if (!(err instanceof Mq9Error)) return Reason.IMPLEMENTATION_SPECIFIC;
+  if (err.code === ErrorCode.MQ9_UNKNOWN_COMMAND) return Reason.TOPIC_NAME_INVALID;
+  if (err.code.startsWith("LIMIT_") || err.code === ErrorCode.STORE_FULL) return Reason.QUOTA_EXCEEDED;
+  return Reason.IMPLEMENTATION_SPECIFIC;
 }
 
 function safeEqual(given: string | undefined, expected: string): boolean {
