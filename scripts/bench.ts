@@ -1,17 +1,21 @@
 /**
- * mq9-edge benchmark: mq9-edge vs Debian's nats-server, driven by the same C load generator.
+ * mq9-edge benchmark: mq9-edge vs Debian's nats-server (NATS scenarios) and vs Debian's
+ * mosquitto (the mqtt-* scenarios), each pair driven by the same C load generator.
  *
  *   npm run bench -- [--only pubsub,reqrep] [--servers nats-server,mq9-edge] [--messages 2000000] ...
+ *   npm run bench -- --only mqtt-qos0,mqtt-qos1,mqtt-conns,mqtt-durable [--servers mosquitto,mq9-edge]
  *   (or, after `npx tsc -p tsconfig.test.json`:  node .test-build/scripts/bench.js ...)
  *
  * Every (scenario, repetition, server) run gets a freshly started server; servers are never
- * loaded concurrently; repetitions are interleaved (A, B, A, B, ...). The load generator
- * (scripts/loadgen/loadgen.c) is compiled at run time into .bench/ (git-ignored).
+ * loaded concurrently; repetitions are interleaved (A, B, A, B, ...). The load generators
+ * (scripts/loadgen/loadgen.c for NATS, scripts/loadgen/mqttgen.c for MQTT 3.1.1) are compiled at
+ * run time into .bench/ (git-ignored). A scenario runs against the servers of --servers that
+ * speak its protocol (Scenario.peers); the summary prints one table per protocol.
  *
  * To add a figure: append a Scenario to SCENARIOS. A scenario gets a fresh ServerHandle per run and
  * returns Figure[]; figures are aggregated across repetitions (median) and printed in the table.
  */
-import { ChildProcess, execFileSync, spawn } from "node:child_process";
+import { ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -20,12 +24,18 @@ import * as readline from "node:readline";
 
 // ---------------------------------------------------------------- config
 
-type ServerKind = "nats-server" | "mq9-edge";
+type ServerKind = "nats-server" | "mq9-edge" | "mosquitto";
+const SERVER_KINDS: ServerKind[] = ["nats-server", "mosquitto", "mq9-edge"];
+/** Who the NATS scenarios run against (Scenario.peers' default). */
+const NATS_PEERS: ServerKind[] = ["nats-server", "mq9-edge"];
+const MQTT_PEERS: ServerKind[] = ["mosquitto", "mq9-edge"];
 type Impl = "raw" | "natsc";
 
 interface Config {
   only: string[] | null;
   servers: ServerKind[];
+  /** false: --servers was not given, the servers follow from the scenarios run */
+  serversGiven: boolean;
   messages: number;
   size: number;
   repeats: number;
@@ -46,18 +56,26 @@ interface Config {
   rssMailboxes: number;
   rssPerMailbox: number;
   mq9NodeArgs: string[];
+  mq9Args: string[];
   uplinkCommands: number;
   uplinkDialects: Array<"pull" | "push">;
   uplinkBatches: number[];
   uplinkMix: [number, number, number];
   uplinkSeed: number;
   edgeNodeArgs: string[];
+  mqttMessages: number;
+  mqttConns: number;
+  mqttParallel: number;
+  mqttDurable: number;
+  mosquittoBin: string;
 }
 
 const USAGE = `usage: npm run bench -- [options]
   --only a,b           scenarios to run (default: all): ${"%SCENARIOS%"}
-  --servers a,b        servers, in column order; the ratio is column 2 / column 1
-                       (default nats-server,mq9-edge; a name may repeat to sanity-check the ratio)
+  --servers a,b        servers, in column order; the ratio is column 2 / column 1 (per protocol:
+                       NATS scenarios run against nats-server and mq9-edge, mqtt-* against mosquitto
+                       and mq9-edge; default: those the chosen scenarios need, in the order
+                       nats-server, mosquitto, mq9-edge; a name may repeat to sanity-check the ratio)
   --messages N         pub->sub / publish-only messages per run (default 2000000)
   --size B             payload bytes for pub/sub and request/reply (default 128)
   --repeats R          repetitions per server, interleaved; the median is reported (default 3)
@@ -73,12 +91,15 @@ const USAGE = `usage: npm run bench -- [options]
   --durable-requests N sequential durable sends, one in flight, in durable-seq (default 2000)
   --durable-warmup N   untimed durable sends before durable-seq / durable-pipelined (default 200)
   --pipelined-requests N  durable sends in durable-pipelined (default 50000)
-  --window K           requests in flight in durable-pipelined, replay's fill and rss-stored (default 256)
+  --window K           requests in flight in durable-pipelined, replay's fill and rss-stored, and
+                       QoS 1 PUBLISHes in flight in mqtt-qos1 and mqtt-durable (default 256)
   --replay-messages N  messages stored, then replayed to a fresh subscriber, in replay (default 100000)
   --rss-mailboxes M    mailboxes in rss-stored (default 10000)
   --rss-per-mailbox K  messages per mailbox in rss-stored (default 100: 1,000,000 messages)
   --mq9-node-args 'A B'  extra node flags for the mq9-edge process, e.g.
                        '--cpu-prof --cpu-prof-dir=.bench/prof' (written when the broker exits)
+  --mq9-args 'A B'     extra mq9-edge flags, after the bench's own (every mq9-edge but uplink-drain's edge),
+                       e.g. '--mqtt-max-queued 1000000'
  uplink drain (mq9-edge only: a cloud mq9-edge, an edge mq9-edge with --uplink-url through a
  forwarder in this process that refuses connections until the backlog is queued):
   --uplink-commands N  commands queued in the cloud mailbox edge.bench (default 10000)
@@ -86,12 +107,19 @@ const USAGE = `usage: npm run bench -- [options]
   --uplink-batches a,b   --uplink-batch values to run (default 100,500)
   --uplink-mix C,U,N   percent critical, urgent, normal, drawn at random per command (default 10,30,60)
   --uplink-seed S      seed of that draw (default 1)
-  --edge-node-args 'A B' extra node flags for the edge process only (the cloud takes --mq9-node-args)`;
+  --edge-node-args 'A B' extra node flags for the edge process only (the cloud takes --mq9-node-args)
+ MQTT 3.1.1 (mqtt-*: mq9-edge with --mqtt-port vs mosquitto; load generator scripts/loadgen/mqttgen.c):
+  --mqtt-messages N    messages per run in mqtt-qos0 and mqtt-qos1, --size B each (default 300000)
+  --mqtt-conns C       clients connecting and subscribing in mqtt-conns (default 1000)
+  --mqtt-parallel W    of those, how many connect at once (lock step) (default 10)
+  --mqtt-durable N     QoS 1 PUBLISHes into an mq9 mailbox in mqtt-durable, mq9-edge only (default 50000)
+  --mosquitto PATH     mosquitto binary (default: from PATH, else /usr/sbin/mosquitto)`;
 
 function parseArgs(argv: string[]): Config {
   const cfg: Config = {
     only: null,
     servers: ["nats-server", "mq9-edge"],
+    serversGiven: false,
     messages: 2_000_000,
     size: 128,
     repeats: 3,
@@ -112,12 +140,18 @@ function parseArgs(argv: string[]): Config {
     rssMailboxes: 10_000,
     rssPerMailbox: 100,
     mq9NodeArgs: [],
+    mq9Args: [],
     uplinkCommands: 10_000,
     uplinkDialects: ["pull", "push"],
     uplinkBatches: [100, 500],
     uplinkMix: [10, 30, 60],
     uplinkSeed: 1,
     edgeNodeArgs: [],
+    mqttMessages: 300_000,
+    mqttConns: 1000,
+    mqttParallel: 10,
+    mqttDurable: 50_000,
+    mosquittoBin: findExecutable("mosquitto", ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"]),
   };
   const int = (flag: string, v: string | undefined): number => {
     const n = Number((v ?? "").replace(/_/g, ""));
@@ -143,9 +177,10 @@ function parseArgs(argv: string[]): Config {
           .map((s) => s.trim())
           .filter(Boolean)
           .map((s) => {
-            if (s !== "nats-server" && s !== "mq9-edge") throw new UsageError(`unknown server ${s}`);
-            return s;
+            if (!SERVER_KINDS.includes(s as ServerKind)) throw new UsageError(`unknown server ${s} (${SERVER_KINDS.join(", ")})`);
+            return s as ServerKind;
           });
+        cfg.serversGiven = true;
         break;
       case "--messages":
         cfg.messages = int(flag, val());
@@ -207,6 +242,9 @@ function parseArgs(argv: string[]): Config {
       case "--mq9-node-args":
         cfg.mq9NodeArgs = val().split(/\s+/).filter(Boolean);
         break;
+      case "--mq9-args":
+        cfg.mq9Args = val().split(/\s+/).filter(Boolean);
+        break;
       case "--uplink-commands":
         cfg.uplinkCommands = Math.max(1, int(flag, val()));
         break;
@@ -245,6 +283,21 @@ function parseArgs(argv: string[]): Config {
       case "--edge-node-args":
         cfg.edgeNodeArgs = val().split(/\s+/).filter(Boolean);
         break;
+      case "--mqtt-messages":
+        cfg.mqttMessages = Math.max(1, int(flag, val()));
+        break;
+      case "--mqtt-conns":
+        cfg.mqttConns = Math.max(1, int(flag, val()));
+        break;
+      case "--mqtt-parallel":
+        cfg.mqttParallel = Math.max(1, int(flag, val()));
+        break;
+      case "--mqtt-durable":
+        cfg.mqttDurable = Math.max(1, int(flag, val()));
+        break;
+      case "--mosquitto":
+        cfg.mosquittoBin = val();
+        break;
       case "--help":
       case "-h":
         throw new UsageError("");
@@ -256,6 +309,16 @@ function parseArgs(argv: string[]): Config {
   if (cfg.only) {
     for (const o of cfg.only)
       if (!SCENARIOS.some((s) => s.name === o)) throw new UsageError(`unknown scenario ${o}`);
+  }
+  if (!cfg.serversGiven) {
+    // the servers the chosen scenarios run against (nats-server, mq9-edge when none needs one)
+    const want = new Set<ServerKind>();
+    for (const sc of SCENARIOS.filter((x) => !cfg.only || cfg.only.includes(x.name))) {
+      if (!sc.needsServer) continue;
+      for (const k of sc.selfHosted ? [sc.selfHosted] : (sc.peers ?? NATS_PEERS)) want.add(k);
+    }
+    const servers = SERVER_KINDS.filter((k) => want.has(k));
+    if (servers.length) cfg.servers = servers;
   }
   return cfg;
 }
@@ -282,6 +345,8 @@ const ROOT = findRoot(__dirname);
 const BENCH_DIR = path.join(ROOT, ".bench");
 const LOADGEN_SRC = path.join(ROOT, "scripts", "loadgen", "loadgen.c");
 const LOADGEN_BIN = path.join(BENCH_DIR, "loadgen");
+const MQTTGEN_SRC = path.join(ROOT, "scripts", "loadgen", "mqttgen.c");
+const MQTTGEN_BIN = path.join(BENCH_DIR, "mqttgen");
 
 function findRoot(start: string): string {
   let d = start;
@@ -599,13 +664,18 @@ interface ServerStartOptions {
   maxPendingBytes?: number;
   /** nats-server: enable JetStream with a file store in the run's temp dir */
   jetstream?: boolean;
+  /** mq9-edge: open the MQTT listener on a free port (--mqtt-port=-1); otherwise it is off (--mqtt-port=0) */
+  mqtt?: boolean;
 }
 
 interface ServerHandle {
   label: string;
   kind: ServerKind;
   host: string;
+  /** NATS port (mosquitto: its MQTT port) */
   port: number;
+  /** MQTT port: mosquitto's listener, mq9-edge's when started with { mqtt: true }; else null */
+  mqttPort: number | null;
   pid: number;
   /** mq9-edge: its --data-dir; nats-server with JetStream: its store_dir; else null */
   dataDir: string | null;
@@ -658,12 +728,21 @@ function logFileFor(cfg: Config, label: string): string | undefined {
   return path.join(dir, `${String(++logSeq).padStart(3, "0")}-${label.replace(/[^a-z0-9#-]/gi, "_")}.log`);
 }
 
-function handleFor(label: string, kind: ServerKind, proc: Proc, port: number, dataDir: string | null, cleanup: () => void): ServerHandle {
+function handleFor(
+  label: string,
+  kind: ServerKind,
+  proc: Proc,
+  port: number,
+  dataDir: string | null,
+  cleanup: () => void,
+  mqttPort: number | null = null,
+): ServerHandle {
   return {
     label,
     kind,
     host: "127.0.0.1",
     port,
+    mqttPort,
     pid: proc.pid,
     dataDir,
     rssMiB: () => rssMiB(proc.pid),
@@ -720,45 +799,138 @@ function mq9EdgeDef(label: string): ServerDef {
     kind: "mq9-edge",
     async start(cfg, o) {
       // (no "." in the dir's name: lmdb-js takes a path with an extension for a file, not a directory)
-      const dir = mkTemp("bench-mq9-");
       const main = path.join(ROOT, "dist", "main.js");
+      if (o.mqtt && !mq9HasMqtt())
+        throw new Error(`${path.relative(ROOT, main)} has no --mqtt-port (its --help does not list it): this build of mq9-edge has no MQTT listener`);
+      const dir = mkTemp("bench-mq9-");
       const args = [...cfg.mq9NodeArgs, main, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", dir];
       if (o.maxPendingBytes !== undefined) args.push("--max-pending", String(o.maxPendingBytes));
-      const spawnOne = async (): Promise<{ proc: Proc; port: number }> => {
+      args.push(...mq9MqttArgs(o.mqtt === true), ...cfg.mq9Args);
+      const spawnOne = async (): Promise<{ proc: Proc; port: number; mqttPort: number | null }> => {
         const proc = new Proc(label, process.execPath, args, { cwd: ROOT, keepLines: 200, logFile: logFileFor(cfg, label) });
         try {
-          const port = await proc.waitLine((line) => {
+          const ports = await proc.waitLine((line) => {
             if (!line.includes('"ready"')) return undefined;
             try {
-              const j = JSON.parse(line) as { msg?: unknown; port?: unknown };
-              return j.msg === "ready" && typeof j.port === "number" ? j.port : undefined;
+              const j = JSON.parse(line) as { msg?: unknown; port?: unknown; mqttPort?: unknown };
+              if (j.msg !== "ready" || typeof j.port !== "number") return undefined;
+              return { port: j.port, mqttPort: typeof j.mqttPort === "number" && j.mqttPort > 0 ? j.mqttPort : null };
             } catch {
               return undefined;
             }
           }, 120_000);
-          return { proc, port };
+          if (o.mqtt && ports.mqttPort === null) throw new Error(`mq9-edge's "ready" log line carries no mqttPort${proc.tail()}`);
+          return { proc, ...ports };
         } catch (e) {
           await proc.stop();
           throw e;
         }
       };
-      let cur: { proc: Proc; port: number };
+      let cur: { proc: Proc; port: number; mqttPort: number | null };
       try {
         cur = await spawnOne();
       } catch (e) {
         rmTemp(dir);
         throw e;
       }
-      const h = handleFor(label, "mq9-edge", cur.proc, cur.port, dir, () => rmTemp(dir));
+      const h = handleFor(label, "mq9-edge", cur.proc, cur.port, dir, () => rmTemp(dir), cur.mqttPort);
       const restart = async (): Promise<void> => {
         await cur.proc.stop(60_000);
         cur = await spawnOne();
-        Object.assign(h, handleFor(label, "mq9-edge", cur.proc, cur.port, dir, () => rmTemp(dir)), { restart });
+        Object.assign(h, handleFor(label, "mq9-edge", cur.proc, cur.port, dir, () => rmTemp(dir), cur.mqttPort), { restart });
       };
       h.restart = restart;
       return h;
     },
   };
+}
+
+let mq9MqttSupport: boolean | null = null;
+
+/** Whether dist/main.js takes --mqtt-port (its --help lists it); asked once per bench run. */
+function mq9HasMqtt(): boolean {
+  if (mq9MqttSupport === null) {
+    try {
+      const help = execFileSync(process.execPath, [path.join(ROOT, "dist", "main.js"), "--help"], {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "pipe"],
+        timeout: 30_000,
+      });
+      mq9MqttSupport = help.includes("--mqtt-port");
+    } catch {
+      mq9MqttSupport = false;
+    }
+  }
+  return mq9MqttSupport;
+}
+
+/**
+ * The --mqtt-port flag for an mq9-edge process: a free port when the scenario speaks MQTT, else off
+ * (its default, 1883, would make two brokers of one run collide); nothing for a build without it.
+ */
+function mq9MqttArgs(on: boolean): string[] {
+  if (!mq9HasMqtt()) return [];
+  return [on ? "--mqtt-port=-1" : "--mqtt-port=0"];
+}
+
+/**
+ * Debian's mosquitto 2.0 on a free port, anonymous, nothing persisted, and no limit on in-flight or
+ * queued messages per client (0 = no maximum): with the defaults (20 in flight, 1000 queued) it drops
+ * QoS 0 and QoS 1 messages for a subscriber that falls behind (see db__ready_for_flight).
+ */
+function mosquittoDef(label: string): ServerDef {
+  return {
+    label,
+    kind: "mosquitto",
+    async start(cfg) {
+      const dir = mkTemp("bench-mosquitto-");
+      for (let attempt = 0; ; attempt++) {
+        const port = await freePort();
+        const conf = path.join(dir, "mosquitto.conf");
+        fs.writeFileSync(
+          conf,
+          [
+            `listener ${port} 127.0.0.1`,
+            "allow_anonymous true",
+            "persistence false",
+            "max_inflight_messages 0",
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            "log_dest stderr", // log_type: the default (error, warning, notice, information)
+            "",
+          ].join("\n"),
+        );
+        const proc = new Proc(label, cfg.mosquittoBin, ["-c", conf], { cwd: dir, keepLines: 200, logFile: logFileFor(cfg, label) });
+        const deadline = Date.now() + 10_000;
+        let ok = false;
+        while (Date.now() < deadline && proc.running) {
+          // "mosquitto version 2.0.11 running" (stderr) once its listeners are open
+          if (proc.err.some((l) => / running$/.test(l)) && (await canConnect(port))) {
+            ok = true;
+            break;
+          }
+          await sleep(10);
+        }
+        if (ok) return handleFor(label, "mosquitto", proc, port, null, () => rmTemp(dir), port);
+        await proc.stop();
+        if (attempt >= 2) {
+          rmTemp(dir);
+          throw new Error(`mosquitto did not start (${proc.describeExit()})${proc.tail()}`);
+        }
+      }
+    },
+  };
+}
+
+function serverDef(kind: ServerKind, label: string): ServerDef {
+  switch (kind) {
+    case "nats-server":
+      return natsServerDef(label);
+    case "mosquitto":
+      return mosquittoDef(label);
+    case "mq9-edge":
+      return mq9EdgeDef(label);
+  }
 }
 
 // ----------------------------------------------------------- load generator
@@ -770,6 +942,15 @@ function buildLoadgen(): void {
   if (!stale) return;
   const args = ["-O2", "-Wall", "-o", LOADGEN_BIN, LOADGEN_SRC, "-lnats", "-lpthread"];
   console.log(`building load generator: gcc ${args.join(" ")}`);
+  execFileSync("gcc", args, { stdio: "inherit" });
+}
+
+function buildMqttgen(): void {
+  fs.mkdirSync(BENCH_DIR, { recursive: true });
+  const stale = !fs.existsSync(MQTTGEN_BIN) || fs.statSync(MQTTGEN_BIN).mtimeMs < fs.statSync(MQTTGEN_SRC).mtimeMs;
+  if (!stale) return;
+  const args = ["-O2", "-Wall", "-o", MQTTGEN_BIN, MQTTGEN_SRC];
+  console.log(`building MQTT load generator: gcc ${args.join(" ")}`);
   execFileSync("gcc", args, { stdio: "inherit" });
 }
 
@@ -899,6 +1080,10 @@ interface Scenario {
   needsServer: boolean;
   /** Runs only for servers of this kind, which it starts itself (run gets server = null). */
   selfHosted?: ServerKind;
+  /** The server kinds it runs against, of those in --servers (default nats-server and mq9-edge). */
+  peers?: ServerKind[];
+  /** "mqtt": its rows go to the MQTT table (mosquitto vs mq9-edge), not the NATS one. */
+  family?: "mqtt";
   /** Figures carrying row/col are printed as their own table (one row per configuration), not in the main one. */
   pivot?: boolean;
   pivotNote?(cfg: Config): string;
@@ -1605,6 +1790,7 @@ async function uplinkDrainOnce(ctx: ScenarioContext, dialect: "pull" | "push", b
       "--uplink-dialect", dialect,
       "--uplink-heartbeat", "1",
       "--uplink-batch", String(batch),
+      ...mq9MqttArgs(false),
     ];
     edge = new Proc("edge", process.execPath, args, { cwd: ROOT, keepLines: 2000, logFile: logFileFor(cfg, `edge-${dialect}-b${batch}`) });
     let upAt: bigint | null = null;
@@ -1847,8 +2033,274 @@ const ceiling: Scenario = {
   },
 };
 
+// ------------------------------------------------ MQTT 3.1.1: mosquitto vs mq9-edge
+
+/** Fields printed by mqttgen on its RESULT line (all modes; unused ones absent). */
+interface MgResult {
+  mode: string;
+  qos?: number;
+  granted?: number;
+  window?: number;
+  count?: number;
+  sent?: number;
+  acked?: number;
+  unacked?: number;
+  unknown_acks?: number;
+  other_packets?: number;
+  expected?: number;
+  received?: number;
+  dups?: number;
+  out_of_order?: number;
+  unchecked?: number;
+  out_of_range?: number;
+  dup_flag?: number;
+  t_sub?: number;
+  t_first?: number;
+  t_written?: number;
+  t_flushed?: number;
+  t_last?: number;
+  elapsed_s?: number;
+  rate?: number;
+  p50_us?: number;
+  p90_us?: number;
+  p99_us?: number;
+  max_us?: number;
+  p50_ms?: number;
+  p99_ms?: number;
+  max_ms?: number;
+  held_s?: number;
+  closed_by_server?: number;
+  unexpected_data?: number;
+  end?: string;
+  cpu_s: number;
+}
+
+/** One mqttgen process (scripts/loadgen/mqttgen.c): same line protocol as loadgen. */
+class Mqttgen {
+  readonly proc: Proc;
+  constructor(mode: string, args: Record<string, string | number>, stdin = false) {
+    const argv = [mode];
+    for (const [k, v] of Object.entries(args)) argv.push(`--${k}`, String(v));
+    this.proc = new Proc(`mqttgen ${mode}`, MQTTGEN_BIN, argv, { stdin });
+  }
+  /** The READY line (subscribed; conns: all connected and subscribed). */
+  ready(timeoutMs = 15_000): Promise<string> {
+    return this.proc.waitLine((l) => (l.startsWith("READY") ? l : undefined), timeoutMs);
+  }
+  async result(timeoutMs = 300_000): Promise<MgResult> {
+    await this.proc.waitExit(timeoutMs);
+    const line = this.proc.out.find((l) => l.startsWith("RESULT "));
+    if (!line) throw new Error(`${this.proc.name} produced no result (${this.proc.describeExit()})${this.proc.tail()}`);
+    return JSON.parse(line.slice(7)) as MgResult;
+  }
+  send(text: string): void {
+    this.proc.child.stdin?.write(text);
+  }
+  closeStdin(): void {
+    this.proc.child.stdin?.end();
+  }
+  stop(): Promise<void> {
+    return this.proc.stop(2000);
+  }
+}
+
+function mqttPortOf(server: ServerHandle | null): number {
+  if (!server || server.mqttPort === null) throw new Error(`${server?.label ?? "server"} has no MQTT port`);
+  return server.mqttPort;
+}
+
+const MQTT_TOPIC = "bench/t";
+
+/** mqtt-qos0 / mqtt-qos1: one publisher → one subscriber on a plain topic, both at the same QoS. */
+function mqttPubSubScenario(qos: 0 | 1): Scenario {
+  const name = `mqtt-qos${qos}`;
+  return {
+    name,
+    title: `MQTT QoS ${qos} pub→sub throughput (1 publisher, 1 subscriber, topic ${MQTT_TOPIC})`,
+    needsServer: true,
+    peers: MQTT_PEERS,
+    family: "mqtt",
+    repeats: (cfg) => cfg.repeats,
+    serverOptions: () => ({ mqtt: true }),
+    async run(ctx, server) {
+      const { cfg } = ctx;
+      const s = server!;
+      const port = mqttPortOf(s);
+      const n = cfg.mqttMessages;
+      const sub = new Mqttgen("sub", { port, topic: MQTT_TOPIC, count: n, qos, "idle-ms": 10_000, "max-seconds": 600 });
+      try {
+        await sub.ready();
+        const c0 = s.cpuSeconds();
+        const w0 = process.hrtime.bigint();
+        const pubArgs: Record<string, string | number> = { port, topic: MQTT_TOPIC, count: n, size: cfg.size, qos, "max-seconds": 600, "timeout-ms": 30_000 };
+        if (qos === 1) pubArgs["window"] = cfg.window;
+        const pub = new Mqttgen("pub", pubArgs);
+        const [p, r] = await Promise.all([pub.result(700_000), sub.result(700_000)]);
+        const wall = Number(process.hrtime.bigint() - w0) / 1e9;
+        const brokerCpu = ((s.cpuSeconds() - c0) / wall) * 100;
+        const received = num(r.received, "received");
+        const secs = (num(r.t_last, "t_last") - num(p.t_first, "t_first")) / 1e9;
+        const rate = secs > 0 ? received / secs : 0;
+        const lost = n - received;
+        const dups = (r.dups ?? 0) + (r.out_of_range ?? 0);
+        const ooo = r.out_of_order ?? 0;
+        const unacked = qos === 1 ? n - num(p.acked, "acked") : 0;
+        if (p.end !== "done") ctx.warn(`${name}: the publisher ended with "${p.end}" (${p.sent} sent, ${p.acked ?? "-"} acknowledged)`);
+        if (lost) {
+          ctx.warn(`${name}: ${lost} of ${n} messages did not reach the subscriber (it ended: ${r.end})`);
+          // why, if the server said so (mq9-edge logs JSON with level 40 = warn, 50 = error)
+          const said = s.logGrep(/"level":[45]0|queue full|slow|drop|warning|error/i);
+          if (said.length) ctx.log(`server log (${said.length} warning/error lines among the last ~200 kept), first: ${said[0]!.trim().slice(0, 300)}`);
+        }
+        if (dups || ooo || r.unchecked) ctx.warn(`${name}: subscriber saw ${dups} duplicates, ${ooo} out of order, ${r.unchecked} without mqttgen's sequence number`);
+        if (r.granted !== qos) ctx.warn(`${name}: subscribed at QoS ${qos}, granted ${r.granted}`);
+        const pubCpu = (p.cpu_s / secs) * 100;
+        const subCpu = (r.cpu_s / secs) * 100;
+        ctx.log(
+          `${fmtInt(rate)} msgs/s, ${received}/${n} received in ${secs.toFixed(3)} s (subscriber, first → last: ${fmtInt(num(r.rate, "rate"))} msgs/s)` +
+            (qos === 1
+              ? `; publisher ${fmtInt(num(p.rate, "rate"))} acknowledged msgs/s, ${cfg.window} in flight, PUBACK p50 ${p.p50_us} µs, p99 ${p.p99_us} µs`
+              : `; publisher wrote all in ${((num(p.t_written, "t_written") - num(p.t_first, "t_first")) / 1e9).toFixed(3)} s`) +
+            `; ${dups} duplicates, ${ooo} out of order; CPU broker ${brokerCpu.toFixed(0)}%, pub ${pubCpu.toFixed(0)}%, sub ${subCpu.toFixed(0)}%`,
+        );
+        const id = `mqtt.q${qos}`;
+        const out = [
+          fig(`${id}.rate`, `MQTT QoS ${qos} pub→sub ${cfg.size} B, 1 pub / 1 sub (${fmtInt(n)})`, "msgs/s", rate, "higher", "int"),
+          fig(`${id}.lost`, `  messages lost`, "msgs", lost, "lower", "int"),
+        ];
+        if (qos === 1) {
+          out.push(
+            fig(`${id}.pubrate`, `  publisher: acknowledged, ${cfg.window} in flight`, "msgs/s", num(p.rate, "rate"), "higher", "int"),
+            fig(`${id}.p50`, `  PUBACK latency p50`, "µs", num(p.p50_us, "p50_us"), "lower", "f1"),
+            fig(`${id}.p99`, `  PUBACK latency p99`, "µs", num(p.p99_us, "p99_us"), "lower", "f1"),
+            fig(`${id}.unacked`, `  PUBLISHes never acknowledged`, "msgs", unacked, "lower", "int"),
+            fig(`${id}.dups`, `  duplicates + out of order at the subscriber`, "msgs", dups + ooo, "lower", "int"),
+          );
+        }
+        out.push(
+          fig(`${id}.cpu.broker`, `  broker CPU`, "% of 1 core", brokerCpu, "none", "pct"),
+          fig(`${id}.cpu.pub`, `  mqttgen publisher CPU`, "% of 1 core", pubCpu, "none", "pct"),
+          fig(`${id}.cpu.sub`, `  mqttgen subscriber CPU`, "% of 1 core", subCpu, "none", "pct"),
+        );
+        return out;
+      } finally {
+        await sub.stop();
+      }
+    },
+  };
+}
+
+const mqttQos0 = mqttPubSubScenario(0);
+const mqttQos1 = mqttPubSubScenario(1);
+
+const mqttConns: Scenario = {
+  name: "mqtt-conns",
+  title: "MQTT clients connecting and subscribing (one topic each); broker RSS with all of them connected",
+  needsServer: true,
+  peers: MQTT_PEERS,
+  family: "mqtt",
+  repeats: (cfg) => cfg.repeats,
+  serverOptions: () => ({ mqtt: true }),
+  async run(ctx, server) {
+    const { cfg } = ctx;
+    const s = server!;
+    const port = mqttPortOf(s);
+    const c = cfg.mqttConns;
+    await sleep(cfg.settleMs);
+    const idle = rssParts(s.pid);
+    const sampler = rssSampler(s.pid);
+    const gen = new Mqttgen("conns", { port, count: c, "topic-prefix": "bench/c", parallel: cfg.mqttParallel, "timeout-ms": 30_000 }, true);
+    try {
+      const line = await gen.ready(300_000);
+      const ms = Number(/elapsed_ms=([\d.]+)/.exec(line)?.[1] ?? NaN);
+      await sleep(cfg.settleMs);
+      const held = rssParts(s.pid);
+      const peak = sampler.stop();
+      gen.send("release\n");
+      gen.closeStdin();
+      const r = await gen.result(120_000);
+      await sleep(cfg.settleMs);
+      const after = s.alive() ? rssMiB(s.pid) : NaN;
+      const closed = num(r.closed_by_server, "closed_by_server");
+      if (closed) ctx.warn(`mqtt-conns: the server closed ${closed} of ${c} idle connections within ${cfg.settleMs} ms`);
+      const perConn = ((held.rss - idle.rss) * 1024) / c;
+      ctx.log(
+        `${fmtInt(c)} clients, ${cfg.mqttParallel} at a time: all SUBACKs after ${ms.toFixed(1)} ms (${fmtInt(c / (ms / 1000))} clients/s; ` +
+          `CONNECT → SUBACK p50 ${r.p50_ms} ms, p99 ${r.p99_ms}, max ${r.max_ms}); RSS idle ${fmtParts(idle)}; ` +
+          `${cfg.settleMs} ms after the last SUBACK ${fmtParts(held)} (${perConn.toFixed(1)} KiB per client), peak ${peak.toFixed(1)} MiB; ` +
+          `${cfg.settleMs} ms after all disconnected ${after.toFixed(1)} MiB; closed by the server meanwhile: ${closed}; mqttgen CPU ${r.cpu_s.toFixed(2)} s`,
+      );
+      return [
+        fig("mqtt.conns.ms", `MQTT ${fmtInt(c)} clients CONNECT + SUBSCRIBE, ${cfg.mqttParallel} at a time: time to all SUBACKs`, "ms", ms, "lower", "f1"),
+        fig("mqtt.conns.p99", `  CONNECT → SUBACK per client, p99`, "ms", num(r.p99_ms, "p99_ms"), "lower", "f2"),
+        fig("mqtt.conns.idle", `  RSS idle (${cfg.settleMs} ms after start)`, "MiB", idle.rss, "lower", "f1"),
+        fig("mqtt.conns.rss", `  RSS with all ${fmtInt(c)} connected (${cfg.settleMs} ms after)`, "MiB", held.rss, "lower", "f1"),
+        fig("mqtt.conns.anon", `    of which RssAnon`, "MiB", held.anon, "lower", "f1"),
+        fig("mqtt.conns.per", `  RSS growth per connected client`, "KiB", perConn, "lower", "f1"),
+        fig("mqtt.conns.after", `  RSS ${cfg.settleMs} ms after all disconnected`, "MiB", after, "lower", "f1"),
+        fig("mqtt.conns.closed", `  connections closed by the server while held`, "conns", closed, "lower", "int"),
+      ];
+    } finally {
+      sampler.stop();
+      gen.closeStdin();
+      await gen.stop();
+    }
+  },
+};
+
+const MQTT_BOX = "bench.mqtt";
+
+const mqttDurable: Scenario = {
+  name: "mqtt-durable",
+  title: "MQTT QoS 1 PUBLISH into an mq9 mailbox (PUBACK once the store has it), mq9-edge only",
+  needsServer: true,
+  peers: ["mq9-edge"],
+  family: "mqtt",
+  repeats: (cfg) => cfg.repeats,
+  serverOptions: () => ({ mqtt: true }),
+  async run(ctx, server) {
+    const { cfg } = ctx;
+    const s = server!;
+    const port = mqttPortOf(s);
+    const n = cfg.mqttDurable;
+    if (n > MQ9_MAILBOX_MESSAGES)
+      ctx.warn(`${n} messages into one mailbox exceed mq9-edge's default limit of ${fmtInt(MQ9_MAILBOX_MESSAGES)} messages per mailbox: the rest will be refused`);
+    const created = await mq9Request(s.port, "$mq9.AI.MAILBOX.CREATE", { name: MQTT_BOX, ttl: 3600 });
+    if (created["error"] !== "") throw new Error(`MAILBOX.CREATE ${MQTT_BOX}: ${JSON.stringify(created)}`);
+    const topic = `$mq9/AI/MAILBOX/MSG/${MQTT_BOX}/normal`;
+    const c0 = s.cpuSeconds();
+    const io0 = deviceWrittenBytes(s.dataDir ?? os.tmpdir());
+    const w0 = Date.now();
+    const p = await new Mqttgen("pub", { port, topic, count: n, size: cfg.size, qos: 1, window: cfg.window, "timeout-ms": 30_000, "max-seconds": 900 }).result(1_000_000);
+    const wall = (Date.now() - w0) / 1000;
+    const cpuPct = ((s.cpuSeconds() - c0) / wall) * 100;
+    const ioPer = (deviceWrittenBytes(s.dataDir ?? os.tmpdir()) - io0) / n / 1024;
+    const acked = num(p.acked, "acked");
+    const rate = num(p.rate, "rate");
+    if (p.end !== "done") ctx.warn(`mqtt-durable: the publisher ended with "${p.end}": ${acked} of ${n} acknowledged`);
+    // every acknowledged message must be in the mailbox: a fresh NATS subscriber gets them all replayed
+    const rp = await new Loadgen("replay", { port: s.port, subject: `$mq9.AI.MAILBOX.MSG.${MQTT_BOX}`, count: Math.max(1, acked), order: "mq9", "idle-ms": 5000, "linger-ms": 500 }).result(300_000);
+    const stored = num(rp.received, "received") + (rp.extra ?? 0);
+    if (stored !== acked) ctx.warn(`mqtt-durable: ${acked} PUBLISHes acknowledged, ${stored} messages replayed from ${MQTT_BOX}`);
+    ctx.log(
+      `${fmtInt(rate)} acknowledged PUBLISH/s into mailbox ${MQTT_BOX} (${acked} of ${n}, ${cfg.window} in flight, ${num(p.elapsed_s, "elapsed_s").toFixed(2)} s), ` +
+        `PUBACK p50 ${p.p50_us} µs, p99 ${p.p99_us}, max ${p.max_us}; broker CPU ${cpuPct.toFixed(0)}%, mqttgen CPU ${((p.cpu_s / wall) * 100).toFixed(0)}%; ` +
+        `disk writes ${ioPer.toFixed(2)} KiB per message (device-wide, after sync); replayed afterwards over NATS: ${stored}`,
+    );
+    return [
+      fig("mqtt.durable.rate", `MQTT QoS 1 PUBLISH ${cfg.size} B into an mq9 mailbox, ${cfg.window} in flight (${fmtInt(n)})`, "msgs/s", rate, "higher", "int"),
+      fig("mqtt.durable.p50", `  PUBACK latency p50`, "µs", num(p.p50_us, "p50_us"), "lower", "f1"),
+      fig("mqtt.durable.p99", `  PUBACK latency p99`, "µs", num(p.p99_us, "p99_us"), "lower", "f1"),
+      fig("mqtt.durable.unacked", `  PUBLISHes not acknowledged`, "msgs", n - acked, "lower", "int"),
+      fig("mqtt.durable.missing", `  acknowledged but not in the mailbox (replayed over NATS)`, "msgs", acked - stored, "lower", "int"),
+      fig("mqtt.durable.cpu", `  broker CPU`, "% of 1 core", cpuPct, "none", "pct"),
+      fig("mqtt.durable.io", `  disk writes per message (device, after sync)`, "KiB", ioPer, "lower", "f2"),
+    ];
+  },
+};
+
 /** Run order. */
-const SCENARIOS: Scenario[] = [ceiling, pubsub, pubonly, reqrep, rss, slowconsumer, durableSeq, durablePipelined, replay, rssStored, uplinkDrain];
+const SCENARIOS: Scenario[] = [ceiling, pubsub, pubonly, reqrep, rss, slowconsumer, durableSeq, durablePipelined, replay, rssStored, uplinkDrain, mqttQos0, mqttQos1, mqttConns, mqttDurable];
 
 // ------------------------------------------------------------ formatting
 
@@ -1977,7 +2429,7 @@ async function main(): Promise<number> {
     const n = (seen.get(kind) ?? 0) + 1;
     seen.set(kind, n);
     const label = n === 1 ? kind : `${kind}#${n}`;
-    return kind === "nats-server" ? natsServerDef(label) : mq9EdgeDef(label);
+    return serverDef(kind, label);
   });
 
   if (cfg.servers.includes("mq9-edge")) {
@@ -1990,8 +2442,15 @@ async function main(): Promise<number> {
     if (newest > fs.statSync(main).mtimeMs) console.warn("bench: WARNING dist/main.js is older than src/ — run npm run build");
   }
 
+  const scenarios = SCENARIOS.filter((s) => !cfg.only || cfg.only.includes(s.name));
+  const mqttRun = scenarios.some((s) => s.family === "mqtt");
   buildLoadgen();
-  const info = machineInfo(cfg);
+  if (mqttRun) {
+    buildMqttgen();
+    if (cfg.servers.includes("mq9-edge") && !mq9HasMqtt())
+      console.warn("bench: WARNING dist/main.js does not list --mqtt-port in its --help: the mqtt-* runs against mq9-edge will fail");
+  }
+  const info = machineInfo(cfg, mqttRun);
 
   console.log("mq9-edge benchmark");
   console.log(`command:  ${cmdline}`);
@@ -2002,7 +2461,6 @@ async function main(): Promise<number> {
   );
 
   const results = new Results();
-  const scenarios = SCENARIOS.filter((s) => !cfg.only || cfg.only.includes(s.name));
   const t0 = Date.now();
   for (const sc of scenarios) {
     console.log(`\n== ${sc.name}: ${sc.title}`);
@@ -2024,9 +2482,10 @@ async function main(): Promise<number> {
       }
       continue;
     }
-    const runDefs = sc.selfHosted ? defs.filter((d) => d.kind === sc.selfHosted) : defs;
+    const peers = sc.peers ?? NATS_PEERS;
+    const runDefs = sc.selfHosted ? defs.filter((d) => d.kind === sc.selfHosted) : defs.filter((d) => peers.includes(d.kind));
     if (runDefs.length === 0) {
-      console.log(`  skipped: ${sc.selfHosted} only, and --servers has none`);
+      console.log(`  skipped: ${sc.selfHosted ? `${sc.selfHosted} only` : `runs against ${peers.join(" or ")}`}, and --servers has none`);
       continue;
     }
     const reps = sc.repeats(cfg);
@@ -2089,30 +2548,45 @@ function printSummary(
 ): void {
   const labels = defs.map((d) => d.label);
   const base = labels[0]!;
-  const ratioCols = labels.slice(1);
   console.log(`\n==================== summary (${secs.toFixed(0)} s) ====================`);
   console.log(`command: ${cmdline}`);
   console.log(info.map(([k, v]) => `${k}: ${v}`).join("; "));
 
   const isPivot = (r: Row): boolean => r.row !== undefined && r.col !== undefined && !!scenarios.find((s) => s.name === r.scenario)?.pivot;
-  const serverRows = results.rows.filter((r) => scenarios.find((s) => s.name === r.scenario)?.needsServer && !isPivot(r));
-  if (serverRows.length) {
-    const header = ["figure", "unit", ...labels, ...ratioCols.map((l) => `ratio ${l}/${base}`)];
+  // one table per protocol: the NATS scenarios (nats-server vs mq9-edge), then the mqtt-* ones (mosquitto vs mq9-edge)
+  const families: Array<{ family: Scenario["family"]; kinds: ServerKind[]; title: string }> = [
+    { family: undefined, kinds: NATS_PEERS, title: "" },
+    { family: "mqtt", kinds: MQTT_PEERS, title: "MQTT 3.1.1" },
+  ];
+  for (const fam of families) {
+    const famScenarios = scenarios.filter((s) => s.family === fam.family);
+    const serverRows = results.rows.filter((r) => famScenarios.find((s) => s.name === r.scenario)?.needsServer && !isPivot(r));
+    if (!serverRows.length) continue;
+    const famLabels = defs.filter((d) => fam.kinds.includes(d.kind)).map((d) => d.label);
+    const famBase = famLabels[0] ?? base;
+    const famRatioCols = famLabels.slice(1);
+    const header = ["figure", "unit", ...famLabels, ...famRatioCols.map((l) => `ratio ${l}/${famBase}`)];
     const rows = serverRows.map((r) => {
-      const vals = labels.map((l) => results.cellText(r, l));
-      const ratios = ratioCols.map((l) => ratioText(r, l, base));
+      const vals = famLabels.map((l) => results.cellText(r, l));
+      const ratios = famRatioCols.map((l) => ratioText(r, l, famBase));
       return [r.label, r.unit, ...vals, ...ratios];
     });
-    const ran = scenarios.filter((s) => s.needsServer);
+    const ran = famScenarios.filter((s) => s.needsServer);
     const multi = ran.filter((s) => s.repeats(cfg) > 1).map((s) => s.name);
     const single = ran.filter((s) => s.repeats(cfg) <= 1).map((s) => s.name);
     console.log(
-      `\n${multi.length ? `median of ${cfg.repeats} interleaved runs for ${multi.join(", ")}` : ""}` +
+      `\n${fam.title ? `${fam.title}: ` : ""}` +
+        `${multi.length ? `median of ${cfg.repeats} interleaved runs for ${multi.join(", ")}` : ""}` +
         `${multi.length && single.length ? "; " : ""}${single.length ? `single run for ${single.join(", ")}` : ""}. ` +
-        `Ratio: >1 means ${ratioCols[0] ?? "—"} is higher (better for msgs/s, sends/s and MB/s, worse for µs, ms, s and MiB).` +
+        `Ratio: >1 means ${famRatioCols[0] ?? "—"} is higher (better for msgs/s, sends/s and MB/s, worse for µs, ms, s and MiB).` +
         (ran.some((s) => s.serverOptions?.(cfg).jetstream)
           ? `\nDurable rows: nats-server runs JetStream with a file store (Debian's nats-server 2.9 has no per-message fsync option: ` +
             `its PubAck means written to the OS, fsync happens on its sync interval); mq9-edge replies after the LMDB commit is fsynced.`
+          : "") +
+        (fam.family === "mqtt"
+          ? `\nmosquitto: persistence off, max_inflight_messages 0 and max_queued_messages 0 (no limit: it drops nothing for a subscriber ` +
+            `that falls behind). mqtt-durable runs on mq9-edge only: its PUBACK goes out once the mailbox store has the message; ` +
+            `mosquitto's persistence is a periodic snapshot, so it has no per-message durable figure to compare.`
           : "") +
         "\n",
     );
@@ -2184,7 +2658,7 @@ function newestMtime(dir: string): number {
   return newest;
 }
 
-function machineInfo(cfg: Config): Array<[string, string]> {
+function machineInfo(cfg: Config, mqtt = false): Array<[string, string]> {
   const tryRun = (cmd: string, args: string[]): string => {
     try {
       return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
@@ -2203,7 +2677,7 @@ function machineInfo(cfg: Config): Array<[string, string]> {
   })();
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")) as { version?: string };
   const rev = tryRun("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"]);
-  return [
+  const rows: Array<[string, string]> = [
     ["nproc", `${os.availableParallelism()} (${cpus[0]?.model ?? "?"})`],
     ["memory", `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`],
     ["kernel", `${os.type()} ${os.release()}`],
@@ -2213,6 +2687,17 @@ function machineInfo(cfg: Config): Array<[string, string]> {
     ["mq9-edge", `${pkg.version ?? "?"} (git ${rev}${cfg.servers.includes("mq9-edge") ? "" : ", not run"})`],
     ["loadgen", `gcc -O2, ${cfg.impl === "raw" ? "raw-socket NATS client" : "nats.c"}; nats.c ${natsc}`],
   ];
+  if (mqtt) {
+    // `mosquitto -h` prints its version and exits non-zero
+    const h = spawnSync(cfg.mosquittoBin, ["-h"], { encoding: "utf8" });
+    const ver = /mosquitto version (\S+)/.exec(`${h.stdout ?? ""}${h.stderr ?? ""}`)?.[1] ?? "unavailable";
+    rows.push(
+      ["mosquitto", `${ver} (${cfg.mosquittoBin}${cfg.servers.includes("mosquitto") ? "" : ", not run"})`],
+      ["mq9-edge MQTT", cfg.servers.includes("mq9-edge") ? (mq9HasMqtt() ? "--mqtt-port listed in dist/main.js --help" : "NOT available (no --mqtt-port in dist/main.js --help)") : "not run"],
+      ["mqttgen", "gcc -O2, raw-socket MQTT 3.1.1 client (scripts/loadgen/mqttgen.c)"],
+    );
+  }
+  return rows;
 }
 
 main().then(

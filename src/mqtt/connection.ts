@@ -60,6 +60,10 @@ export class MqttConnection {
   maxPacketOut = 268_435_455;
   receiveMaximum = 65_535;
   topicAliasMaximumOut = 0;
+  /** Subscribers' queues this publisher is held for (its socket is paused while > 0). */
+  holds = 0;
+  /** Packets read while held, handled in order once released. */
+  readonly backlog: Packet[] = [];
   /** QoS 1 publishes from the client not yet acknowledged (a mailbox write in progress). */
   inflightIn = 0;
   /** Client → server topic aliases. */
@@ -82,7 +86,9 @@ export class MqttConnection {
         this.events.tooLarge(this, p.length ?? 0);
         return;
       }
-      this.events.packet(this, p);
+      // Held: the rest of this read waits too (the socket is paused for what follows).
+      if (this.holds > 0) this.backlog.push(p);
+      else this.events.packet(this, p);
     });
     this.parser.on("error", (err: Error) => {
       if (!this.closed) this.events.malformed(this, err.message);

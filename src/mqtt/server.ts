@@ -390,7 +390,7 @@ export class MqttServer {
       return this.protocolFailure(c, ErrorCode.MQTT_QUOTA, Reason.RECEIVE_MAXIMUM_EXCEEDED, `more than ${RECEIVE_MAXIMUM} QoS 1/2 publishes unacknowledged (Receive Maximum)`);
     }
     if (qos === 2) s.incomingQos2.add(id);
-    const ctx: PublishContext = { qos, retain: p.retain, expiresAt: 0, refused: 0, pending: [] };
+    const ctx: PublishContext = { qos, retain: p.retain, expiresAt: 0, refused: 0, pending: [], congested: null };
     if (qos === 2 && s.persist !== null) ctx.pending.push(this.saveSession(s));
     const props = p.properties;
     const payload = typeof p.payload === "string" ? Buffer.from(p.payload) : p.payload;
@@ -454,6 +454,7 @@ export class MqttServer {
       });
     });
     if (handled) return;
+    if (ctx.congested !== null) this.hold(c, ctx.congested);
     if (p.retain && !topic.startsWith("$mq9/")) {
       const m: RetainedMessage = { topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt };
       const kept = this.retained.set(m);
@@ -473,6 +474,28 @@ export class MqttServer {
         ack(Reason.IMPLEMENTATION_SPECIFIC, `not stored: ${(err as Error).message}`);
       });
     }
+  }
+
+  /**
+   * Stops reading from a publisher until the connected sessions it filled past half their
+   * queue have drained: a fast publisher is slowed to its slowest subscriber's pace instead
+   * of losing messages it was told were delivered.
+   */
+  private hold(c: MqttConnection, sessions: Set<MqttSession>): void {
+    const release = (): void => {
+      if (--c.holds > 0) return;
+      c.lastRead = Date.now(); // its keepalive did not run while it was held
+      // On a turn of its own: a release comes from inside another client's acknowledgement.
+      setImmediate(() => {
+        this.router.read(() => {
+          while (c.holds === 0 && !c.closed && c.backlog.length > 0) this.onPacket(c, c.backlog.shift()!);
+        });
+        if (c.holds === 0 && !c.closed) c.socket.resume();
+      });
+    };
+    if (c.holds === 0) c.socket.pause();
+    c.holds += sessions.size;
+    for (const s of sessions) s.onDrained(release);
   }
 
   /** 3.1.1 has no Response Topic: mq9 replies go to `$mq9/AI/REPLY/{client id}`. */
@@ -519,7 +542,7 @@ export class MqttServer {
         msgEnd: (m.headers?.length ?? 0) + m.payload.length,
       };
       // Retained messages go out with the retain flag set (MQTT 3.3.1.3).
-      withPublish({ qos: m.qos, retain: true, expiresAt: m.expiresAt, refused: 0, pending: [] }, () => s.sendMsg(new RetainedView(sub), frame));
+      withPublish({ qos: m.qos, retain: true, expiresAt: m.expiresAt, refused: 0, pending: [], congested: null }, () => s.sendMsg(new RetainedView(sub), frame));
     }
   }
 
@@ -626,7 +649,7 @@ export class MqttServer {
     const expiresAt = wp.properties?.messageExpiryInterval !== undefined ? Date.now() + wp.properties.messageExpiryInterval * 1000 : 0;
     const qos = (wp.qos ?? 0) as QoS;
     if (wp.retain) this.retained.set({ topic: wp.topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt });
-    withPublish({ qos, retain: wp.retain === true, expiresAt, refused: 0, pending: [] }, () => this.router.publish(mapped.subject, headers, payload));
+    withPublish({ qos, retain: wp.retain === true, expiresAt, refused: 0, pending: [], congested: null }, () => this.router.publish(mapped.subject, headers, payload));
     this.router.flushDirty();
   }
 
@@ -645,7 +668,7 @@ export class MqttServer {
   private checkKeepalive(): void {
     const now = Date.now();
     for (const c of this.connections) {
-      if (c.connected && c.idleLimitMs > 0 && now - c.lastRead > c.idleLimitMs) {
+      if (c.connected && c.holds === 0 && c.idleLimitMs > 0 && now - c.lastRead > c.idleLimitMs) {
         countError(ErrorCode.MQTT_KEEPALIVE);
         c.log.info({ idleMs: now - c.lastRead }, "keepalive timeout");
         c.close(Reason.KEEPALIVE_TIMEOUT);

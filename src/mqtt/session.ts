@@ -28,9 +28,11 @@ export interface PublishContext {
   refused: number;
   /** Writes of persistent sessions' copies: the publisher's acknowledgement waits for them. */
   pending: Promise<void>[];
+  /** Connected sessions it filled past half their queue: the publisher waits for them to drain. */
+  congested: Set<MqttSession> | null;
 }
 /** Messages from NATS (or the broker) carry no QoS: they go at the subscription's, up to 1. */
-const FROM_ELSEWHERE: PublishContext = { qos: 1, retain: false, expiresAt: 0, refused: 0, pending: [] };
+const FROM_ELSEWHERE: PublishContext = { qos: 1, retain: false, expiresAt: 0, refused: 0, pending: [], congested: null };
 export let publishing: PublishContext = FROM_ELSEWHERE;
 /** Routes `fn` with `ctx` as the publish context. */
 export function withPublish(ctx: PublishContext, fn: () => void): void {
@@ -41,6 +43,7 @@ export function withPublish(ctx: PublishContext, fn: () => void): void {
     publishing = FROM_ELSEWHERE;
     // Nobody waits on what a NATS publish caused; its writes report their own failures.
     FROM_ELSEWHERE.pending.length = 0;
+    FROM_ELSEWHERE.congested = null;
   }
 }
 
@@ -102,7 +105,11 @@ export class MqttSession implements Conn {
   /** Packet ids of QoS 2 publishes received and not yet released (PUBREL). */
   readonly incomingQos2 = new Set<number>();
   readonly inflight = new Map<number, Outgoing>();
-  readonly queue: Outgoing[] = [];
+  readonly queue = new Fifo<Outgoing>();
+  /** Publishers held until this session's queue drains. */
+  private drained: Array<() => void> = [];
+  private dropsUnlogged = 0;
+  private lastDropLog = 0;
   /** Mailbox readers waiting for room. */
   private waiters: Array<() => void> = [];
   private nextPacketId = 1;
@@ -214,17 +221,45 @@ export class MqttSession implements Conn {
       // The frame's buffers belong to the publisher's read: a message kept for later is copied.
       o.payload = Buffer.from(payload);
       this.queue.push(o);
+      if (this.online && this.queue.length >= this.highWater()) (ctx.congested ??= new Set()).add(this);
     } else {
-      ctx.refused++;
-      this.counted.dropped++;
-      countError(ErrorCode.MQTT_QUOTA);
-      this.log.warn({ clientId: this.clientId, topic, queued: this.queue.length }, "session queue full: message not kept for this client");
+      this.drop(ctx, topic);
       return;
     }
     if (this.persist !== null) {
       o.seq = ++this.seq;
       ctx.pending.push(this.persist.putOutgoing(this.clientId, o));
     }
+  }
+
+  /** Over its queue limit: not kept, counted, logged (at most every 10 s), and the MQTT 5 publisher told. */
+  private drop(ctx: PublishContext, topic: string): void {
+    ctx.refused++;
+    this.counted.dropped++;
+    countError(ErrorCode.MQTT_QUOTA);
+    this.dropsUnlogged++;
+    const now = Date.now();
+    if (now - this.lastDropLog >= 10_000) {
+      this.log.warn({ topic, queued: this.queue.length, dropped: this.dropsUnlogged, maxQueued: this.limits.maxQueued }, "session queue full: messages not kept for this client");
+      this.lastDropLog = now;
+      this.dropsUnlogged = 0;
+    }
+  }
+
+  private highWater(): number {
+    return Math.max(1, Math.floor(this.limits.maxQueued / 2));
+  }
+
+  /** Calls `cb` once its queue is down to a quarter of the limit, or it is no longer connected. */
+  onDrained(cb: () => void): void {
+    if (!this.online || this.queue.length <= this.limits.maxQueued / 4) cb();
+    else this.drained.push(cb);
+  }
+
+  private releaseHeld(): void {
+    const d = this.drained;
+    this.drained = [];
+    for (const cb of d) cb();
   }
 
   /** Messages the store kept for this session (at start). */
@@ -317,6 +352,7 @@ export class MqttSession implements Conn {
 
   detach(): void {
     this.conn = null;
+    this.releaseHeld();
   }
 
   /** Ends the session for good: the server unsubscribes it from everything. */
@@ -324,6 +360,7 @@ export class MqttSession implements Conn {
     this.closed = true;
     this.conn = null;
     this.waiters = [];
+    this.releaseHeld();
   }
 
   // ---- internals ----
@@ -346,9 +383,13 @@ export class MqttSession implements Conn {
     const now = Date.now();
     while (this.online && this.queue.length > 0 && this.inflight.size < this.inflightLimit()) {
       const o = this.queue.shift()!;
-      if (o.expiresAt !== 0 && o.expiresAt <= now) continue;
+      if (o.expiresAt !== 0 && o.expiresAt <= now) {
+        this.forget(o);
+        continue;
+      }
       this.sendTracked(o);
     }
+    if (this.drained.length > 0 && this.queue.length <= this.limits.maxQueued / 4) this.releaseHeld();
   }
 
   private wake(): void {
@@ -410,3 +451,32 @@ export class MqttSession implements Conn {
 }
 
 const Reason_PACKET_ID_NOT_FOUND = 0x92;
+
+/** A first-in first-out queue: shift() is O(1), unlike an array's. */
+export class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(x: T): void {
+    this.items.push(x);
+  }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const x = this.items[this.head]!;
+    this.items[this.head++] = undefined as T;
+    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (let i = this.head; i < this.items.length; i++) yield this.items[i]!;
+  }
+}
