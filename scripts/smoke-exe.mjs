@@ -11,7 +11,7 @@
 // must stop it with exit code 0. The lmdb addon must have been copied out to the
 // $PKG_NATIVE_CACHE_PATH the test gives it. Ends with "N passed, N failed".
 import { execFile, spawn, spawnSync } from "node:child_process";
-import { createServer } from "node:net";
+import { connect as netConnect, createServer } from "node:net";
 import { promisify } from "node:util";
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, readdirSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "package.json"));
 const { connect, StringCodec } = require("nats");
+const mqtt = require("mqtt");
 const sc = StringCodec();
 
 const READY_TIMEOUT_MS = 60_000; // the arm64 executable under qemu starts in a few seconds
@@ -87,7 +88,8 @@ function start(cmd, dataDir, env, extra = []) {
       for (const line of out.split("\n")) {
         if (!line.includes('"msg":"ready"')) continue;
         clearTimeout(timer);
-        resolve({ child, port: JSON.parse(line).port, log: () => out + err });
+        const ready = JSON.parse(line);
+        resolve({ child, port: ready.port, mqttPort: ready.mqttPort, log: () => out + err });
         return;
       }
     });
@@ -122,6 +124,34 @@ async function replay(nc, n) {
   return got;
 }
 
+/** MQTT in the executable (mqtt-packet loads from the bundle, with its lean stand-ins). */
+async function smokeMqtt(port) {
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, reconnectPeriod: 0, connectTimeout: REPLY_TIMEOUT_MS });
+  try {
+    const got = [];
+    c.on("message", (topic, payload) => got.push(`${topic.split("/").pop()}:${payload}`));
+    await c.subscribeAsync(`$mq9/AI/MAILBOX/MSG/${BOX}`, { qos: 1 });
+    const t0 = Date.now();
+    while (got.length < 2 && Date.now() - t0 < REPLY_TIMEOUT_MS) await new Promise((r) => setTimeout(r, 50));
+    check(JSON.stringify(got) === JSON.stringify(["critical:critical-1", "normal:normal-1"]), "MQTT 5 mailbox subscriber gets critical before normal", JSON.stringify(got));
+    const ack = await c.publishAsync(`$mq9/AI/MAILBOX/MSG/${BOX}/urgent`, "mqtt-1", { qos: 1 }).then(() => "ok", (e) => String(e));
+    check(ack === "ok", "MQTT QoS 1 send to the mailbox is acknowledged", ack);
+  } finally {
+    await c.endAsync(true);
+  }
+  // A topic that is not UTF-8 (C3 28): malformed, the connection is closed.
+  const closed = await new Promise((resolve) => {
+    const s = netConnect(port, "127.0.0.1", () => {
+      s.write(Buffer.from([0x10, 0x0c, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x00, 0x00, 0x00]));
+      s.write(Buffer.from([0x30, 0x06, 0x00, 0x02, 0xc3, 0x28, 0x68, 0x69]));
+    });
+    s.on("error", () => undefined);
+    s.on("close", () => resolve(true));
+    setTimeout(() => (s.destroy(), resolve(false)), REPLY_TIMEOUT_MS);
+  });
+  check(closed, "MQTT publish with a topic that is not UTF-8 closes that connection");
+}
+
 async function smoke(exe) {
   console.log(`# ${exe}`);
   if (!check(existsSync(exe), `${exe} exists`, "run `npm run package` first")) return;
@@ -134,7 +164,7 @@ async function smoke(exe) {
   let nc;
   try {
     const t0 = Date.now();
-    broker = await start(cmd, dataDir, env);
+    broker = await start(cmd, dataDir, env, ["--mqtt-port", "-1"]);
     check(true, `starts from an empty data folder and is ready (${Date.now() - t0} ms${cmd[0] === exe ? "" : `, under ${cmd[0]}`})`);
     const addons = existsSync(nativeCache) ? readdirSync(nativeCache, { recursive: true }).map(String).filter((f) => f.endsWith(".node")) : [];
     check(addons.some((f) => f.endsWith("lmdb.node")), "lmdb addon copied out to $PKG_NATIVE_CACHE_PATH", JSON.stringify(addons));
@@ -151,20 +181,22 @@ async function smoke(exe) {
     check(JSON.stringify(first) === JSON.stringify(["critical:critical-1", "normal:normal-1"]), "subscriber gets critical before normal", JSON.stringify(first));
     await nc.close();
     nc = undefined;
+    await smokeMqtt(broker.mqttPort);
 
     broker.child.kill("SIGKILL");
     const killed = await exited(broker.child, 10_000);
     check(killed.signal === "SIGKILL", "killed with SIGKILL", JSON.stringify(killed));
 
     const httpPort = await freePort();
-    broker = await start(cmd, dataDir, env, ["--http-port", String(httpPort)]);
+    broker = await start(cmd, dataDir, env, ["--http-port", String(httpPort), "--mqtt-port", "-1"]);
     check(true, "starts again on the same data folder");
     nc = await connect({ servers: `127.0.0.1:${broker.port}`, timeout: REPLY_TIMEOUT_MS });
     const listed = await request(nc, `$mq9.AI.MAILBOX.LIST.${BOX}`, "");
     const order = (listed.messages ?? []).map((m) => `${m.priority}:${m.payload}`);
-    check(listed.error === "" && JSON.stringify(order) === JSON.stringify(["critical:critical-1", "normal:normal-1"]), "LIST after SIGKILL still holds both, in order", JSON.stringify(listed));
-    const again = await replay(nc, 2);
-    check(JSON.stringify(again) === JSON.stringify(["critical:critical-1", "normal:normal-1"]), "subscriber after restart gets both, in order", JSON.stringify(again));
+    const all = ["critical:critical-1", "urgent:mqtt-1", "normal:normal-1"];
+    check(listed.error === "" && JSON.stringify(order) === JSON.stringify(all), "LIST after SIGKILL still holds all three (one sent over MQTT), in order", JSON.stringify(listed));
+    const again = await replay(nc, 3);
+    check(JSON.stringify(again) === JSON.stringify(all), "subscriber after restart gets all three, in order", JSON.stringify(again));
     await nc.close();
     nc = undefined;
 
@@ -180,7 +212,7 @@ async function smoke(exe) {
     } catch {
       cliOrder = cli.stdout;
     }
-    check(JSON.stringify(cliOrder) === JSON.stringify(["critical:critical-1", "normal:normal-1"]), "`mq9-edge mailbox list` (its NATS client) lists both, in order", cli.stdout + cli.stderr);
+    check(JSON.stringify(cliOrder) === JSON.stringify(all), "`mq9-edge mailbox list` (its NATS client) lists all three, in order", cli.stdout + cli.stderr);
     const metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text());
     check(/^mq9_edge_/m.test(metrics), "/metrics answers (prom-client)", metrics.slice(0, 200));
 

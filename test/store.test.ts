@@ -813,6 +813,27 @@ function conformance(name: string, factory: Factory): void {
       assert.equal(store.getMeta("clock"), 5);
     });
 
+    test("store - records of other parts are kept by kind and key, in key order, and survive a reopen", async () => {
+      const subject = await fresh();
+      let store = subject.store;
+      assert.deepEqual(store.records("mqtt-session"), []);
+      await Promise.all([
+        store.putRecord("mqtt-session", "b", Buffer.from("two")),
+        store.putRecord("mqtt-session", "a", Buffer.from("one")),
+        store.putRecord("mqtt-out", "a\u0000000000000000001", Buffer.from([0, 1, 2])),
+      ]);
+      const text = (rs: Array<[string, Uint8Array]>) => rs.map(([k, v]) => [k, Buffer.from(v).toString()]);
+      assert.deepEqual(text(store.records("mqtt-session")), [["a", "one"], ["b", "two"]]);
+      await store.putRecord("mqtt-session", "a", null);
+      await store.putRecord("mqtt-session", "b", Buffer.from("2"));
+      assert.deepEqual(text(store.records("mqtt-session")), [["b", "2"]]);
+      if (subject.reopen) {
+        store = await subject.reopen();
+        assert.deepEqual(text(store.records("mqtt-session")), [["b", "2"]]);
+        assert.deepEqual(store.records("mqtt-out").map(([, v]) => [...v]), [[0, 1, 2]]);
+      }
+    });
+
     test("store - a closed store refuses every call", async () => {
       const { store } = await factory();
       await store.createMailbox(box("c"), at());
@@ -966,6 +987,7 @@ describe("store (lmdb only)", () => {
     const raw = lmdb.open({ path: dir });
     raw.openDB({ name: "origins" }).dropSync();
     raw.openDB({ name: "tombstones" }).dropSync();
+    raw.openDB({ name: "records" }).dropSync();
     assert.deepEqual([...raw.getKeys()].map(String).sort(), ["expiry", "groups", "keys", "mailboxes", "messages", "meta"]);
     await raw.close();
     store = await openLmdbStore({ path: dir });
@@ -994,6 +1016,7 @@ describe("store (lmdb only)", () => {
     await origins.put(["old", "o1"], [1, a.msgId]);
     await origins.put(["old", "o2"], [2, b.msgId]);
     raw.openDB({ name: "tombstones" }).dropSync();
+    raw.openDB({ name: "records" }).dropSync();
     assert.deepEqual([...raw.getKeys()].map(String).sort(), ["expiry", "groups", "keys", "mailboxes", "messages", "meta", "origins"]);
     await raw.close();
     store = await openLmdbStore({ path: dir, originRetentionMs: 10_000 });
