@@ -243,4 +243,42 @@ describe('mailboxes over MQTT: durability and restarts', () => {
       tmp.remove();
     }
   });
+
+  test('a persistent session subscribed to a mailbox resumes after a SIGKILL where its client acknowledged: nothing again, nothing missed', async () => {
+    const tmp = makeTemp('mq9-mqtt-');
+    const dataDir = path.join(tmp.dir, 'data');
+    const flags = { mqttPort: -1, extra: ['--mailboxes', '[{"name":"dev.resume","ttl":0}]'] };
+    let broker: Mq9Broker = await startMq9(dataDir, flags);
+    try {
+      let nc = await connectTo(broker);
+      const send = async (p: string, body: string) => assert.equal((await req(nc, `${MQ9}MAILBOX.MSG.dev.resume.${p}`, body)).error, '');
+      for (const [p, b] of [['normal', 'n1'], ['critical', 'c1'], ['urgent', 'u1']]) await send(p!, b!);
+      const first = await connectMqtt(broker.mqttPort, { protocolVersion: 4, clientId: 'resumer', clean: false });
+      await first.c.subscribeAsync(mailboxTopic('dev.resume'), { qos: 1 });
+      await waitFor(() => first.got.length >= 3, 3000, 'the first three');
+      assert.deepEqual(first.got.map((g) => g.payload), ['c1', 'u1', 'n1']);
+      await sleep(200); // its PUBACKs reach the broker, and the position the store
+      await first.c.endAsync();
+      await send('normal', 'n2');
+      await send('critical', 'c2');
+      await nc.close();
+      await broker.kill();
+      broker = await startMq9(dataDir, flags);
+      const back = await connectMqtt(broker.mqttPort, { protocolVersion: 4, clientId: 'resumer', clean: false });
+      assert.equal(back.sessionPresent, true);
+      await waitFor(() => back.got.length >= 2, 3000, 'the two sent while it was away');
+      await sleep(300);
+      assert.deepEqual(back.got.map((g) => g.payload), ['c2', 'n2']);
+      // Live after the resume.
+      nc = await connectTo(broker);
+      await send('urgent', 'u3');
+      await waitFor(() => back.got.length >= 3, 3000, 'the live one');
+      assert.equal(back.got[2]!.payload, 'u3');
+      await back.c.endAsync();
+      await nc.close();
+    } finally {
+      await broker.stop();
+      tmp.remove();
+    }
+  });
 });

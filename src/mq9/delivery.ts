@@ -9,7 +9,8 @@
 // whatever arrives while it pumps is read from the store in order. A slow mailbox
 // reader is paused, never cut off: the store holds what it has not taken yet.
 //
-// Plain readers keep their position in memory (a new SUB replays again). Queue
+// Plain readers keep their position in memory (a new SUB replays again; a persistent
+// MQTT session restored from the store starts where its client had acknowledged). Queue
 // groups keep theirs in the store, so a message a group was given is not given to
 // it again after a restart.
 
@@ -138,7 +139,7 @@ abstract class Reader {
 }
 
 class PlainReader extends Reader {
-  private readonly after: [number, number, number] = [0, 0, 0];
+  private readonly after: [number, number, number];
   constructor(
     delivery: Delivery,
     address: string,
@@ -146,6 +147,8 @@ class PlainReader extends Reader {
     readonly member: Member,
   ) {
     super(delivery, address, priorities);
+    const from = member.sub.resumeAfter;
+    this.after = from === null ? [0, 0, 0] : [from[0], from[1], from[2]];
   }
 
   protected blockedOn(): Sub | null {

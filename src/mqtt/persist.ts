@@ -19,6 +19,8 @@ export interface SubscriptionRecord {
   nl: boolean;
   rap: boolean;
   subId?: number;
+  /** A mailbox subscription: the msg_ids (critical, urgent, normal) the client has acknowledged up to. */
+  after?: [number, number, number];
 }
 
 export interface SessionRecord {

@@ -13,7 +13,7 @@ import { ErrorCode, Mq9Error, countError } from "../errors.js";
 import { MqttConnection, Reason, type ConnectionEvents } from "./connection.js";
 import { MqttSession, MqttSub, withPublish, type PublishContext, type QoS } from "./session.js";
 import { RetainedStore, type RetainedMessage } from "./retained.js";
-import type { MqttPersistence, SessionRecord } from "./persist.js";
+import type { MqttPersistence } from "./persist.js";
 import { headersFromProps } from "./props.js";
 import { ReplyBridge } from "./reply-bridge.js";
 import { filterTarget, publishSubject } from "./topics.js";
@@ -124,7 +124,7 @@ export class MqttServer {
       s.expirySec = r.expirySec;
       s.persist = p;
       for (const id of r.qos2) s.incomingQos2.add(id);
-      for (const sub of r.subs) this.addSubscription(s, sub.filter, sub.qos, sub.nl, sub.rap, sub.subId);
+      for (const sub of r.subs) this.addSubscription(s, sub.filter, sub.qos, sub.nl, sub.rap, sub.subId, sub.after ?? null);
       s.restore(owed.get(r.clientId) ?? []);
       // The session was away since it lost its connection, or since the broker stopped.
       const awaySec = (now - (r.disconnectedAt || now)) / 1000;
@@ -143,14 +143,7 @@ export class MqttServer {
   /** Keeps the session's record (subscriptions, QoS 2 ids) in the store, if it is persistent. */
   private saveSession(s: MqttSession): Promise<void> {
     if (s.persist === null || this.persistence === null) return Promise.resolve();
-    const subs: SessionRecord["subs"] = [];
-    for (const [key, sub] of s.subs) {
-      if (!key.endsWith("\n0")) continue;
-      const m = sub as MqttSub;
-      subs.push({ filter: key.slice(0, -2), qos: m.qos, nl: m.noLocal, rap: m.rap, ...(m.subscriptionId !== undefined ? { subId: m.subscriptionId } : {}) });
-    }
-    const r: SessionRecord = { clientId: s.clientId, expirySec: s.expirySec, subs, qos2: [...s.incomingQos2], disconnectedAt: s.online ? 0 : Date.now() };
-    return this.persistence.saveSession(r).catch((err: unknown) => {
+    return this.persistence.saveSession(s.record()).catch((err: unknown) => {
       s.log.error({ err }, "cannot keep the MQTT session in the store");
       throw err;
     });
@@ -554,6 +547,7 @@ export class MqttServer {
     noLocal: boolean,
     rap: boolean,
     subId: number | undefined,
+    resumeAfter: [number, number, number] | null = null,
   ): { sub: MqttSub; existed: boolean; retainable: boolean } | { refused: string; invalid: boolean } {
     const target = filterTarget(filter);
     if (target.kind === "error") return { refused: target.reason, invalid: true };
@@ -567,6 +561,7 @@ export class MqttServer {
     const made: MqttSub[] = [];
     for (let i = 0; i < subjects.length; i++) {
       const sub = new MqttSub(s, subjects[i]!, target.queue, `${filter}\n${i}`, bare, qos, noLocal, rap, subId);
+      sub.resumeAfter = resumeAfter;
       const r = this.router.subscribe(sub);
       if (r !== null) {
         for (const m of made) this.router.unsubscribe(m);
@@ -584,6 +579,7 @@ export class MqttServer {
       const sub = s.subs.get(`${filter}\n${i}`);
       if (sub !== undefined) {
         this.router.unsubscribe(sub);
+        s.dropProgress(sub.sid);
         found = true;
       }
     }

@@ -8,11 +8,11 @@ import type { Logger } from "pino";
 import type { IPublishPacket } from "./packet.js";
 import { Sub, type Conn, type Dialect } from "../router/conn.js";
 import type { Frame } from "../router/frame.js";
-import { PRIORITY_NAMES, type StoredMessage } from "../store/types.js";
+import { PRIORITY_NAMES, type PriorityRank, type StoredMessage } from "../store/types.js";
 import { ErrorCode, countError } from "../errors.js";
 import type { MqttConnection } from "./connection.js";
 import { propsFromHeaders, type HeaderProps } from "./props.js";
-import type { MqttPersistence } from "./persist.js";
+import type { MqttPersistence, SessionRecord } from "./persist.js";
 import type { ReplyBridge } from "./reply-bridge.js";
 import { dollarExcluded, subjectTopic } from "./topics.js";
 
@@ -82,6 +82,8 @@ export interface Outgoing {
   released: boolean;
   /** Its record in the store (persistent sessions); 0 = not kept there. */
   seq: number;
+  /** A mailbox delivery: which subscription, and the message it is. */
+  mailbox?: { key: string; rank: PriorityRank; msgId: number };
 }
 
 export interface SessionLimits {
@@ -116,6 +118,9 @@ export class MqttSession implements Conn {
   /** Keeps the session's owed messages in the store; null for a session that ends with its connection. */
   persist: MqttPersistence | null = null;
   private seq = 0;
+  /** Per mailbox subscription (by key), the last msg_id given per priority. */
+  private readonly mailboxGiven = new Map<string, [number, number, number]>();
+  private saveScheduled = false;
   private lastSubject = "";
   private lastTopic = "";
   private lastPropsFrame: Frame | null = null;
@@ -294,12 +299,67 @@ export class MqttSession implements Conn {
       released: false,
       seq: 0,
     };
+    let given = this.mailboxGiven.get(s.sid);
+    if (given === undefined) this.mailboxGiven.set(s.sid, (given = s.resumeAfter === null ? [0, 0, 0] : [...s.resumeAfter]));
+    if (m.msgId > given[m.priority]) given[m.priority] = m.msgId;
     // Mailbox readers give only while hasRoom(): online, with a free in-flight slot.
-    if (s.qos === 0) this.write(o, 0, false);
-    else {
+    if (s.qos === 0) {
+      this.write(o, 0, false);
+      this.progressed();
+    } else {
       o.qos = s.qos;
+      o.mailbox = { key: s.sid, rank: m.priority, msgId: m.msgId };
       this.sendTracked(o);
     }
+  }
+
+  /**
+   * The session as the store keeps it: subscriptions (a mailbox one with what its client has
+   * acknowledged), the QoS 2 ids in flight, and since when it is away.
+   */
+  record(): SessionRecord {
+    const subs: SessionRecord["subs"] = [];
+    for (const [key, sub] of this.subs) {
+      if (!key.endsWith("\n0")) continue; // a filter's second subject (foo/# → foo) is not another subscription
+      const m = sub as MqttSub;
+      const r: SessionRecord["subs"][number] = { filter: key.slice(0, -2), qos: m.qos, nl: m.noLocal, rap: m.rap };
+      if (m.subscriptionId !== undefined) r.subId = m.subscriptionId;
+      const after = this.acknowledged(key);
+      if (after !== null) r.after = after;
+      subs.push(r);
+    }
+    return { clientId: this.clientId, expirySec: this.expirySec, subs, qos2: [...this.incomingQos2], disconnectedAt: this.online ? 0 : Date.now() };
+  }
+
+  /** Per priority, the msg_id up to which a mailbox subscription's client has everything acknowledged. */
+  private acknowledged(key: string): [number, number, number] | null {
+    const given = this.mailboxGiven.get(key);
+    if (given === undefined) {
+      const from = this.subs.get(key)?.resumeAfter;
+      return from ? [from[0], from[1], from[2]] : null;
+    }
+    const after: [number, number, number] = [given[0], given[1], given[2]];
+    for (const o of this.inflight.values()) {
+      const mb = o.mailbox;
+      if (mb !== undefined && mb.key === key && mb.msgId - 1 < after[mb.rank]) after[mb.rank] = mb.msgId - 1;
+    }
+    return after;
+  }
+
+  /** A subscription went: a later one to the same filter starts afresh. */
+  dropProgress(key: string): void {
+    this.mailboxGiven.delete(key);
+  }
+
+  /** A mailbox delivery was acknowledged: keep the session's position (once per turn). */
+  private progressed(): void {
+    if (this.persist === null || this.saveScheduled) return;
+    this.saveScheduled = true;
+    setImmediate(() => {
+      this.saveScheduled = false;
+      if (this.persist === null || this.closed) return;
+      this.persist.saveSession(this.record()).catch((err: unknown) => this.log.error({ err }, "cannot keep the MQTT session's mailbox position"));
+    });
   }
 
   // ---- acknowledgements from the client ----
@@ -367,6 +427,7 @@ export class MqttSession implements Conn {
 
   /** An acknowledged message leaves the store. */
   private forget(o: Outgoing): void {
+    if (o.mailbox !== undefined) this.progressed();
     if (o.seq !== 0) this.persist?.deleteOutgoing(this.clientId, o.seq).catch((err: unknown) => this.log.error({ err }, "cannot remove an acknowledged message from the store"));
   }
 

@@ -43,6 +43,11 @@ export interface SubHandler {
 export class Sub implements Subscription {
   delivered = 0;
   handler: SubHandler | null = null;
+  /**
+   * For a mailbox subscription restored from the store (a persistent MQTT session): the
+   * reader starts after these msg_ids (critical, urgent, normal) instead of replaying all.
+   */
+  resumeAfter: readonly [number, number, number] | null = null;
   constructor(
     readonly conn: Conn,
     readonly subject: string,
