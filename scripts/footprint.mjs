@@ -4,8 +4,10 @@
 //
 //   node scripts/footprint.mjs [--runs N] [--idle SECONDS] [--check] [--json FILE]
 //
-// Compared, each started as `<cmd> serve --host 127.0.0.1 --port 0 --data-dir <new empty dir>`:
+// Compared, each started as `<cmd> serve --host 127.0.0.1 --port 0 --data-dir <new empty dir>
+// --mqtt-port -1` (MQTT on, any port):
 //   exe       out/mq9-edge-linux-<host arch>
+//   exe-no-mqtt  the same with --mqtt-port 0 (what the MQTT listener costs)
 //   node24    <that Node 24> dist/main.js            (the same code, as `npm start` runs it)
 //   node24-b  <that Node 24> <the bundle pkg embeds>  (what the bundling alone does)
 //   node      this machine's `node` dist/main.js      (for reference, Node 20 here)
@@ -21,7 +23,8 @@
 // binary is dropped from the page cache first (dd iflag=nocache) and run once unmeasured: all
 // are measured in the same state, the one a device is in after a reboot.
 //
-// Targets (issue): exe idle RSS <= 1.25 x node24's; exe start to ready < 150 ms (x64).
+// Targets (issues): exe idle RSS <= 1.25 x node24's; exe start to ready < 150 ms (x64); the MQTT
+// listener <= +3 MiB idle RSS (exe over exe-no-mqtt).
 // --check exits 1 when one is missed; without it the figures are only reported.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -41,6 +44,7 @@ const CHECK = args.includes("--check");
 const JSON_OUT = opt("--json", undefined);
 const RSS_RATIO_TARGET = 1.25;
 const READY_TARGET_MS = 150;
+const MQTT_RSS_TARGET_MIB = 3;
 
 const exe = path.join(root, "out", `mq9-edge-linux-${arch()}`);
 if (!existsSync(exe)) {
@@ -63,6 +67,7 @@ const machineNodeVersion = spawnSync(machineNode, ["--version"], { encoding: "ut
 
 const subjects = [
   { name: "exe", label: `out/mq9-edge-linux-${arch()} (node ${nodeVersion})`, cmd: [exe], files: [exe] },
+  { name: "exe-no-mqtt", label: "the same, --mqtt-port 0 (MQTT off)", cmd: [exe], files: [exe], extra: ["--mqtt-port", "0"] },
   { name: "node24", label: `node ${nodeVersion} dist/main.js`, cmd: [node24, path.join(root, "dist", "main.js")], files: [node24] },
   { name: "node24-b", label: `node ${nodeVersion} bundle (pkg's input)`, cmd: [node24, bundle], files: [node24, bundle] },
   { name: "node", label: `node ${machineNodeVersion.slice(1)} dist/main.js (this machine's)`, cmd: [machineNode, path.join(root, "dist", "main.js")], files: [machineNode] },
@@ -76,10 +81,10 @@ function evict(file) {
 }
 
 /** One start: wall ms to ready, CPU ms by then, memory after the idle wait. */
-async function once(cmd) {
+async function once(cmd, extra = ["--mqtt-port", "-1"]) {
   const dataDir = mkdtempSync(path.join(tmp, "data-"));
   const t0 = process.hrtime.bigint();
-  const child = spawn(cmd[0], [...cmd.slice(1), "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", dataDir], {
+  const child = spawn(cmd[0], [...cmd.slice(1), "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", dataDir, ...extra], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, PKG_NATIVE_CACHE_PATH: nativeCache },
   });
@@ -114,9 +119,9 @@ const median = (xs) => {
 try {
   for (const s of subjects) for (const f of s.files) evict(f);
   evict(bundle);
-  for (const s of subjects) await once(s.cmd); // first start after eviction: reads from disk
+  for (const s of subjects) await once(s.cmd, s.extra); // first start after eviction: reads from disk
   const results = Object.fromEntries(subjects.map((s) => [s.name, []]));
-  for (let i = 0; i < RUNS; i++) for (const s of subjects) results[s.name].push(await once(s.cmd));
+  for (let i = 0; i < RUNS; i++) for (const s of subjects) results[s.name].push(await once(s.cmd, s.extra));
 
   const rows = subjects.map((s) => {
     const r = results[s.name];
@@ -151,8 +156,11 @@ try {
   const readyOk = ex.readyMs < READY_TARGET_MS;
   console.log(`idle RSS exe / node ${nodeVersion}: ${ratio.toFixed(2)} (target <= ${RSS_RATIO_TARGET}) ${rssOk ? "ok" : "MISSED"}`);
   console.log(`start to ready, exe: ${ex.readyMs.toFixed(0)} ms median (target < ${READY_TARGET_MS} ms) ${readyOk ? "ok" : "MISSED"}`);
-  if (JSON_OUT) writeFileSync(JSON_OUT, `${JSON.stringify({ runs: RUNS, idleSeconds: IDLE_MS / 1000, rows, sizes, rssRatio: ratio }, null, 2)}\n`);
-  if (CHECK && !(rssOk && readyOk)) process.exitCode = 1;
+  const mqttMiB = ex.rssMiB - rows.find((r) => r.name === "exe-no-mqtt").rssMiB;
+  const mqttOk = mqttMiB <= MQTT_RSS_TARGET_MIB;
+  console.log(`idle RSS of the MQTT listener (exe on − off): ${mqttMiB >= 0 ? "+" : ""}${mqttMiB.toFixed(1)} MiB (target <= +${MQTT_RSS_TARGET_MIB}) ${mqttOk ? "ok" : "MISSED"}`);
+  if (JSON_OUT) writeFileSync(JSON_OUT, `${JSON.stringify({ runs: RUNS, idleSeconds: IDLE_MS / 1000, rows, sizes, rssRatio: ratio, mqttMiB }, null, 2)}\n`);
+  if (CHECK && !(rssOk && readyOk && mqttOk)) process.exitCode = 1;
 } finally {
   rmSync(tmp, { recursive: true, force: true });
 }
