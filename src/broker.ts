@@ -169,7 +169,7 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
     try {
       // Loaded only when configured, as the uplink.
       const { startHttp } = require("./ops/http.js") as typeof import("./ops/http.js");
-      ops = await startHttp(c.httpHost, c.httpPort, { router: broker.router, nats: broker.nats, store, uplink: broker.uplink, maxStoreBytes: c.maxStoreBytes, ready: () => !stopping }, log);
+      ops = await startHttp(c.httpHost, c.httpPort, { router: broker.router, nats: broker.nats, mqtt: broker.mqtt, store, uplink: broker.uplink, maxStoreBytes: c.maxStoreBytes, ready: () => !stopping }, log);
     } catch (err) {
       // Metrics are for operators; their port being taken must not stop the broker.
       log.error({ err, host: c.httpHost, port: c.httpPort }, "cannot start the operator endpoint; the broker runs without it");

@@ -7,6 +7,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
 import { BrokerFixture, waitFor } from './mq9-helpers';
+import { freePort } from './mqtt-helpers';
 
 async function open(port: number, opts: IClientOptions, got: string[] = []): Promise<MqttClient> {
   const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 3000, ...opts });
@@ -19,9 +20,12 @@ async function open(port: number, opts: IClientOptions, got: string[] = []): Pro
 }
 
 describe('MQTT flow control and session limits', () => {
-  const fx = new BrokerFixture({ mqttPort: -1, extra: ['--mqtt-max-queued', '40', '--mqtt-max-inflight', '4'] });
+  let httpPort = 0;
+  let fx: BrokerFixture;
   const clients: MqttClient[] = [];
   before(async () => {
+    httpPort = await freePort();
+    fx = new BrokerFixture({ mqttPort: -1, extra: ['--mqtt-max-queued', '40', '--mqtt-max-inflight', '4', '--http-port', String(httpPort)] });
     await fx.start();
   });
   after(async () => {
@@ -67,5 +71,9 @@ describe('MQTT flow control and session limits', () => {
     await waitFor(() => got.length >= 40, 5000, 'the 40 kept messages');
     assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => `a${i}`));
     assert.match(fx.broker.output(), /session queue full/);
+    const metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^mq9_edge_mqtt_dropped_total 10$/m);
+    assert.match(metrics, /^mq9_edge_errors_total\{code="MQTT_QUOTA"\} 10$/m);
+    assert.match(metrics, /^mq9_edge_mqtt_sessions [1-9]/m);
   });
 });

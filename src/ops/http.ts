@@ -9,6 +9,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { errorCounts } from "../errors.js";
 import type { NatsServer } from "../nats/server.js";
 import type { Router } from "../router/router.js";
+import type { MqttStats } from "../mqtt/server.js";
 import type { MailboxStore } from "../store/types.js";
 import { PRIORITY_NAMES } from "../store/types.js";
 import type { Uplink, UplinkStatus } from "../uplink/uplink.js";
@@ -17,6 +18,8 @@ import { VERSION } from "./version.js";
 export interface StatusSources {
   router: Router;
   nats: NatsServer;
+  /** The MQTT listener's counters; null when it is off. */
+  mqtt: { stats: MqttStats; retained: { size: number } } | null;
   store: MailboxStore;
   uplink: Uplink | null;
   maxStoreBytes: number;
@@ -41,6 +44,7 @@ export interface Status {
   storeFileBytes: number;
   storeLimitBytes: number;
   errors: Record<string, number>;
+  mqtt: (MqttStats & { retained: number }) | null;
   uplink: UplinkStatus | null;
 }
 
@@ -66,6 +70,7 @@ export function status(s: StatusSources): Status {
     storeFileBytes: st.storeBytes,
     storeLimitBytes: s.maxStoreBytes,
     errors: Object.fromEntries(errorCounts),
+    mqtt: s.mqtt === null ? null : { ...s.mqtt.stats, retained: s.mqtt.retained.size },
     uplink: s.uplink?.status() ?? null,
   };
 }
@@ -103,6 +108,13 @@ function registry(s: StatusSources): Registry {
   counter("mq9_edge_errors_total", "errors by stable code (docs/errors.md)", ["code"], (c, st) => {
     for (const [code, v] of Object.entries(st.errors)) c.inc({ code }, v);
   });
+  gauge("mq9_edge_mqtt_connections", "MQTT network connections open now", [], (g, st) => g.set(st.mqtt?.connections ?? 0));
+  counter("mq9_edge_mqtt_connections_total", "MQTT network connections accepted since start", [], (c, st) => c.inc(st.mqtt?.totalConnections ?? 0));
+  gauge("mq9_edge_mqtt_sessions", "MQTT sessions, connected or kept for a persistent client", [], (g, st) => g.set(st.mqtt?.sessions ?? 0));
+  gauge("mq9_edge_mqtt_retained", "retained MQTT messages", [], (g, st) => g.set(st.mqtt?.retained ?? 0));
+  counter("mq9_edge_mqtt_dropped_total", "QoS 1/2 messages not kept for a session (its queue full) or not sendable (over its maximum packet size)", [], (c, st) =>
+    c.inc(st.mqtt?.dropped ?? 0),
+  );
   gauge("mq9_edge_mailboxes", "mailboxes in the store", [], (g, st) => g.set(st.mailboxes));
   gauge("mq9_edge_stored_messages", "messages stored, by priority", ["priority"], (g, st) => {
     for (const [p, v] of Object.entries(st.storedMessages)) g.set({ priority: p }, v);
