@@ -9,6 +9,7 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from "./packet.js";
 import type { Router } from "../router/router.js";
+import { frameOf } from "../router/frame.js";
 import { ErrorCode, Mq9Error, countError } from "../errors.js";
 import { MqttConnection, Reason, type ConnectionEvents } from "./connection.js";
 import { MqttSession, MqttSub, withPublish, type PublishContext, type QoS } from "./session.js";
@@ -31,7 +32,7 @@ export interface MqttOptions {
   maxQueued: number;
   maxInflight: number;
   maxRetained: number;
-  /** Seconds a client has to send CONNECT. */
+  /** Milliseconds a client has to send CONNECT. */
   connectTimeoutMs: number;
 }
 
@@ -66,11 +67,12 @@ export class MqttServer {
   private readonly maxPacketIn: number;
   private readonly wills = new Map<MqttSession, Will>();
   private readonly expiryTimers = new Map<MqttSession, NodeJS.Timeout>();
-  /** Replies owed to MQTT 5 requesters with correlation data: reply subject → where they go. */
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private address: { host: string; port: number } | null = null;
   private readonly events: ConnectionEvents;
   private readonly replies: ReplyBridge;
+  /** The session a connection serves, once its CONNECT was accepted. */
+  private readonly sessionOf = new WeakMap<MqttConnection, MqttSession>();
 
   constructor(
     readonly opts: MqttOptions,
@@ -109,8 +111,6 @@ export class MqttServer {
       },
     };
   }
-
-  private readonly sessionOf = new WeakMap<MqttConnection, MqttSession>();
 
   /** Restores the retained messages and the persistent sessions the store kept. */
   load(): void {
@@ -400,22 +400,7 @@ export class MqttServer {
     const headers = v5 ? headersFromProps(props, reply === null) : null;
     const expiresAt = v5 && props?.messageExpiryInterval !== undefined ? Date.now() + props.messageExpiryInterval * 1000 : 0;
     ctx.expiresAt = expiresAt;
-    const subjectBytes = Buffer.from(mapped.subject, "latin1");
-    const replyBytes = reply === null ? null : Buffer.from(reply, "latin1");
-    const args = replyBytes === null ? subjectBytes : Buffer.concat([subjectBytes, replyBytes]);
-    let msg: Buffer = payload;
-    if (headers !== null) msg = Buffer.concat([headers, payload]);
-    const frame = {
-      args,
-      subjectStart: 0,
-      subjectEnd: subjectBytes.length,
-      replyStart: replyBytes === null ? -1 : subjectBytes.length,
-      replyEnd: replyBytes === null ? -1 : args.length,
-      hdrLen: headers === null ? -1 : headers.length,
-      msg,
-      msgStart: 0,
-      msgEnd: msg.length,
-    };
+    const frame = frameOf(Buffer.from(mapped.subject, "latin1"), reply === null ? null : Buffer.from(reply, "latin1"), headers, payload);
     if (qos === 1) c.inflightIn++;
     const ack = (reason: number, reasonString?: string): void => {
       if (qos === 1) c.inflightIn--;
@@ -523,17 +508,7 @@ export class MqttServer {
     if (s.persist !== null) this.saveSession(s).catch(() => undefined);
     c.send({ cmd: "suback", messageId: p.messageId ?? 0, granted });
     for (const { sub, m } of retainedToSend) {
-      const frame = {
-        args: Buffer.from(m.subject, "latin1"),
-        subjectStart: 0,
-        subjectEnd: Buffer.byteLength(m.subject, "latin1"),
-        replyStart: -1,
-        replyEnd: -1,
-        hdrLen: m.headers === null ? -1 : m.headers.length,
-        msg: m.headers === null ? m.payload : Buffer.concat([m.headers, m.payload]),
-        msgStart: 0,
-        msgEnd: (m.headers?.length ?? 0) + m.payload.length,
-      };
+      const frame = frameOf(Buffer.from(m.subject, "latin1"), null, m.headers, m.payload);
       // Retained messages go out with the retain flag set (MQTT 3.3.1.3).
       withPublish({ qos: m.qos, retain: true, expiresAt: m.expiresAt, refused: 0, pending: [], congested: null }, () => s.sendMsg(new RetainedView(sub), frame));
     }
