@@ -31,7 +31,10 @@ export interface PublishContext {
   /** Connected sessions it filled past half their queue: the publisher waits for them to drain. */
   congested: Set<MqttSession> | null;
 }
-/** Messages from NATS (or the broker) carry no QoS: they go at the subscription's, up to 1. */
+/**
+ * Messages from NATS (or the broker) carry no QoS: they go at the subscription's, up to 1.
+ * Nobody waits on what they cause (a NATS publisher is not acknowledged and not held).
+ */
 const FROM_ELSEWHERE: PublishContext = { qos: 1, retain: false, expiresAt: 0, refused: 0, pending: [], congested: null };
 export let publishing: PublishContext = FROM_ELSEWHERE;
 /** Routes `fn` with `ctx` as the publish context. */
@@ -41,9 +44,6 @@ export function withPublish(ctx: PublishContext, fn: () => void): void {
     fn();
   } finally {
     publishing = FROM_ELSEWHERE;
-    // Nobody waits on what a NATS publish caused; its writes report their own failures.
-    FROM_ELSEWHERE.pending.length = 0;
-    FROM_ELSEWHERE.congested = null;
   }
 }
 
@@ -226,20 +226,22 @@ export class MqttSession implements Conn {
       // The frame's buffers belong to the publisher's read: a message kept for later is copied.
       o.payload = Buffer.from(payload);
       this.queue.push(o);
-      if (this.online && this.queue.length >= this.highWater()) (ctx.congested ??= new Set()).add(this);
+      if (ctx !== FROM_ELSEWHERE && this.online && this.queue.length >= this.highWater()) (ctx.congested ??= new Set()).add(this);
     } else {
       this.drop(ctx, topic);
       return;
     }
     if (this.persist !== null) {
       o.seq = ++this.seq;
-      ctx.pending.push(this.persist.putOutgoing(this.clientId, o));
+      const kept = this.persist.putOutgoing(this.clientId, o);
+      if (ctx !== FROM_ELSEWHERE) ctx.pending.push(kept);
+      else kept.catch((err: unknown) => this.log.error({ err, topic }, "cannot keep a message for this session"));
     }
   }
 
   /** Over its queue limit: not kept, counted, logged (at most every 10 s), and the MQTT 5 publisher told. */
   private drop(ctx: PublishContext, topic: string): void {
-    ctx.refused++;
+    if (ctx !== FROM_ELSEWHERE) ctx.refused++;
     this.counted.dropped++;
     countError(ErrorCode.MQTT_QUOTA);
     this.dropsUnlogged++;
