@@ -8,8 +8,8 @@
  *
  * Every (scenario, repetition, server) run gets a freshly started server; servers are never
  * loaded concurrently; repetitions are interleaved (A, B, A, B, ...). The load generators
- * (scripts/loadgen/loadgen.c for NATS, scripts/loadgen/mqttgen.c for MQTT 3.1.1) are compiled at
- * run time into .bench/ (git-ignored). A scenario runs against the servers of --servers that
+ * (scripts/loadgen/loadgen.c for NATS, scripts/loadgen/mqttgen.c for MQTT 3.1.1, both including
+ * scripts/loadgen/common.h) are compiled at run time into .bench/ (git-ignored). A scenario runs against the servers of --servers that
  * speak its protocol (Scenario.peers); the summary prints one table per protocol.
  *
  * To add a figure: append a Scenario to SCENARIOS. A scenario gets a fresh ServerHandle per run and
@@ -115,6 +115,41 @@ const USAGE = `usage: npm run bench -- [options]
   --mqtt-durable N     QoS 1 PUBLISHes into an mq9 mailbox in mqtt-durable, mq9-edge only (default 50000)
   --mosquitto PATH     mosquitto binary (default: from PATH, else /usr/sbin/mosquitto)`;
 
+type IntField = { [K in keyof Config]: Config[K] extends number ? K : never }[keyof Config];
+type WordsField = { [K in keyof Config]: Config[K] extends string[] ? (string[] extends Config[K] ? K : never) : never }[keyof Config];
+
+/** Options taking a whole number: the Config field, and the least value (a smaller one is raised to it). */
+const INT_FLAGS = new Map<string, [IntField, number]>([
+  ["--messages", ["messages", 0]],
+  ["--size", ["size", 0]],
+  ["--repeats", ["repeats", 1]],
+  ["--requests", ["requests", 1]],
+  ["--warmup", ["warmup", 0]],
+  ["--max-pending", ["maxPending", 0]],
+  ["--flood-mib", ["floodMiB", 1]],
+  ["--settle-ms", ["settleMs", 0]],
+  ["--durable-requests", ["durableRequests", 1]],
+  ["--durable-warmup", ["durableWarmup", 0]],
+  ["--pipelined-requests", ["pipelinedRequests", 1]],
+  ["--window", ["window", 1]],
+  ["--replay-messages", ["replayMessages", 1]],
+  ["--rss-mailboxes", ["rssMailboxes", 1]],
+  ["--rss-per-mailbox", ["rssPerMailbox", 1]],
+  ["--uplink-commands", ["uplinkCommands", 1]],
+  ["--uplink-seed", ["uplinkSeed", 0]],
+  ["--mqtt-messages", ["mqttMessages", 1]],
+  ["--mqtt-conns", ["mqttConns", 1]],
+  ["--mqtt-parallel", ["mqttParallel", 1]],
+  ["--mqtt-durable", ["mqttDurable", 1]],
+]);
+
+/** Options taking arguments separated by white space ('A B'). */
+const WORDS_FLAGS = new Map<string, WordsField>([
+  ["--mq9-node-args", "mq9NodeArgs"],
+  ["--mq9-args", "mq9Args"],
+  ["--edge-node-args", "edgeNodeArgs"],
+]);
+
 function parseArgs(argv: string[]): Config {
   const cfg: Config = {
     only: null,
@@ -167,6 +202,16 @@ function parseArgs(argv: string[]): Config {
       if (v === undefined) throw new UsageError(`${flag} needs a value`);
       return v;
     };
+    const intFlag = INT_FLAGS.get(flag);
+    if (intFlag) {
+      cfg[intFlag[0]] = Math.max(intFlag[1], int(flag, val()));
+      continue;
+    }
+    const wordsFlag = WORDS_FLAGS.get(flag);
+    if (wordsFlag) {
+      cfg[wordsFlag] = val().split(/\s+/).filter(Boolean);
+      continue;
+    }
     switch (flag) {
       case "--only":
         cfg.only = val().split(",").map((s) => s.trim()).filter(Boolean);
@@ -182,71 +227,17 @@ function parseArgs(argv: string[]): Config {
           });
         cfg.serversGiven = true;
         break;
-      case "--messages":
-        cfg.messages = int(flag, val());
-        break;
-      case "--size":
-        cfg.size = int(flag, val());
-        break;
-      case "--repeats":
-        cfg.repeats = Math.max(1, int(flag, val()));
-        break;
-      case "--requests":
-        cfg.requests = Math.max(1, int(flag, val()));
-        break;
-      case "--warmup":
-        cfg.warmup = int(flag, val());
-        break;
       case "--impl": {
         const v = val();
         if (v !== "raw" && v !== "natsc") throw new UsageError("--impl must be raw or natsc");
         cfg.impl = v;
         break;
       }
-      case "--max-pending":
-        cfg.maxPending = int(flag, val());
-        break;
-      case "--flood-mib":
-        cfg.floodMiB = Math.max(1, int(flag, val()));
-        break;
-      case "--settle-ms":
-        cfg.settleMs = int(flag, val());
-        break;
       case "--nats-server":
         cfg.natsServerBin = val();
         break;
       case "--keep-logs":
         cfg.keepLogs = true;
-        break;
-      case "--durable-requests":
-        cfg.durableRequests = Math.max(1, int(flag, val()));
-        break;
-      case "--durable-warmup":
-        cfg.durableWarmup = int(flag, val());
-        break;
-      case "--pipelined-requests":
-        cfg.pipelinedRequests = Math.max(1, int(flag, val()));
-        break;
-      case "--window":
-        cfg.window = Math.max(1, int(flag, val()));
-        break;
-      case "--replay-messages":
-        cfg.replayMessages = Math.max(1, int(flag, val()));
-        break;
-      case "--rss-mailboxes":
-        cfg.rssMailboxes = Math.max(1, int(flag, val()));
-        break;
-      case "--rss-per-mailbox":
-        cfg.rssPerMailbox = Math.max(1, int(flag, val()));
-        break;
-      case "--mq9-node-args":
-        cfg.mq9NodeArgs = val().split(/\s+/).filter(Boolean);
-        break;
-      case "--mq9-args":
-        cfg.mq9Args = val().split(/\s+/).filter(Boolean);
-        break;
-      case "--uplink-commands":
-        cfg.uplinkCommands = Math.max(1, int(flag, val()));
         break;
       case "--uplink-dialects":
         cfg.uplinkDialects = val()
@@ -277,24 +268,6 @@ function parseArgs(argv: string[]): Config {
         cfg.uplinkMix = [parts[0]!, parts[1]!, parts[2]!];
         break;
       }
-      case "--uplink-seed":
-        cfg.uplinkSeed = int(flag, val());
-        break;
-      case "--edge-node-args":
-        cfg.edgeNodeArgs = val().split(/\s+/).filter(Boolean);
-        break;
-      case "--mqtt-messages":
-        cfg.mqttMessages = Math.max(1, int(flag, val()));
-        break;
-      case "--mqtt-conns":
-        cfg.mqttConns = Math.max(1, int(flag, val()));
-        break;
-      case "--mqtt-parallel":
-        cfg.mqttParallel = Math.max(1, int(flag, val()));
-        break;
-      case "--mqtt-durable":
-        cfg.mqttDurable = Math.max(1, int(flag, val()));
-        break;
       case "--mosquitto":
         cfg.mosquittoBin = val();
         break;
@@ -343,10 +316,34 @@ function findExecutable(name: string, extraDirs: string[]): string {
 
 const ROOT = findRoot(__dirname);
 const BENCH_DIR = path.join(ROOT, ".bench");
-const LOADGEN_SRC = path.join(ROOT, "scripts", "loadgen", "loadgen.c");
-const LOADGEN_BIN = path.join(BENCH_DIR, "loadgen");
-const MQTTGEN_SRC = path.join(ROOT, "scripts", "loadgen", "mqttgen.c");
-const MQTTGEN_BIN = path.join(BENCH_DIR, "mqttgen");
+/** What both load generators include (a change rebuilds both). */
+const LOADGEN_COMMON = path.join(ROOT, "scripts", "loadgen", "common.h");
+
+/** A load generator: a C program in scripts/loadgen/, compiled into .bench/. */
+interface GenSpec {
+  name: string;
+  /** for the "building ..." line */
+  what: string;
+  src: string;
+  bin: string;
+  /** gcc flags after the source (libraries) */
+  libs: string[];
+}
+
+const LOADGEN: GenSpec = {
+  name: "loadgen",
+  what: "load generator",
+  src: path.join(ROOT, "scripts", "loadgen", "loadgen.c"),
+  bin: path.join(BENCH_DIR, "loadgen"),
+  libs: ["-lnats", "-lpthread"],
+};
+const MQTTGEN: GenSpec = {
+  name: "mqttgen",
+  what: "MQTT load generator",
+  src: path.join(ROOT, "scripts", "loadgen", "mqttgen.c"),
+  bin: path.join(BENCH_DIR, "mqttgen"),
+  libs: [],
+};
 
 function findRoot(start: string): string {
   let d = start;
@@ -757,39 +754,70 @@ function handleFor(
   };
 }
 
+/** A server that reads a config file (`<bin> -c <file>`), as nats-server and mosquitto do. */
+interface ConfServer {
+  kind: ServerKind;
+  bin: string;
+  /** of its temp dir */
+  tempPrefix: string;
+  confFile: string;
+  /** the config file's text for a listener on 127.0.0.1:port, in temp dir `dir` */
+  config(port: number, dir: string): string;
+  /** a stderr line it prints once it accepts clients */
+  ready: RegExp;
+  handle(proc: Proc, port: number, dir: string): ServerHandle;
+}
+
+/**
+ * Starts a ConfServer on a free port in a temp dir of its own: ready once its `ready` line is
+ * printed and the port accepts; tried three times (another process may take the port meanwhile).
+ */
+async function startConfServer(cfg: Config, label: string, c: ConfServer): Promise<ServerHandle> {
+  const dir = mkTemp(c.tempPrefix);
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const conf = path.join(dir, c.confFile);
+    fs.writeFileSync(conf, c.config(port, dir));
+    const proc = new Proc(label, c.bin, ["-c", conf], { cwd: dir, keepLines: 200, logFile: logFileFor(cfg, label) });
+    const deadline = Date.now() + 10_000;
+    let ok = false;
+    while (Date.now() < deadline && proc.running) {
+      if (proc.err.some((l) => c.ready.test(l)) && (await canConnect(port))) {
+        ok = true;
+        break;
+      }
+      await sleep(10);
+    }
+    if (ok) return c.handle(proc, port, dir);
+    await proc.stop();
+    if (attempt >= 2) {
+      rmTemp(dir);
+      throw new Error(`${c.kind} did not start (${proc.describeExit()})${proc.tail()}`);
+    }
+  }
+}
+
 function natsServerDef(label: string): ServerDef {
   return {
     label,
     kind: "nats-server",
-    async start(cfg, o) {
-      const dir = mkTemp("bench-nats-");
-      for (let attempt = 0; ; attempt++) {
-        const port = await freePort();
-        const conf = path.join(dir, "nats.conf");
-        let text = `listen: "127.0.0.1:${port}"\n`;
-        if (o.maxPendingBytes !== undefined) text += `max_pending: ${o.maxPendingBytes}\n`;
-        // JetStream file store on the same disk as mq9-edge's data dir (os.tmpdir()).
-        if (o.jetstream) text += `jetstream {\n  store_dir: ${JSON.stringify(path.join(dir, "js"))}\n}\n`;
-        fs.writeFileSync(conf, text);
-        const proc = new Proc(label, cfg.natsServerBin, ["-c", conf], { cwd: dir, keepLines: 200, logFile: logFileFor(cfg, label) });
-        const deadline = Date.now() + 10_000;
-        let ok = false;
-        while (Date.now() < deadline && proc.running) {
-          // nats-server prints "Server is ready" on stderr once it accepts clients
-          if (proc.err.some((l) => l.includes("Server is ready")) && (await canConnect(port))) {
-            ok = true;
-            break;
-          }
-          await sleep(10);
-        }
-        if (ok) return handleFor(label, "nats-server", proc, port, o.jetstream ? path.join(dir, "js") : null, () => rmTemp(dir));
-        await proc.stop();
-        if (attempt >= 2) {
-          rmTemp(dir);
-          throw new Error(`nats-server did not start (${proc.describeExit()})${proc.tail()}`);
-        }
-      }
-    },
+    start: (cfg, o) =>
+      startConfServer(cfg, label, {
+        kind: "nats-server",
+        bin: cfg.natsServerBin,
+        tempPrefix: "bench-nats-",
+        confFile: "nats.conf",
+        config(port, dir) {
+          let text = `listen: "127.0.0.1:${port}"\n`;
+          if (o.maxPendingBytes !== undefined) text += `max_pending: ${o.maxPendingBytes}\n`;
+          // JetStream file store on the same disk as mq9-edge's data dir (os.tmpdir()).
+          if (o.jetstream) text += `jetstream {\n  store_dir: ${JSON.stringify(path.join(dir, "js"))}\n}\n`;
+          return text;
+        },
+        // nats-server prints "Server is ready" on stderr once it accepts clients
+        ready: /Server is ready/,
+        handle: (proc, port, dir) => handleFor(label, "nats-server", proc, port, o.jetstream ? path.join(dir, "js") : null, () => rmTemp(dir)),
+      }),
   };
 }
 
@@ -882,13 +910,13 @@ function mosquittoDef(label: string): ServerDef {
   return {
     label,
     kind: "mosquitto",
-    async start(cfg) {
-      const dir = mkTemp("bench-mosquitto-");
-      for (let attempt = 0; ; attempt++) {
-        const port = await freePort();
-        const conf = path.join(dir, "mosquitto.conf");
-        fs.writeFileSync(
-          conf,
+    start: (cfg) =>
+      startConfServer(cfg, label, {
+        kind: "mosquitto",
+        bin: cfg.mosquittoBin,
+        tempPrefix: "bench-mosquitto-",
+        confFile: "mosquitto.conf",
+        config: (port) =>
           [
             `listener ${port} 127.0.0.1`,
             "allow_anonymous true",
@@ -899,26 +927,10 @@ function mosquittoDef(label: string): ServerDef {
             "log_dest stderr", // log_type: the default (error, warning, notice, information)
             "",
           ].join("\n"),
-        );
-        const proc = new Proc(label, cfg.mosquittoBin, ["-c", conf], { cwd: dir, keepLines: 200, logFile: logFileFor(cfg, label) });
-        const deadline = Date.now() + 10_000;
-        let ok = false;
-        while (Date.now() < deadline && proc.running) {
-          // "mosquitto version 2.0.11 running" (stderr) once its listeners are open
-          if (proc.err.some((l) => / running$/.test(l)) && (await canConnect(port))) {
-            ok = true;
-            break;
-          }
-          await sleep(10);
-        }
-        if (ok) return handleFor(label, "mosquitto", proc, port, null, () => rmTemp(dir), port);
-        await proc.stop();
-        if (attempt >= 2) {
-          rmTemp(dir);
-          throw new Error(`mosquitto did not start (${proc.describeExit()})${proc.tail()}`);
-        }
-      }
-    },
+        // "mosquitto version 2.0.11 running" once its listeners are open
+        ready: / running$/,
+        handle: (proc, port, dir) => handleFor(label, "mosquitto", proc, port, null, () => rmTemp(dir), port),
+      }),
   };
 }
 
@@ -935,22 +947,13 @@ function serverDef(kind: ServerKind, label: string): ServerDef {
 
 // ----------------------------------------------------------- load generator
 
-function buildLoadgen(): void {
+/** Compiles a load generator when its binary is missing or older than its source or common.h. */
+function buildGenerator(gen: GenSpec): void {
   fs.mkdirSync(BENCH_DIR, { recursive: true });
-  const stale =
-    !fs.existsSync(LOADGEN_BIN) || fs.statSync(LOADGEN_BIN).mtimeMs < fs.statSync(LOADGEN_SRC).mtimeMs;
-  if (!stale) return;
-  const args = ["-O2", "-Wall", "-o", LOADGEN_BIN, LOADGEN_SRC, "-lnats", "-lpthread"];
-  console.log(`building load generator: gcc ${args.join(" ")}`);
-  execFileSync("gcc", args, { stdio: "inherit" });
-}
-
-function buildMqttgen(): void {
-  fs.mkdirSync(BENCH_DIR, { recursive: true });
-  const stale = !fs.existsSync(MQTTGEN_BIN) || fs.statSync(MQTTGEN_BIN).mtimeMs < fs.statSync(MQTTGEN_SRC).mtimeMs;
-  if (!stale) return;
-  const args = ["-O2", "-Wall", "-o", MQTTGEN_BIN, MQTTGEN_SRC];
-  console.log(`building MQTT load generator: gcc ${args.join(" ")}`);
+  const built = fs.existsSync(gen.bin) ? fs.statSync(gen.bin).mtimeMs : -Infinity;
+  if (![gen.src, LOADGEN_COMMON].some((f) => fs.statSync(f).mtimeMs > built)) return;
+  const args = ["-O2", "-Wall", "-o", gen.bin, gen.src, ...gen.libs];
+  console.log(`building ${gen.what}: gcc ${args.join(" ")}`);
   execFileSync("gcc", args, { stdio: "inherit" });
 }
 
@@ -1007,22 +1010,31 @@ interface LgResult {
   t_first_normal?: number;
 }
 
-class Loadgen {
+/** What every generator's RESULT line carries. */
+interface GenResult {
+  cpu_s: number;
+}
+
+/**
+ * One load-generator process, `<bin> <mode> --key value ...` (see common.h): READY on stdout once
+ * it is connected and subscribed (fake servers: listening), RESULT {json} (of type R) at the end.
+ */
+class GenProc<R extends GenResult> {
   readonly proc: Proc;
-  constructor(mode: string, args: Record<string, string | number>, stdin = false) {
+  constructor(gen: GenSpec, mode: string, args: Record<string, string | number>, stdin = false) {
     const argv = [mode];
     for (const [k, v] of Object.entries(args)) argv.push(`--${k}`, String(v));
-    this.proc = new Proc(`loadgen ${mode}`, LOADGEN_BIN, argv, { stdin });
+    this.proc = new Proc(`${gen.name} ${mode}`, gen.bin, argv, { stdin });
   }
-  /** Resolves with the port for fake servers ("READY port=N"), 0 for clients. */
-  ready(timeoutMs = 15_000): Promise<number> {
-    return this.proc.waitLine((l) => (l.startsWith("READY") ? Number(/port=(\d+)/.exec(l)?.[1] ?? 0) : undefined), timeoutMs);
+  /** The READY line. */
+  ready(timeoutMs = 15_000): Promise<string> {
+    return this.proc.waitLine((l) => (l.startsWith("READY") ? l : undefined), timeoutMs);
   }
-  async result(timeoutMs = 300_000): Promise<LgResult> {
+  async result(timeoutMs = 300_000): Promise<R> {
     await this.proc.waitExit(timeoutMs);
     const line = this.proc.out.find((l) => l.startsWith("RESULT "));
     if (!line) throw new Error(`${this.proc.name} produced no result (${this.proc.describeExit()})${this.proc.tail()}`);
-    return JSON.parse(line.slice(7)) as LgResult;
+    return JSON.parse(line.slice(7)) as R;
   }
   send(text: string): void {
     this.proc.child.stdin?.write(text);
@@ -1032,6 +1044,17 @@ class Loadgen {
   }
   stop(): Promise<void> {
     return this.proc.stop(2000);
+  }
+}
+
+/** One loadgen process (scripts/loadgen/loadgen.c, NATS). */
+class Loadgen extends GenProc<LgResult> {
+  constructor(mode: string, args: Record<string, string | number>, stdin = false) {
+    super(LOADGEN, mode, args, stdin);
+  }
+  /** Fake servers: the port of their "READY port=N" line. */
+  async listenPort(timeoutMs?: number): Promise<number> {
+    return Number(/port=(\d+)/.exec(await this.ready(timeoutMs))?.[1] ?? 0);
   }
 }
 
@@ -1092,6 +1115,74 @@ interface Scenario {
   run(ctx: ScenarioContext, server: ServerHandle | null): Promise<Figure[]>;
 }
 
+/** A scenario run against a fresh server of each of its peers per run. */
+interface ServerScenarioDef extends Omit<Scenario, "needsServer" | "selfHosted" | "repeats" | "run"> {
+  /** one run per server, not --repeats */
+  once?: boolean;
+  run(ctx: ScenarioContext, server: ServerHandle): Promise<Figure[]>;
+}
+
+function serverScenario(d: ServerScenarioDef): Scenario {
+  const { once, run, ...rest } = d;
+  return {
+    ...rest,
+    needsServer: true,
+    repeats: once ? () => 1 : (cfg) => cfg.repeats,
+    run(ctx, server) {
+      if (!server) throw new Error(`${d.name}: no server`);
+      return run(ctx, server);
+    },
+  };
+}
+
+/** An mqtt-* scenario: against mosquitto and mq9-edge (unless `peers` says otherwise), MQTT listener on; run gets its port. */
+function mqttScenario(d: Omit<ServerScenarioDef, "family" | "serverOptions" | "run"> & { run(ctx: ScenarioContext, server: ServerHandle, mqttPort: number): Promise<Figure[]> }): Scenario {
+  const { run, ...rest } = d;
+  return serverScenario({
+    peers: MQTT_PEERS,
+    ...rest,
+    family: "mqtt",
+    serverOptions: () => ({ mqtt: true }),
+    run: (ctx, server) => run(ctx, server, mqttPortOf(server)),
+  });
+}
+
+/** Wall-clock seconds and a process's CPU (`cpuSeconds`, % of one core) from now to the call of what it returns. */
+function cpuMeter(cpuSeconds: () => number): () => { wall: number; cpuPct: number } {
+  const c0 = cpuSeconds();
+  const w0 = process.hrtime.bigint();
+  return () => {
+    const wall = Number(process.hrtime.bigint() - w0) / 1e9;
+    return { wall, cpuPct: ((cpuSeconds() - c0) / wall) * 100 };
+  };
+}
+
+/** KiB written to the disk of the server's data dir per operation, from now to the call of what it returns (see deviceWrittenBytes). */
+function diskMeter(server: ServerHandle): (ops: number) => number {
+  const dir = server.dataDir ?? os.tmpdir();
+  const b0 = deviceWrittenBytes(dir);
+  return (ops) => (deviceWrittenBytes(dir) - b0) / ops / 1024;
+}
+
+/** The server's RSS after `ms` without load. */
+async function settledRss(server: ServerHandle, ms: number): Promise<RssParts> {
+  await sleep(ms);
+  return rssParts(server.pid);
+}
+
+/** Rows `<id>.p50` and `<id>.p99` of a latency in µs. */
+function latencyFigs(id: string, label: string, r: { p50_us?: number; p99_us?: number }): Figure[] {
+  return [
+    fig(`${id}.p50`, `${label} p50`, "µs", num(r.p50_us, "p50_us"), "lower", "f1"),
+    fig(`${id}.p99`, `${label} p99`, "µs", num(r.p99_us, "p99_us"), "lower", "f1"),
+  ];
+}
+
+/** Warns when `n` messages in one mailbox exceed mq9-edge's default per-mailbox limit. */
+function warnMailboxLimit(ctx: ScenarioContext, n: number, what: string, consequence: string): void {
+  if (n > MQ9_MAILBOX_MESSAGES) ctx.warn(`${n} ${what} exceed mq9-edge's default limit of ${fmtInt(MQ9_MAILBOX_MESSAGES)} messages per mailbox: ${consequence}`);
+}
+
 // ------------------------------------------------------------- scenarios
 
 const SUBJ = "bench.pubsub";
@@ -1107,29 +1198,43 @@ interface PubSubRun {
   end: string;
 }
 
-/** One subscriber process, one publisher process, N messages through `port`. */
-async function runPubSub(
-  cfg: Config,
-  port: number,
-  opts: { subject: string; messages: number; size: number; brokerPid?: number; onTick?: () => void },
-): Promise<PubSubRun> {
-  const sub = new Loadgen("sub", { port, subject: opts.subject, count: opts.messages, impl: cfg.impl, "idle-ms": 5000 });
+/** What a generator's pub and sub RESULT lines carry (loadgen and mqttgen alike). */
+interface PubSubResult extends GenResult {
+  received?: number;
+  t_first?: number;
+  t_last?: number;
+  end?: string;
+}
+
+/**
+ * One subscriber process (ready before the publisher starts), one publisher process: the rate from
+ * the publisher's first message to the subscriber's last; CPU of the broker (`brokerCpu`, else 0)
+ * over the whole run and of either generator over that span.
+ */
+async function pubSubRun<R extends PubSubResult>(o: {
+  expected: number;
+  sub(): GenProc<R>;
+  pub(): GenProc<R>;
+  brokerCpu?: () => number;
+  timeoutMs?: number;
+}): Promise<PubSubRun & { pubResult: R; subResult: R }> {
+  const sub = o.sub();
   try {
     await sub.ready();
-    const c0 = opts.brokerPid ? cpuSeconds(opts.brokerPid) : 0;
-    const w0 = process.hrtime.bigint();
-    const pub = new Loadgen("pub", { port, subject: opts.subject, count: opts.messages, size: opts.size, impl: cfg.impl });
-    const [p, s] = await Promise.all([pub.result(), sub.result()]);
-    const wall = Number(process.hrtime.bigint() - w0) / 1e9;
-    const c1 = opts.brokerPid ? cpuSeconds(opts.brokerPid) : 0;
+    const broker = cpuMeter(o.brokerCpu ?? (() => 0));
+    const pub = o.pub();
+    const [p, s] = await Promise.all([pub.result(o.timeoutMs), sub.result(o.timeoutMs)]);
+    const brokerCpuPct = broker().cpuPct;
     const received = num(s.received, "received");
     const seconds = (num(s.t_last, "t_last") - num(p.t_first, "t_first")) / 1e9;
     return {
+      pubResult: p,
+      subResult: s,
       received,
-      expected: opts.messages,
+      expected: o.expected,
       rate: seconds > 0 ? received / seconds : 0,
       seconds,
-      brokerCpuPct: ((c1 - c0) / wall) * 100,
+      brokerCpuPct,
       pubCpuPct: (p.cpu_s / seconds) * 100,
       subCpuPct: (s.cpu_s / seconds) * 100,
       end: s.end ?? "?",
@@ -1139,61 +1244,78 @@ async function runPubSub(
   }
 }
 
-const pubsub: Scenario = {
+/** "CPU broker B%, pub P%, sub S%" of a pub→sub run. */
+function pubSubCpuText(r: PubSubRun): string {
+  return `CPU broker ${r.brokerCpuPct.toFixed(0)}%, pub ${r.pubCpuPct.toFixed(0)}%, sub ${r.subCpuPct.toFixed(0)}%`;
+}
+
+/** Rows `<id>.cpu.broker|pub|sub` of a pub→sub run (`gen`: the generator's name). */
+function pubSubCpuFigs(id: string, r: PubSubRun, brokerLabel: string, gen: string): Figure[] {
+  return [
+    fig(`${id}.cpu.broker`, `  ${brokerLabel}`, "% of 1 core", r.brokerCpuPct, "none", "pct"),
+    fig(`${id}.cpu.pub`, `  ${gen} publisher CPU`, "% of 1 core", r.pubCpuPct, "none", "pct"),
+    fig(`${id}.cpu.sub`, `  ${gen} subscriber CPU`, "% of 1 core", r.subCpuPct, "none", "pct"),
+  ];
+}
+
+/** NATS: one loadgen subscriber, one loadgen publisher, N messages through `port`. */
+function runPubSub(cfg: Config, port: number, opts: { subject: string; messages: number; size: number; brokerPid?: number }): Promise<PubSubRun> {
+  const { brokerPid } = opts;
+  return pubSubRun({
+    expected: opts.messages,
+    sub: () => new Loadgen("sub", { port, subject: opts.subject, count: opts.messages, impl: cfg.impl, "idle-ms": 5000 }),
+    pub: () => new Loadgen("pub", { port, subject: opts.subject, count: opts.messages, size: opts.size, impl: cfg.impl }),
+    brokerCpu: brokerPid ? () => cpuSeconds(brokerPid) : undefined,
+  });
+}
+
+const pubsub = serverScenario({
   name: "pubsub",
   title: "pub→sub throughput",
-  needsServer: true,
-  repeats: (cfg) => cfg.repeats,
-  async run(ctx, server) {
+  async run(ctx, s) {
     const { cfg } = ctx;
-    const r = await runPubSub(cfg, server!.port, { subject: SUBJ, messages: cfg.messages, size: cfg.size, brokerPid: server!.pid });
+    const r = await runPubSub(cfg, s.port, { subject: SUBJ, messages: cfg.messages, size: cfg.size, brokerPid: s.pid });
     const lost = r.expected - r.received;
     if (lost) ctx.warn(`pub→sub lost ${lost} of ${r.expected} messages (subscriber ended: ${r.end})`);
     ctx.log(
       `${fmtInt(r.rate)} msgs/s, ${r.received}/${r.expected} received in ${r.seconds.toFixed(3)} s` +
         (lost ? ` — ${lost} LOST (subscriber ended: ${r.end})` : "") +
-        `; CPU broker ${r.brokerCpuPct.toFixed(0)}%, pub ${r.pubCpuPct.toFixed(0)}%, sub ${r.subCpuPct.toFixed(0)}%`,
+        `; ${pubSubCpuText(r)}`,
     );
     return [
       fig("pubsub.rate", `pub→sub ${cfg.size} B, 1 pub / 1 sub`, "msgs/s", r.rate, "higher", "int"),
       fig("pubsub.mbps", `pub→sub payload throughput`, "MB/s", (r.rate * cfg.size) / 1e6, "higher", "f1"),
       fig("pubsub.lost", `pub→sub messages lost (of ${fmtInt(cfg.messages)})`, "msgs", lost, "lower", "int"),
-      fig("pubsub.cpu.broker", "  broker CPU during pub→sub", "% of 1 core", r.brokerCpuPct, "none", "pct"),
-      fig("pubsub.cpu.pub", "  loadgen publisher CPU", "% of 1 core", r.pubCpuPct, "none", "pct"),
-      fig("pubsub.cpu.sub", "  loadgen subscriber CPU", "% of 1 core", r.subCpuPct, "none", "pct"),
+      ...pubSubCpuFigs("pubsub", r, "broker CPU during pub→sub", "loadgen"),
     ];
   },
-};
+});
 
-const pubonly: Scenario = {
+const pubonly = serverScenario({
   name: "pubonly",
   title: "publish, no subscribers (broker ingest)",
-  needsServer: true,
-  repeats: (cfg) => cfg.repeats,
-  async run(ctx, server) {
+  async run(ctx, s) {
     const { cfg } = ctx;
-    const c0 = server!.cpuSeconds();
-    const p = await new Loadgen("pub", { port: server!.port, subject: "bench.nobody", count: cfg.messages, size: cfg.size, impl: cfg.impl }).result();
-    const c1 = server!.cpuSeconds();
+    const c0 = s.cpuSeconds();
+    const p = await new Loadgen("pub", { port: s.port, subject: "bench.nobody", count: cfg.messages, size: cfg.size, impl: cfg.impl }).result();
+    const c1 = s.cpuSeconds();
     const secs = (num(p.t_flushed, "t_flushed") - num(p.t_first, "t_first")) / 1e9;
     const rate = num(p.sent, "sent") / secs;
     ctx.log(`${fmtInt(rate)} msgs/s (${p.sent} in ${secs.toFixed(3)} s, incl. final PING/PONG); broker CPU ${(((c1 - c0) / secs) * 100).toFixed(0)}%`);
     return [fig("pubonly.rate", `publish ${cfg.size} B, no subscriber`, "msgs/s", rate, "higher", "int")];
   },
-};
+});
 
-const reqrep: Scenario = {
+const reqrep = serverScenario({
   name: "reqrep",
   title: "request/reply latency",
-  needsServer: true,
-  repeats: (cfg) => cfg.repeats,
-  async run(ctx, server) {
+  async run(ctx, s) {
     const { cfg } = ctx;
-    const rep = new Loadgen("rep", { port: server!.port, subject: "bench.req", impl: cfg.impl }, true);
+    const rep = new Loadgen("rep", { port: s.port, subject: "bench.req", impl: cfg.impl }, true);
     try {
       await rep.ready();
       const r = await new Loadgen("req", {
-        port: server!.port,
+        port: s.port,
         subject: "bench.req",
         count: cfg.requests,
         warmup: cfg.warmup,
@@ -1212,7 +1334,7 @@ const reqrep: Scenario = {
       await rep.stop();
     }
   },
-};
+});
 
 interface RssRun {
   idle: number;
@@ -1220,21 +1342,17 @@ interface RssRun {
   after: number;
 }
 
-const rss: Scenario = {
+const rss = serverScenario({
   name: "rss",
   title: "broker RSS (idle, after load)",
-  needsServer: true,
-  repeats: () => 1,
-  async run(ctx, server) {
+  once: true,
+  async run(ctx, s) {
     const { cfg } = ctx;
-    const s = server!;
-    await sleep(cfg.settleMs);
-    const r: RssRun = { idle: s.rssMiB(), peak: 0, after: 0 };
+    const r: RssRun = { idle: (await settledRss(s, cfg.settleMs)).rss, peak: 0, after: 0 };
     const sampler = rssSampler(s.pid);
     const load = await runPubSub(cfg, s.port, { subject: SUBJ, messages: cfg.messages, size: cfg.size });
     r.peak = sampler.stop();
-    await sleep(cfg.settleMs);
-    r.after = s.rssMiB();
+    r.after = (await settledRss(s, cfg.settleMs)).rss;
     ctx.log(
       `idle ${r.idle.toFixed(1)} MiB, peak during ${fmtInt(cfg.messages)}-message pub→sub ${r.peak.toFixed(1)} MiB, ` +
         `${cfg.settleMs} ms after ${r.after.toFixed(1)} MiB (load: ${load.received}/${load.expected} received)`,
@@ -1245,17 +1363,15 @@ const rss: Scenario = {
       fig("rss.after", `RSS ${cfg.settleMs} ms after pub→sub`, "MiB", r.after, "lower", "f1"),
     ];
   },
-};
+});
 
-const slowconsumer: Scenario = {
+const slowconsumer = serverScenario({
   name: "slowconsumer",
   title: "slow consumer (subscriber stops reading, publisher floods)",
-  needsServer: true,
-  repeats: () => 1,
+  once: true,
   serverOptions: (cfg) => ({ maxPendingBytes: cfg.maxPending }),
-  async run(ctx, server) {
+  async run(ctx, s) {
     const { cfg } = ctx;
-    const s = server!;
     await sleep(Math.min(cfg.settleMs, 500));
     const idle = s.rssMiB();
     const subject = "bench.slow";
@@ -1300,7 +1416,7 @@ const slowconsumer: Scenario = {
       await stall.stop();
     }
   },
-};
+});
 
 // ------------------------------------------------ durable mailboxes vs JetStream
 
@@ -1373,19 +1489,16 @@ async function durableTarget(server: ServerHandle, name: string, priorities = fa
   return { subjects: priorities ? [base, `${base}.urgent`, `${base}.critical`] : [base], what: `mq9 mailbox ${box}` };
 }
 
-const durableSeq: Scenario = {
+const durableSeq = serverScenario({
   name: "durable-seq",
   title: "durable sends, one request in flight (mq9 mailbox vs JetStream file stream; reply = stored)",
-  needsServer: true,
-  repeats: (cfg) => cfg.repeats,
   serverOptions: () => ({ jetstream: true }),
-  async run(ctx, server) {
+  async run(ctx, s) {
     const { cfg } = ctx;
-    const s = server!;
     const t = await durableTarget(s, "durable");
-    const io0 = deviceWrittenBytes(s.dataDir ?? os.tmpdir());
+    const disk = diskMeter(s);
     const r = await preq(s.port, { subject: t.subjects.join(","), count: cfg.durableRequests, warmup: cfg.durableWarmup, window: 1, size: cfg.size });
-    const ioPer = (deviceWrittenBytes(s.dataDir ?? os.tmpdir()) - io0) / (cfg.durableRequests + cfg.durableWarmup) / 1024;
+    const ioPer = disk(cfg.durableRequests + cfg.durableWarmup);
     const f = preqFailures(r);
     if (f.failed) ctx.warn(`durable-seq: ${f.failed} of ${cfg.durableRequests + cfg.durableWarmup} sends failed: ${f.text}`);
     const rate = num(r.rate, "rate");
@@ -1395,33 +1508,26 @@ const durableSeq: Scenario = {
     );
     return [
       fig("dseq.rate", `durable send ${cfg.size} B, 1 in flight (${fmtInt(cfg.durableRequests)})`, "sends/s", rate, "higher", "int"),
-      fig("dseq.p50", `  durable send latency p50`, "µs", num(r.p50_us, "p50"), "lower", "f1"),
-      fig("dseq.p99", `  durable send latency p99`, "µs", num(r.p99_us, "p99"), "lower", "f1"),
+      ...latencyFigs("dseq", "  durable send latency", r),
       fig("dseq.failed", `  durable sends failed`, "sends", f.failed, "lower", "int"),
       fig("dseq.io", `  disk writes per send (device, after sync)`, "KiB", ioPer, "lower", "f1"),
     ];
   },
-};
+});
 
-const durablePipelined: Scenario = {
+const durablePipelined = serverScenario({
   name: "durable-pipelined",
   title: "durable sends, pipelined (every reply checked)",
-  needsServer: true,
-  repeats: (cfg) => cfg.repeats,
   serverOptions: () => ({ jetstream: true }),
-  async run(ctx, server) {
+  async run(ctx, s) {
     const { cfg } = ctx;
-    const s = server!;
-    if (s.kind === "mq9-edge" && cfg.pipelinedRequests + cfg.durableWarmup > MQ9_MAILBOX_MESSAGES)
-      ctx.warn(`${cfg.pipelinedRequests + cfg.durableWarmup} sends into one mailbox exceed mq9-edge's default limit of ${fmtInt(MQ9_MAILBOX_MESSAGES)} messages per mailbox: the rest will be refused`);
+    if (s.kind === "mq9-edge") warnMailboxLimit(ctx, cfg.pipelinedRequests + cfg.durableWarmup, "sends into one mailbox", "the rest will be refused");
     const t = await durableTarget(s, "pipelined");
-    const c0 = s.cpuSeconds();
-    const io0 = deviceWrittenBytes(s.dataDir ?? os.tmpdir());
-    const w0 = Date.now();
+    const disk = diskMeter(s);
+    const broker = cpuMeter(() => s.cpuSeconds());
     const r = await preq(s.port, { subject: t.subjects.join(","), count: cfg.pipelinedRequests, warmup: cfg.durableWarmup, window: cfg.window, size: cfg.size });
-    const wall = (Date.now() - w0) / 1000;
-    const ioPer = (deviceWrittenBytes(s.dataDir ?? os.tmpdir()) - io0) / (cfg.pipelinedRequests + cfg.durableWarmup) / 1024;
-    const cpuPct = ((s.cpuSeconds() - c0) / wall) * 100;
+    const { wall, cpuPct } = broker();
+    const ioPer = disk(cfg.pipelinedRequests + cfg.durableWarmup);
     const f = preqFailures(r);
     if (f.failed) ctx.warn(`durable-pipelined: ${f.failed} of ${cfg.pipelinedRequests + cfg.durableWarmup} sends failed: ${f.text}`);
     const rate = num(r.rate, "rate");
@@ -1433,31 +1539,27 @@ const durablePipelined: Scenario = {
     );
     return [
       fig("dpipe.rate", `durable send ${cfg.size} B, ${cfg.window} in flight (${fmtInt(cfg.pipelinedRequests)})`, "sends/s", rate, "higher", "int"),
-      fig("dpipe.p50", `  latency under load p50`, "µs", num(r.p50_us, "p50"), "lower", "f1"),
-      fig("dpipe.p99", `  latency under load p99`, "µs", num(r.p99_us, "p99"), "lower", "f1"),
+      ...latencyFigs("dpipe", "  latency under load", r),
       fig("dpipe.failed", `  durable sends failed`, "sends", f.failed, "lower", "int"),
       fig("dpipe.cpu", `  broker CPU during pipelined sends`, "% of 1 core", cpuPct, "none", "pct"),
       fig("dpipe.io", `  disk writes per send (device, after sync)`, "KiB", ioPer, "lower", "f2"),
     ];
   },
-};
+});
 
 const REPLAY_TARGET = 200_000;
 /** mq9-edge's default --max-mailbox-messages */
 const MQ9_MAILBOX_MESSAGES = 100_000;
 
-const replay: Scenario = {
+const replay = serverScenario({
   name: "replay",
   title: "replay of a stored backlog to a fresh subscriber (mq9 SUB vs JetStream push consumer)",
-  needsServer: true,
-  repeats: () => 1,
+  once: true,
   serverOptions: () => ({ jetstream: true }),
-  async run(ctx, server) {
+  async run(ctx, s) {
     const { cfg } = ctx;
-    const s = server!;
     const n = cfg.replayMessages;
-    if (s.kind === "mq9-edge" && n > MQ9_MAILBOX_MESSAGES)
-      ctx.warn(`${n} messages in one mailbox exceed mq9-edge's default limit of ${fmtInt(MQ9_MAILBOX_MESSAGES)} messages per mailbox: the fill will fail`);
+    if (s.kind === "mq9-edge") warnMailboxLimit(ctx, n, "messages in one mailbox", "the fill will fail");
     const t = await durableTarget(s, "replay", true);
     const fill = await preqAll(s.port, { subject: t.subjects.join(","), count: n, window: cfg.window, size: cfg.size }, `filling ${t.what}`);
     ctx.log(`filled ${t.what} with ${fmtInt(n)} × ${cfg.size} B${t.subjects.length > 1 ? " (normal, urgent, critical in turn)" : ""} at ${fmtInt(num(fill.rate, "rate"))} sends/s`);
@@ -1474,12 +1576,9 @@ const replay: Scenario = {
     } else {
       Object.assign(args, { subject: t.subjects[0]!, order: "mq9" });
     }
-    const c0 = s.cpuSeconds();
-    const w0 = Date.now();
-    const rp = new Loadgen("replay", args);
-    const r = await rp.result(600_000);
-    const wall = (Date.now() - w0) / 1000;
-    const cpuPct = ((s.cpuSeconds() - c0) / wall) * 100;
+    const broker = cpuMeter(() => s.cpuSeconds());
+    const r = await new Loadgen("replay", args).result(600_000);
+    const { wall, cpuPct } = broker();
     const received = num(r.received, "received");
     const secs = num(r.elapsed_s, "elapsed_s");
     const rate = num(r.rate, "rate");
@@ -1503,24 +1602,21 @@ const replay: Scenario = {
       fig("replay.fill", `  fill rate (${cfg.window} in flight)`, "sends/s", num(fill.rate, "rate"), "higher", "int"),
     ];
   },
-};
+});
 
-const rssStored: Scenario = {
+const rssStored = serverScenario({
   name: "rss-stored",
   title: "mq9-edge RSS with a large store (many mailboxes, many stored messages)",
-  needsServer: true,
-  repeats: () => 1,
-  async run(ctx, server) {
+  once: true,
+  async run(ctx, s) {
     const { cfg } = ctx;
-    const s = server!;
     if (s.kind !== "mq9-edge") {
       ctx.log("skipped: mq9-edge only");
       return [];
     }
     const boxes = cfg.rssMailboxes;
     const total = boxes * cfg.rssPerMailbox;
-    await sleep(cfg.settleMs);
-    const empty = rssParts(s.pid);
+    const empty = await settledRss(s, cfg.settleMs);
     ctx.log(`empty store: ${fmtParts(empty)}`);
     const t0 = Date.now();
     const cr = await preqAll(
@@ -1532,7 +1628,7 @@ const rssStored: Scenario = {
     ctx.log(`${fmtInt(boxes)} mailboxes created in ${num(cr.elapsed_s, "elapsed_s").toFixed(2)} s (${fmtInt(num(cr.rate, "rate"))}/s): ${fmtParts(afterBoxes)}`);
     const sampler = rssSampler(s.pid, 100);
     const c0 = s.cpuSeconds();
-    const io0 = deviceWrittenBytes(s.dataDir ?? os.tmpdir());
+    const disk = diskMeter(s);
     const fill = await preq(s.port, {
       subject: "$mq9.AI.MAILBOX.MSG.bench.m%d",
       fanout: boxes,
@@ -1543,7 +1639,7 @@ const rssStored: Scenario = {
     });
     const peak = sampler.stop();
     const loaded = rssParts(s.pid);
-    const ioPer = (deviceWrittenBytes(s.dataDir ?? os.tmpdir()) - io0) / total / 1024;
+    const ioPer = disk(total);
     const f = preqFailures(fill);
     if (f.failed) ctx.warn(`rss-stored fill: ${f.failed} of ${total} sends failed: ${f.text}`);
     const fillSecs = num(fill.elapsed_s, "elapsed_s");
@@ -1553,8 +1649,7 @@ const rssStored: Scenario = {
         `peak VmRSS ${peak.toFixed(1)} MiB; right after: ${fmtParts(loaded)}`,
     );
     const settleMs = Math.max(cfg.settleMs, 5000);
-    await sleep(settleMs);
-    const settled = rssParts(s.pid);
+    const settled = await settledRss(s, settleMs);
     const maps = fileMappings(s.pid, "/data.mdb");
     ctx.log(
       `${settleMs} ms later: ${fmtParts(settled)}; data.mdb is mapped ${maps.maps} time(s): ${maps.sizeMiB.toFixed(0)} MiB mapped, ` +
@@ -1568,8 +1663,7 @@ const rssStored: Scenario = {
       const r0 = Date.now();
       await s.restart();
       restartSecs = (Date.now() - r0) / 1000;
-      await sleep(settleMs);
-      restarted = rssParts(s.pid);
+      restarted = await settledRss(s, settleMs);
       ctx.log(`restarted over the filled store (stop + start to ready ${restartSecs.toFixed(2)} s); ${settleMs} ms after ready, idle: ${fmtParts(restarted)}`);
     }
     ctx.log(`whole scenario ${((Date.now() - t0) / 1000).toFixed(0)} s`);
@@ -1603,7 +1697,7 @@ const rssStored: Scenario = {
     );
     return out;
   },
-};
+});
 
 // ------------------------------------------------ uplink drain (mq9-edge only)
 
@@ -1700,6 +1794,12 @@ async function mq9Request(port: number, subject: string, body: unknown): Promise
   return JSON.parse(line.replace(/^REPLY \d+ /, "")) as Record<string, unknown>;
 }
 
+/** Creates mq9 mailbox `name` (over NATS, on `port`); throws unless the reply has an empty error. */
+async function createMailbox(port: number, name: string, ttl: number, what = "MAILBOX.CREATE"): Promise<void> {
+  const created = await mq9Request(port, "$mq9.AI.MAILBOX.CREATE", { name, ttl });
+  if (created["error"] !== "") throw new Error(`${what} ${name}: ${JSON.stringify(created)}`);
+}
+
 /** Samples two processes' CPU seconds every 10 ms with a monotonic time stamp. */
 function cpuTrace(pids: number[]): { stop(): void; at(t: bigint): number[] } {
   const samples: Array<{ t: bigint; cpu: number[] }> = [];
@@ -1773,8 +1873,7 @@ async function uplinkDrainOnce(ctx: ScenarioContext, dialect: "pull" | "push", b
   try {
     // the cloud: an mq9-edge as every other scenario starts one
     cloud = await mq9EdgeDef("cloud").start(cfg, {});
-    const created = await mq9Request(cloud.port, "$mq9.AI.MAILBOX.CREATE", { name: UPLINK_BOX, ttl: 0 });
-    if (created["error"] !== "") throw new Error(`cloud MAILBOX.CREATE: ${JSON.stringify(created)}`);
+    await createMailbox(cloud.port, UPLINK_BOX, 0, "cloud MAILBOX.CREATE");
 
     // the edge, its link refused until the backlog is queued
     gate = new LinkGate(await freePort(), cloud.port);
@@ -1979,7 +2078,7 @@ const ceiling: Scenario = {
       // publisher -> sink
       {
         const sink = new Loadgen("sink", {});
-        const port = await sink.ready();
+        const port = await sink.listenPort();
         const p = await new Loadgen("pub", { port, subject: SUBJ, count: cfg.messages, size: cfg.size, impl }).result();
         await sink.result(60_000);
         const secs = (num(p.t_flushed, "t_flushed") - num(p.t_first, "t_first")) / 1e9;
@@ -1990,7 +2089,7 @@ const ceiling: Scenario = {
       // blast -> subscriber
       {
         const blast = new Loadgen("blast", { subject: SUBJ, count: cfg.messages, size: cfg.size });
-        const port = await blast.ready();
+        const port = await blast.listenPort();
         const s = await new Loadgen("sub", { port, subject: SUBJ, count: cfg.messages, impl, "idle-ms": 5000 }).result();
         const b = await blast.result(60_000);
         const secs = (num(s.t_last, "t_last") - num(b.t_first, "t_first")) / 1e9;
@@ -2001,7 +2100,7 @@ const ceiling: Scenario = {
       // requester -> echo
       {
         const echo = new Loadgen("echo", {});
-        const port = await echo.ready();
+        const port = await echo.listenPort();
         const r = await new Loadgen("req", { port, subject: "bench.req", count: cfg.requests, warmup: cfg.warmup, size: cfg.size, impl }).result();
         await echo.result(30_000);
         ctx.log(`${tag}: requester → echo p50 ${r.p50_us} µs, p99 ${r.p99_us} µs`);
@@ -2012,7 +2111,7 @@ const ceiling: Scenario = {
     // the durable scenarios' paths (raw client only): pipelined requester and HMSG replay subscriber
     {
       const echo = new Loadgen("echo", {});
-      const port = await echo.ready();
+      const port = await echo.listenPort();
       const n = Math.max(cfg.pipelinedRequests, 500_000);
       const r = await preq(port, { subject: "bench.req", count: n, window: cfg.window, size: cfg.size });
       await echo.result(30_000);
@@ -2022,7 +2121,7 @@ const ceiling: Scenario = {
     {
       const n = Math.max(cfg.replayMessages * 10, 1_000_000);
       const blast = new Loadgen("blast", { subject: "bench.replay", count: n, size: cfg.size, order: "mq9" });
-      const port = await blast.ready();
+      const port = await blast.listenPort();
       const r = await new Loadgen("replay", { port, subject: "bench.replay", count: n, order: "none", "idle-ms": 5000 }).result();
       await blast.result(60_000);
       const rate = num(r.rate, "rate");
@@ -2075,32 +2174,10 @@ interface MgResult {
   cpu_s: number;
 }
 
-/** One mqttgen process (scripts/loadgen/mqttgen.c): same line protocol as loadgen. */
-class Mqttgen {
-  readonly proc: Proc;
+/** One mqttgen process (scripts/loadgen/mqttgen.c, MQTT 3.1.1); READY: subscribed (conns: all connected and subscribed). */
+class Mqttgen extends GenProc<MgResult> {
   constructor(mode: string, args: Record<string, string | number>, stdin = false) {
-    const argv = [mode];
-    for (const [k, v] of Object.entries(args)) argv.push(`--${k}`, String(v));
-    this.proc = new Proc(`mqttgen ${mode}`, MQTTGEN_BIN, argv, { stdin });
-  }
-  /** The READY line (subscribed; conns: all connected and subscribed). */
-  ready(timeoutMs = 15_000): Promise<string> {
-    return this.proc.waitLine((l) => (l.startsWith("READY") ? l : undefined), timeoutMs);
-  }
-  async result(timeoutMs = 300_000): Promise<MgResult> {
-    await this.proc.waitExit(timeoutMs);
-    const line = this.proc.out.find((l) => l.startsWith("RESULT "));
-    if (!line) throw new Error(`${this.proc.name} produced no result (${this.proc.describeExit()})${this.proc.tail()}`);
-    return JSON.parse(line.slice(7)) as MgResult;
-  }
-  send(text: string): void {
-    this.proc.child.stdin?.write(text);
-  }
-  closeStdin(): void {
-    this.proc.child.stdin?.end();
-  }
-  stop(): Promise<void> {
-    return this.proc.stop(2000);
+    super(MQTTGEN, mode, args, stdin);
   }
 }
 
@@ -2114,107 +2191,77 @@ const MQTT_TOPIC = "bench/t";
 /** mqtt-qos0 / mqtt-qos1: one publisher → one subscriber on a plain topic, both at the same QoS. */
 function mqttPubSubScenario(qos: 0 | 1): Scenario {
   const name = `mqtt-qos${qos}`;
-  return {
+  return mqttScenario({
     name,
     title: `MQTT QoS ${qos} pub→sub throughput (1 publisher, 1 subscriber, topic ${MQTT_TOPIC})`,
-    needsServer: true,
-    peers: MQTT_PEERS,
-    family: "mqtt",
-    repeats: (cfg) => cfg.repeats,
-    serverOptions: () => ({ mqtt: true }),
-    async run(ctx, server) {
+    async run(ctx, s, port) {
       const { cfg } = ctx;
-      const s = server!;
-      const port = mqttPortOf(s);
       const n = cfg.mqttMessages;
-      const sub = new Mqttgen("sub", { port, topic: MQTT_TOPIC, count: n, qos, "idle-ms": 10_000, "max-seconds": 600 });
-      try {
-        await sub.ready();
-        const c0 = s.cpuSeconds();
-        const w0 = process.hrtime.bigint();
-        const pubArgs: Record<string, string | number> = { port, topic: MQTT_TOPIC, count: n, size: cfg.size, qos, "max-seconds": 600, "timeout-ms": 30_000 };
-        if (qos === 1) pubArgs["window"] = cfg.window;
-        const pub = new Mqttgen("pub", pubArgs);
-        const [p, r] = await Promise.all([pub.result(700_000), sub.result(700_000)]);
-        const wall = Number(process.hrtime.bigint() - w0) / 1e9;
-        const brokerCpu = ((s.cpuSeconds() - c0) / wall) * 100;
-        const received = num(r.received, "received");
-        const secs = (num(r.t_last, "t_last") - num(p.t_first, "t_first")) / 1e9;
-        const rate = secs > 0 ? received / secs : 0;
-        const lost = n - received;
-        const dups = (r.dups ?? 0) + (r.out_of_range ?? 0);
-        const ooo = r.out_of_order ?? 0;
-        const unacked = qos === 1 ? n - num(p.acked, "acked") : 0;
-        if (p.end !== "done") ctx.warn(`${name}: the publisher ended with "${p.end}" (${p.sent} sent, ${p.acked ?? "-"} acknowledged)`);
-        if (lost) {
-          ctx.warn(`${name}: ${lost} of ${n} messages did not reach the subscriber (it ended: ${r.end})`);
-          // why, if the server said so (mq9-edge logs JSON with level 40 = warn, 50 = error)
-          const said = s.logGrep(/"level":[45]0|queue full|slow|drop|warning|error/i);
-          if (said.length) ctx.log(`server log (${said.length} warning/error lines among the last ~200 kept), first: ${said[0]!.trim().slice(0, 300)}`);
-        }
-        if (dups || ooo || r.unchecked) ctx.warn(`${name}: subscriber saw ${dups} duplicates, ${ooo} out of order, ${r.unchecked} without mqttgen's sequence number`);
-        if (r.granted !== qos) ctx.warn(`${name}: subscribed at QoS ${qos}, granted ${r.granted}`);
-        const pubCpu = (p.cpu_s / secs) * 100;
-        const subCpu = (r.cpu_s / secs) * 100;
-        ctx.log(
-          `${fmtInt(rate)} msgs/s, ${received}/${n} received in ${secs.toFixed(3)} s (subscriber, first → last: ${fmtInt(num(r.rate, "rate"))} msgs/s)` +
-            (qos === 1
-              ? `; publisher ${fmtInt(num(p.rate, "rate"))} acknowledged msgs/s, ${cfg.window} in flight, PUBACK p50 ${p.p50_us} µs, p99 ${p.p99_us} µs`
-              : `; publisher wrote all in ${((num(p.t_written, "t_written") - num(p.t_first, "t_first")) / 1e9).toFixed(3)} s`) +
-            `; ${dups} duplicates, ${ooo} out of order; CPU broker ${brokerCpu.toFixed(0)}%, pub ${pubCpu.toFixed(0)}%, sub ${subCpu.toFixed(0)}%`,
-        );
-        const id = `mqtt.q${qos}`;
-        const out = [
-          fig(`${id}.rate`, `MQTT QoS ${qos} pub→sub ${cfg.size} B, 1 pub / 1 sub (${fmtInt(n)})`, "msgs/s", rate, "higher", "int"),
-          fig(`${id}.lost`, `  messages lost`, "msgs", lost, "lower", "int"),
-        ];
-        if (qos === 1) {
-          out.push(
-            fig(`${id}.pubrate`, `  publisher: acknowledged, ${cfg.window} in flight`, "msgs/s", num(p.rate, "rate"), "higher", "int"),
-            fig(`${id}.p50`, `  PUBACK latency p50`, "µs", num(p.p50_us, "p50_us"), "lower", "f1"),
-            fig(`${id}.p99`, `  PUBACK latency p99`, "µs", num(p.p99_us, "p99_us"), "lower", "f1"),
-            fig(`${id}.unacked`, `  PUBLISHes never acknowledged`, "msgs", unacked, "lower", "int"),
-            fig(`${id}.dups`, `  duplicates + out of order at the subscriber`, "msgs", dups + ooo, "lower", "int"),
-          );
-        }
-        out.push(
-          fig(`${id}.cpu.broker`, `  broker CPU`, "% of 1 core", brokerCpu, "none", "pct"),
-          fig(`${id}.cpu.pub`, `  mqttgen publisher CPU`, "% of 1 core", pubCpu, "none", "pct"),
-          fig(`${id}.cpu.sub`, `  mqttgen subscriber CPU`, "% of 1 core", subCpu, "none", "pct"),
-        );
-        return out;
-      } finally {
-        await sub.stop();
+      const pubArgs: Record<string, string | number> = { port, topic: MQTT_TOPIC, count: n, size: cfg.size, qos, "max-seconds": 600, "timeout-ms": 30_000 };
+      if (qos === 1) pubArgs["window"] = cfg.window;
+      const run = await pubSubRun({
+        expected: n,
+        sub: () => new Mqttgen("sub", { port, topic: MQTT_TOPIC, count: n, qos, "idle-ms": 10_000, "max-seconds": 600 }),
+        pub: () => new Mqttgen("pub", pubArgs),
+        brokerCpu: () => s.cpuSeconds(),
+        timeoutMs: 700_000,
+      });
+      const { pubResult: p, subResult: r, received, rate, seconds: secs } = run;
+      const lost = n - received;
+      const dups = (r.dups ?? 0) + (r.out_of_range ?? 0);
+      const ooo = r.out_of_order ?? 0;
+      const unacked = qos === 1 ? n - num(p.acked, "acked") : 0;
+      if (p.end !== "done") ctx.warn(`${name}: the publisher ended with "${p.end}" (${p.sent} sent, ${p.acked ?? "-"} acknowledged)`);
+      if (lost) {
+        ctx.warn(`${name}: ${lost} of ${n} messages did not reach the subscriber (it ended: ${r.end})`);
+        // why, if the server said so (mq9-edge logs JSON with level 40 = warn, 50 = error)
+        const said = s.logGrep(/"level":[45]0|queue full|slow|drop|warning|error/i);
+        if (said.length) ctx.log(`server log (${said.length} warning/error lines among the last ~200 kept), first: ${said[0]!.trim().slice(0, 300)}`);
       }
+      if (dups || ooo || r.unchecked) ctx.warn(`${name}: subscriber saw ${dups} duplicates, ${ooo} out of order, ${r.unchecked} without mqttgen's sequence number`);
+      if (r.granted !== qos) ctx.warn(`${name}: subscribed at QoS ${qos}, granted ${r.granted}`);
+      ctx.log(
+        `${fmtInt(rate)} msgs/s, ${received}/${n} received in ${secs.toFixed(3)} s (subscriber, first → last: ${fmtInt(num(r.rate, "rate"))} msgs/s)` +
+          (qos === 1
+            ? `; publisher ${fmtInt(num(p.rate, "rate"))} acknowledged msgs/s, ${cfg.window} in flight, PUBACK p50 ${p.p50_us} µs, p99 ${p.p99_us} µs`
+            : `; publisher wrote all in ${((num(p.t_written, "t_written") - num(p.t_first, "t_first")) / 1e9).toFixed(3)} s`) +
+          `; ${dups} duplicates, ${ooo} out of order; ${pubSubCpuText(run)}`,
+      );
+      const id = `mqtt.q${qos}`;
+      const out = [
+        fig(`${id}.rate`, `MQTT QoS ${qos} pub→sub ${cfg.size} B, 1 pub / 1 sub (${fmtInt(n)})`, "msgs/s", rate, "higher", "int"),
+        fig(`${id}.lost`, `  messages lost`, "msgs", lost, "lower", "int"),
+      ];
+      if (qos === 1) {
+        out.push(
+          fig(`${id}.pubrate`, `  publisher: acknowledged, ${cfg.window} in flight`, "msgs/s", num(p.rate, "rate"), "higher", "int"),
+          ...latencyFigs(id, "  PUBACK latency", p),
+          fig(`${id}.unacked`, `  PUBLISHes never acknowledged`, "msgs", unacked, "lower", "int"),
+          fig(`${id}.dups`, `  duplicates + out of order at the subscriber`, "msgs", dups + ooo, "lower", "int"),
+        );
+      }
+      out.push(...pubSubCpuFigs(id, run, "broker CPU", "mqttgen"));
+      return out;
     },
-  };
+  });
 }
 
 const mqttQos0 = mqttPubSubScenario(0);
 const mqttQos1 = mqttPubSubScenario(1);
 
-const mqttConns: Scenario = {
+const mqttConns = mqttScenario({
   name: "mqtt-conns",
   title: "MQTT clients connecting and subscribing (one topic each); broker RSS with all of them connected",
-  needsServer: true,
-  peers: MQTT_PEERS,
-  family: "mqtt",
-  repeats: (cfg) => cfg.repeats,
-  serverOptions: () => ({ mqtt: true }),
-  async run(ctx, server) {
+  async run(ctx, s, port) {
     const { cfg } = ctx;
-    const s = server!;
-    const port = mqttPortOf(s);
     const c = cfg.mqttConns;
-    await sleep(cfg.settleMs);
-    const idle = rssParts(s.pid);
+    const idle = await settledRss(s, cfg.settleMs);
     const sampler = rssSampler(s.pid);
     const gen = new Mqttgen("conns", { port, count: c, "topic-prefix": "bench/c", parallel: cfg.mqttParallel, "timeout-ms": 30_000 }, true);
     try {
       const line = await gen.ready(300_000);
       const ms = Number(/elapsed_ms=([\d.]+)/.exec(line)?.[1] ?? NaN);
-      await sleep(cfg.settleMs);
-      const held = rssParts(s.pid);
+      const held = await settledRss(s, cfg.settleMs);
       const peak = sampler.stop();
       gen.send("release\n");
       gen.closeStdin();
@@ -2246,35 +2293,25 @@ const mqttConns: Scenario = {
       await gen.stop();
     }
   },
-};
+});
 
 const MQTT_BOX = "bench.mqtt";
 
-const mqttDurable: Scenario = {
+const mqttDurable = mqttScenario({
   name: "mqtt-durable",
   title: "MQTT QoS 1 PUBLISH into an mq9 mailbox (PUBACK once the store has it), mq9-edge only",
-  needsServer: true,
   peers: ["mq9-edge"],
-  family: "mqtt",
-  repeats: (cfg) => cfg.repeats,
-  serverOptions: () => ({ mqtt: true }),
-  async run(ctx, server) {
+  async run(ctx, s, port) {
     const { cfg } = ctx;
-    const s = server!;
-    const port = mqttPortOf(s);
     const n = cfg.mqttDurable;
-    if (n > MQ9_MAILBOX_MESSAGES)
-      ctx.warn(`${n} messages into one mailbox exceed mq9-edge's default limit of ${fmtInt(MQ9_MAILBOX_MESSAGES)} messages per mailbox: the rest will be refused`);
-    const created = await mq9Request(s.port, "$mq9.AI.MAILBOX.CREATE", { name: MQTT_BOX, ttl: 3600 });
-    if (created["error"] !== "") throw new Error(`MAILBOX.CREATE ${MQTT_BOX}: ${JSON.stringify(created)}`);
+    warnMailboxLimit(ctx, n, "messages into one mailbox", "the rest will be refused");
+    await createMailbox(s.port, MQTT_BOX, 3600);
     const topic = `$mq9/AI/MAILBOX/MSG/${MQTT_BOX}/normal`;
-    const c0 = s.cpuSeconds();
-    const io0 = deviceWrittenBytes(s.dataDir ?? os.tmpdir());
-    const w0 = Date.now();
+    const disk = diskMeter(s);
+    const broker = cpuMeter(() => s.cpuSeconds());
     const p = await new Mqttgen("pub", { port, topic, count: n, size: cfg.size, qos: 1, window: cfg.window, "timeout-ms": 30_000, "max-seconds": 900 }).result(1_000_000);
-    const wall = (Date.now() - w0) / 1000;
-    const cpuPct = ((s.cpuSeconds() - c0) / wall) * 100;
-    const ioPer = (deviceWrittenBytes(s.dataDir ?? os.tmpdir()) - io0) / n / 1024;
+    const { wall, cpuPct } = broker();
+    const ioPer = disk(n);
     const acked = num(p.acked, "acked");
     const rate = num(p.rate, "rate");
     if (p.end !== "done") ctx.warn(`mqtt-durable: the publisher ended with "${p.end}": ${acked} of ${n} acknowledged`);
@@ -2289,15 +2326,14 @@ const mqttDurable: Scenario = {
     );
     return [
       fig("mqtt.durable.rate", `MQTT QoS 1 PUBLISH ${cfg.size} B into an mq9 mailbox, ${cfg.window} in flight (${fmtInt(n)})`, "msgs/s", rate, "higher", "int"),
-      fig("mqtt.durable.p50", `  PUBACK latency p50`, "µs", num(p.p50_us, "p50_us"), "lower", "f1"),
-      fig("mqtt.durable.p99", `  PUBACK latency p99`, "µs", num(p.p99_us, "p99_us"), "lower", "f1"),
+      ...latencyFigs("mqtt.durable", "  PUBACK latency", p),
       fig("mqtt.durable.unacked", `  PUBLISHes not acknowledged`, "msgs", n - acked, "lower", "int"),
       fig("mqtt.durable.missing", `  acknowledged but not in the mailbox (replayed over NATS)`, "msgs", acked - stored, "lower", "int"),
       fig("mqtt.durable.cpu", `  broker CPU`, "% of 1 core", cpuPct, "none", "pct"),
       fig("mqtt.durable.io", `  disk writes per message (device, after sync)`, "KiB", ioPer, "lower", "f2"),
     ];
   },
-};
+});
 
 /** Run order. */
 const SCENARIOS: Scenario[] = [ceiling, pubsub, pubonly, reqrep, rss, slowconsumer, durableSeq, durablePipelined, replay, rssStored, uplinkDrain, mqttQos0, mqttQos1, mqttConns, mqttDurable];
@@ -2444,9 +2480,9 @@ async function main(): Promise<number> {
 
   const scenarios = SCENARIOS.filter((s) => !cfg.only || cfg.only.includes(s.name));
   const mqttRun = scenarios.some((s) => s.family === "mqtt");
-  buildLoadgen();
+  buildGenerator(LOADGEN);
   if (mqttRun) {
-    buildMqttgen();
+    buildGenerator(MQTTGEN);
     if (cfg.servers.includes("mq9-edge") && !mq9HasMqtt())
       console.warn("bench: WARNING dist/main.js does not list --mqtt-port in its --help: the mqtt-* runs against mq9-edge will fail");
   }
@@ -2669,7 +2705,7 @@ function machineInfo(cfg: Config, mqtt = false): Array<[string, string]> {
   const cpus = os.cpus();
   const natsc = (() => {
     try {
-      const line = tryRun(LOADGEN_BIN, ["version"]);
+      const line = tryRun(LOADGEN.bin, ["version"]);
       return (JSON.parse(line.replace(/^RESULT /, "")) as { nats_c?: string }).nats_c ?? "?";
     } catch {
       return "?";

@@ -20,18 +20,26 @@ export type ServerKind = 'nats-server' | 'mq9-edge';
 
 const ALL_KINDS: readonly ServerKind[] = ['nats-server', 'mq9-edge'];
 
-/** Server kinds to run, from NATS_TEST_SERVERS (comma separated); default both. */
-export function serverKinds(): ServerKind[] {
-  const raw = (process.env.NATS_TEST_SERVERS ?? 'nats-server,mq9-edge')
+/**
+ * The server kinds a suite runs against: the comma-separated list in the environment variable
+ * `envVar`, each one of `all`; default: all of them, in that order.
+ */
+export function kindsFromEnv<K extends string>(envVar: string, all: readonly K[]): K[] {
+  const raw = (process.env[envVar] ?? all.join(','))
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
   for (const k of raw) {
-    if (!(ALL_KINDS as readonly string[]).includes(k)) {
-      throw new Error(`NATS_TEST_SERVERS: unknown server kind '${k}' (expected one of ${ALL_KINDS.join(', ')})`);
+    if (!(all as readonly string[]).includes(k)) {
+      throw new Error(`${envVar}: unknown server kind '${k}' (expected one of ${all.join(', ')})`);
     }
   }
-  return raw as ServerKind[];
+  return raw as K[];
+}
+
+/** Server kinds to run, from NATS_TEST_SERVERS (comma separated); default both. */
+export function serverKinds(): ServerKind[] {
+  return kindsFromEnv('NATS_TEST_SERVERS', ALL_KINDS);
 }
 
 /** Repository root: tests run from .test-build/test/*.js, so it is ../.. from there. */
@@ -140,7 +148,8 @@ function makeTempDir(prefix: string): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-function canConnect(host: string, port: number, ms = 500): Promise<boolean> {
+/** Whether host:port accepts a TCP connection within `ms` (closed again at once). */
+export function canConnect(host: string, port: number, ms = 500): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host, port });
     const done = (ok: boolean): void => {
@@ -154,7 +163,7 @@ function canConnect(host: string, port: number, ms = 500): Promise<boolean> {
   });
 }
 
-function isExecutable(p: string): boolean {
+export function isExecutable(p: string): boolean {
   try {
     accessSync(p, fsConstants.X_OK);
     return true;
@@ -169,21 +178,31 @@ function isExecutable(p: string): boolean {
  * when it is missing: the suite must fail, never silently skip.
  */
 export function findNatsServer(): string {
-  const fromEnv = process.env.NATS_SERVER_BIN;
-  if (fromEnv) {
-    if (!isExecutable(fromEnv)) throw new Error(`NATS_SERVER_BIN=${fromEnv} is not an executable file`);
-    return fromEnv;
-  }
-  const dirs = (process.env.PATH ?? '').split(path.delimiter).filter((d) => d.length > 0);
-  for (const d of [...dirs, '/usr/sbin', '/usr/local/sbin', '/usr/bin', '/usr/local/bin']) {
-    const p = path.join(d, 'nats-server');
-    if (isExecutable(p)) return p;
-  }
-  throw new Error(
+  return findBinary(
+    'nats-server',
+    'NATS_SERVER_BIN',
     'nats-server binary not found (looked on $PATH, /usr/sbin, /usr/local/sbin). ' +
       'The conformance suite uses the real NATS server as its oracle: install it ' +
       '(Debian: `apt-get install nats-server`) or set NATS_SERVER_BIN.',
   );
+}
+
+/**
+ * An executable: $`envVar` when set (it must be executable), else `name` on $PATH or in the
+ * sbin and bin directories. Throws `notFound` when there is none.
+ */
+export function findBinary(name: string, envVar: string, notFound: string): string {
+  const fromEnv = process.env[envVar];
+  if (fromEnv) {
+    if (!isExecutable(fromEnv)) throw new Error(`${envVar}=${fromEnv} is not an executable file`);
+    return fromEnv;
+  }
+  const dirs = (process.env.PATH ?? '').split(path.delimiter).filter((d) => d.length > 0);
+  for (const d of [...dirs, '/usr/sbin', '/usr/local/sbin', '/usr/bin', '/usr/local/bin']) {
+    const p = path.join(d, name);
+    if (isExecutable(p)) return p;
+  }
+  throw new Error(notFound);
 }
 
 function mq9MainPath(): string {
@@ -377,6 +396,22 @@ export async function startServer(kind: ServerKind, opts: ServerOptions = {}): P
 // ---------------------------------------------------------------------------
 // raw TCP client
 
+/** A connected TCP socket (rejects on a refused connect or after `ms`). */
+export function tcpConnect(port: number, host: string, ms: number): Promise<net.Socket> {
+  return withTimeout(
+    new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ host, port });
+      s.once('connect', () => {
+        s.removeListener('error', reject);
+        resolve(s);
+      });
+      s.once('error', reject);
+    }),
+    ms,
+    `raw connect to ${host}:${port}`,
+  );
+}
+
 /** A raw TCP client that records every byte it reads (latin1 text view). */
 export class RawClient {
   readonly socket: net.Socket;
@@ -402,19 +437,8 @@ export class RawClient {
     });
   }
 
-  static connect(port: number, host = '127.0.0.1', ms = 2000): Promise<RawClient> {
-    return withTimeout(
-      new Promise<RawClient>((resolve, reject) => {
-        const s = net.connect({ host, port });
-        s.once('connect', () => {
-          s.removeListener('error', reject);
-          resolve(new RawClient(s));
-        });
-        s.once('error', reject);
-      }),
-      ms,
-      `raw connect to ${host}:${port}`,
-    );
+  static async connect(port: number, host = '127.0.0.1', ms = 2000): Promise<RawClient> {
+    return new RawClient(await tcpConnect(port, host, ms));
   }
 
   /** Everything read so far, as latin1 text (1 char per byte). */

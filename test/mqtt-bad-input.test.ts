@@ -12,26 +12,25 @@
 //
 //   npx tsc -p tsconfig.test.json; MQTT_TEST_SERVERS=mq9-edge node --test .test-build/test/mqtt-bad-input.test.js
 
-import { after, afterEach, before, describe, it } from 'node:test';
+import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import * as path from 'node:path';
 import * as mqttPacket from 'mqtt-packet';
 import {
   Clients,
   RawMqtt,
+  knownDeviation,
   mqttServerKinds,
   startMqttBroker,
   unique,
+  useBroker,
   versionName,
   waitFor,
   type JsClient,
   type JsOptions,
-  type MqttBroker,
   type MqttServerKind,
   type ProtocolVersion,
 } from './mqtt-helpers';
-import { makeTemp, startMq9 } from './mq9-helpers';
 
 const VERSIONS: readonly ProtocolVersion[] = [4, 5];
 
@@ -59,11 +58,6 @@ function hex(n: number | undefined): string {
 
 function hexList(ns: readonly number[]): string {
   return ns.length === 0 ? 'no DISCONNECT at all' : ns.map(hex).join(' or ');
-}
-
-/** A case the reference broker is known to fail (it contradicts the spec there): todo on that broker. */
-function knownDeviation(kind: MqttServerKind, on: MqttServerKind[], why: string): { todo?: string } {
-  return on.includes(kind) ? { todo: `known ${kind} deviation: ${why}` } : {};
 }
 
 /** A case only mq9-edge can run: skipped on the others, with the reason. */
@@ -182,14 +176,18 @@ async function expectWitnessServed(w: Witness, what: string): Promise<void> {
 
 for (const kind of mqttServerKinds()) {
   describe(`MQTT bad input [${kind}]`, () => {
-    let broker: MqttBroker;
-    const clients = new Clients(() => broker);
     /** Sockets opened without a CONNECT (not tracked by `clients`). */
     const bare = new Set<{ destroy(): void }>();
+    afterEach(() => {
+      for (const s of bare) s.destroy();
+      bare.clear();
+    });
+    const fixture = useBroker(() => startMqttBroker(kind));
+    const { clients } = fixture;
 
     /** Opens a TCP connection, writes `bytes`, collects what comes back until the broker closes it (or CLOSE_MS). */
     async function exchange(bytes: Buffer): Promise<Exchange> {
-      const s = net.connect({ host: broker.host, port: broker.port });
+      const s = net.connect({ host: fixture.broker.host, port: fixture.broker.port });
       bare.add(s);
       const chunks: Buffer[] = [];
       let closed = false;
@@ -216,18 +214,28 @@ for (const kind of mqttServerKinds()) {
       return r;
     }
 
-    before(async () => {
-      broker = await startMqttBroker(kind);
-    });
-    afterEach(async () => {
-      for (const s of bare) s.destroy();
-      bare.clear();
-      await clients.closeAll();
-    });
-    after(async () => {
-      await clients.closeAll();
-      await broker?.stop();
-    });
+    /**
+     * With a witness connected first, a client connects, sends `bytes` and must be cut off (see
+     * expectCut); the witness must still be served (`served`: the case, for its messages).
+     */
+    async function expectCutAfterConnect(t: Diag, v: ProtocolVersion, bytes: Buffer, what: string, cut: Cut, served = what): Promise<void> {
+      const w = await witness(clients, v);
+      const r = await connectedThenSend(v, bytes);
+      await expectCut(t, r, what, cut);
+      await expectWitnessServed(w, served);
+    }
+
+    /**
+     * With a witness connected first, `bytes` go out on a fresh connection (no CONNECT before
+     * them); `check` judges what came back; the witness must still be served.
+     */
+    async function expectExchange(t: Diag, v: ProtocolVersion, bytes: Buffer, served: string, check: (x: Exchange) => void): Promise<void> {
+      const w = await witness(clients, v);
+      const x = await exchange(bytes);
+      t.diagnostic(`received bytes [${x.data.toString('hex')}]`);
+      check(x);
+      await expectWitnessServed(w, served);
+    }
 
     // -----------------------------------------------------------------------
     // malformed packets
@@ -239,53 +247,38 @@ for (const kind of mqttServerKinds()) {
         // Packet type 0 is "Reserved / Forbidden" (3.1.1 §2.2.1, 5.0 §2.1.2); the spec names no
         // single reason: a packet that cannot be parsed is Malformed (0x81), mosquitto calls it a
         // Protocol Error (0x82). [MQTT-4.8.0-1] (3.1.1), [MQTT-4.13.1-1] (5.0): close.
-        const w = await witness(clients, v);
-        const r = await connectedThenSend(v, Buffer.from([0x00, 0x04, 0xde, 0xad, 0xbe, 0xef]));
-        await expectCut(t, r, 'packet type 0', { reasons: [RC.MALFORMED, RC.PROTOCOL_ERROR], disconnect: 'required' });
-        await expectWitnessServed(w, 'packet type 0');
+        await expectCutAfterConnect(t, v, Buffer.from([0x00, 0x04, 0xde, 0xad, 0xbe, 0xef]), 'packet type 0', { reasons: [RC.MALFORMED, RC.PROTOCOL_ERROR], disconnect: 'required' });
       });
 
       it(`${V}: a Remaining Length of five 0xFF bytes → connection closed (5.0: DISCONNECT 0x81 if any)`, { timeout: TEST_MS }, async (t) => {
         // A Variable Byte Integer has at most four bytes (3.1.1 §2.2.3, 5.0 §1.5.5): Malformed.
         // mosquitto closes without a DISCONNECT.
-        const w = await witness(clients, v);
-        const r = await connectedThenSend(v, Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0xff]));
-        await expectCut(t, r, 'a 5-byte Remaining Length', { reasons: [RC.MALFORMED], disconnect: 'optional' });
-        await expectWitnessServed(w, 'a 5-byte Remaining Length');
+        await expectCutAfterConnect(t, v, Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0xff]), 'a 5-byte Remaining Length', { reasons: [RC.MALFORMED], disconnect: 'optional' });
       });
 
       it(`${V}: PUBLISH whose topic length runs past the packet → connection closed, 5.0 DISCONNECT 0x81; the PINGREQ behind it is not answered`, { timeout: TEST_MS }, async (t) => {
         // Topic length 32 in a packet of 5 bytes: Malformed (5.0 §1.2 "cannot be parsed"). The
         // PINGREQ that follows in the same write must not be read as the rest of the topic, nor
         // answered: the connection is over at the bad packet.
-        const w = await witness(clients, v);
         const bad = Buffer.from([0x30, 0x05, 0x00, 0x20, 0x61, 0x62, 0x63]);
-        const r = await connectedThenSend(v, Buffer.concat([bad, gen({ cmd: 'pingreq' }, v)]));
-        await expectCut(t, r, 'a topic length past the packet', { reasons: [RC.MALFORMED], disconnect: 'required' });
-        await expectWitnessServed(w, 'a topic length past the packet');
+        await expectCutAfterConnect(t, v, Buffer.concat([bad, gen({ cmd: 'pingreq' }, v)]), 'a topic length past the packet', { reasons: [RC.MALFORMED], disconnect: 'required' });
       });
 
       it(`${V}: SUBSCRIBE with reserved flag bits 0000 → connection closed, 5.0 DISCONNECT 0x81`, { timeout: TEST_MS }, async (t) => {
         // [MQTT-3.8.1-1]: bits 3..0 of SUBSCRIBE's fixed header MUST be 0010; the server MUST
         // treat any other value as malformed and close the connection.
-        const w = await witness(clients, v);
         const b = gen({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: unique('flags'), qos: 0 }] }, v);
         assert.equal(b[0], 0x82);
         b[0] = 0x80;
-        const r = await connectedThenSend(v, b);
-        await expectCut(t, r, 'SUBSCRIBE with flags 0000', { reasons: [RC.MALFORMED], disconnect: 'required' });
-        await expectWitnessServed(w, 'SUBSCRIBE with flags 0000');
+        await expectCutAfterConnect(t, v, b, 'SUBSCRIBE with flags 0000', { reasons: [RC.MALFORMED], disconnect: 'required' });
       });
 
       it(`${V}: PUBLISH with QoS 3 → connection closed, 5.0 DISCONNECT 0x81`, { timeout: TEST_MS }, async (t) => {
         // [MQTT-3.3.1-4]: a PUBLISH MUST NOT have both QoS bits set; receiving one, the server
         // MUST close the connection (5.0: it is a Malformed Packet).
-        const w = await witness(clients, v);
         const b = gen({ cmd: 'publish', topic: unique('qos3'), payload: 'x', qos: 1, messageId: 1, retain: false, dup: false }, v);
         b[0] = (b[0]! & 0xf9) | 0x06;
-        const r = await connectedThenSend(v, b);
-        await expectCut(t, r, 'a QoS 3 PUBLISH', { reasons: [RC.MALFORMED], disconnect: 'required' });
-        await expectWitnessServed(w, 'a QoS 3 PUBLISH');
+        await expectCutAfterConnect(t, v, b, 'a QoS 3 PUBLISH', { reasons: [RC.MALFORMED], disconnect: 'required' });
       });
     }
 
@@ -295,11 +288,10 @@ for (const kind of mqttServerKinds()) {
     it('garbage instead of CONNECT ("GET / HTTP/1.1") → connection closed, nothing sent back', { timeout: TEST_MS }, async (t) => {
       // [MQTT-3.1.0-1]: the first packet MUST be CONNECT; [MQTT-3.14.0-1] (5.0): no DISCONNECT
       // before a successful CONNACK, so the broker just closes.
-      const w = await witness(clients, 4);
-      const x = await exchange(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n', 'latin1'));
-      assert.equal(x.closed, true, 'the broker must close the connection');
-      assert.equal(x.data.toString('hex'), '', 'nothing may be sent back');
-      await expectWitnessServed(w, 'garbage instead of CONNECT');
+      await expectExchange(t, 4, Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n', 'latin1'), 'garbage instead of CONNECT', (x) => {
+        assert.equal(x.closed, true, 'the broker must close the connection');
+        assert.equal(x.data.toString('hex'), '', 'nothing may be sent back');
+      });
     });
 
     for (const v of VERSIONS) {
@@ -314,21 +306,18 @@ for (const kind of mqttServerKinds()) {
           // [MQTT-3.1.0-1]: the first packet from the client MUST be CONNECT; otherwise the server
           // closes (3.1.1 [MQTT-4.8.0-1]; 5.0 [MQTT-4.13.1-1], and no DISCONNECT before a CONNACK,
           // [MQTT-3.14.0-1]). No SUBACK, no PINGRESP.
-          const w = await witness(clients, v);
-          const x = await exchange(gen(packet, v));
-          assert.equal(x.closed, true, `the broker must close a connection that starts with ${name}`);
-          assert.equal(x.data.toString('hex'), '', `nothing may answer a ${name} before CONNECT`);
-          await expectWitnessServed(w, `${name} before CONNECT`);
+          await expectExchange(t, v, gen(packet, v), `${name} before CONNECT`, (x) => {
+            assert.equal(x.closed, true, `the broker must close a connection that starts with ${name}`);
+            assert.equal(x.data.toString('hex'), '', `nothing may answer a ${name} before CONNECT`);
+          });
         });
       }
 
       it(`${V}: a second CONNECT → connection closed (5.0: DISCONNECT 0x82 if any)`, { timeout: TEST_MS }, async (t) => {
         // [MQTT-3.1.0-2]: a second CONNECT is a protocol violation (5.0: Protocol Error); the
         // server MUST close. mosquitto closes without a DISCONNECT.
-        const w = await witness(clients, v);
-        const r = await connectedThenSend(v, gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: v, clientId: unique('again'), clean: true, keepalive: 30 }, v));
-        await expectCut(t, r, 'a second CONNECT', { reasons: [RC.PROTOCOL_ERROR], disconnect: 'optional' });
-        await expectWitnessServed(w, 'a second CONNECT');
+        const again = gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: v, clientId: unique('again'), clean: true, keepalive: 30 }, v);
+        await expectCutAfterConnect(t, v, again, 'a second CONNECT', { reasons: [RC.PROTOCOL_ERROR], disconnect: 'optional' });
       });
     }
 
@@ -338,12 +327,10 @@ for (const kind of mqttServerKinds()) {
     it('3.1.1: CONNECT with Protocol Level 2 → CONNACK return code 1 (3.1.1 layout), then closed', { timeout: TEST_MS }, async (t) => {
       // 3.1.1 [MQTT-3.1.2-2]: the server MUST respond to an unsupported Protocol Level with
       // CONNACK return code 0x01 (unacceptable protocol version) and then disconnect.
-      const w = await witness(clients, 4);
-      const x = await exchange(connectWithLevel(4, 2));
-      t.diagnostic(`received bytes [${x.data.toString('hex')}]`);
-      assert.equal(x.data.toString('hex'), '20020001', `expected CONNACK return code 1 (bytes 20 02 00 01), received bytes [${x.data.toString('hex')}]${x.closed ? ' and the close' : ''}`);
-      assert.equal(x.closed, true, 'then the connection is closed [MQTT-3.2.2-5]');
-      await expectWitnessServed(w, 'an unsupported protocol level');
+      await expectExchange(t, 4, connectWithLevel(4, 2), 'an unsupported protocol level', (x) => {
+        assert.equal(x.data.toString('hex'), '20020001', `expected CONNACK return code 1 (bytes 20 02 00 01), received bytes [${x.data.toString('hex')}]${x.closed ? ' and the close' : ''}`);
+        assert.equal(x.closed, true, 'then the connection is closed [MQTT-3.2.2-5]');
+      });
     });
 
     it('5.0: CONNECT (5.0 layout) with Protocol Level 6 → CONNACK 0x84 (or 3.1.1 return code 1), then closed', { timeout: TEST_MS }, async (t) => {
@@ -352,16 +339,14 @@ for (const kind of mqttServerKinds()) {
       // future client's CONNACK layout from the level byte alone, so a refusal in 5.0 layout
       // (reason 0x84, the code named for it) or in 3.1.1 layout (return code 1, what mosquitto
       // sends for any level it does not know) both tell the client; silence does not.
-      const w = await witness(clients, 5);
-      const x = await exchange(connectWithLevel(5, 6));
-      t.diagnostic(`received bytes [${x.data.toString('hex')}]`);
-      const d = x.data;
-      assert.ok(d.length >= 4 && d[0] === 0x20, `expected a CONNACK refusal (20 03 00 84 00, or 20 02 00 01), received bytes [${d.toString('hex')}]${x.closed ? ' and the close' : ''}`);
-      const code = d[3]!;
-      const layout5 = d[1]! >= 3;
-      assert.ok(layout5 ? code === RC.UNSUPPORTED_VERSION : code === 0x01, `CONNACK code received ${hex(code)} (${layout5 ? '5.0' : '3.1.1'} layout), expected 0x84 (5.0 layout) or 0x01 (3.1.1 layout)`);
-      assert.equal(x.closed, true, 'then the connection is closed [MQTT-3.2.2-7]');
-      await expectWitnessServed(w, 'an unsupported protocol level');
+      await expectExchange(t, 5, connectWithLevel(5, 6), 'an unsupported protocol level', (x) => {
+        const d = x.data;
+        assert.ok(d.length >= 4 && d[0] === 0x20, `expected a CONNACK refusal (20 03 00 84 00, or 20 02 00 01), received bytes [${d.toString('hex')}]${x.closed ? ' and the close' : ''}`);
+        const code = d[3]!;
+        const layout5 = d[1]! >= 3;
+        assert.ok(layout5 ? code === RC.UNSUPPORTED_VERSION : code === 0x01, `CONNACK code received ${hex(code)} (${layout5 ? '5.0' : '3.1.1'} layout), expected 0x84 (5.0 layout) or 0x01 (3.1.1 layout)`);
+        assert.equal(x.closed, true, 'then the connection is closed [MQTT-3.2.2-7]');
+      });
     });
 
     // -----------------------------------------------------------------------
@@ -374,12 +359,9 @@ for (const kind of mqttServerKinds()) {
         // 3.1.1 [MQTT-1.5.3-1]: ill-formed UTF-8 → the receiver MUST close the connection.
         // 5.0 [MQTT-1.5.4-1]: character data MUST be well-formed UTF-8; receiving ill-formed
         // UTF-8 is a Malformed Packet (0x81), which is also what mosquitto sends.
-        const w = await witness(clients, v);
         const topic = Buffer.from([0x61, 0x2f, 0xc3, 0x28]); // "a/" + an invalid 2-byte sequence
         const b = gen({ cmd: 'publish', topic: topic as unknown as string, payload: 'x', qos: 0, retain: false, dup: false }, v);
-        const r = await connectedThenSend(v, b);
-        await expectCut(t, r, 'a topic with bytes C3 28', { reasons: [RC.MALFORMED], disconnect: 'required' });
-        await expectWitnessServed(w, 'invalid UTF-8 in a topic');
+        await expectCutAfterConnect(t, v, b, 'a topic with bytes C3 28', { reasons: [RC.MALFORMED], disconnect: 'required' }, 'invalid UTF-8 in a topic');
       });
 
       for (const topic of ['a/+/b', 'a/#']) {
@@ -388,10 +370,8 @@ for (const kind of mqttServerKinds()) {
           // server closes (3.1.1 [MQTT-4.8.0-1], 5.0 [MQTT-4.13.1-1]). The spec names no single
           // code: 0x90 Topic Name invalid (what mq9-edge sends) or 0x82 Protocol Error (what
           // mosquitto sends).
-          const w = await witness(clients, v);
-          const r = await connectedThenSend(v, gen({ cmd: 'publish', topic, payload: 'x', qos: 0, retain: false, dup: false }, v));
-          await expectCut(t, r, `a PUBLISH to '${topic}'`, { reasons: [RC.TOPIC_NAME_INVALID, RC.PROTOCOL_ERROR], disconnect: 'required' });
-          await expectWitnessServed(w, `a PUBLISH to '${topic}'`);
+          const b = gen({ cmd: 'publish', topic, payload: 'x', qos: 0, retain: false, dup: false }, v);
+          await expectCutAfterConnect(t, v, b, `a PUBLISH to '${topic}'`, { reasons: [RC.TOPIC_NAME_INVALID, RC.PROTOCOL_ERROR], disconnect: 'required' });
         });
       }
     }
@@ -527,18 +507,8 @@ for (const kind of mqttServerKinds()) {
     // credentials
 
     describe('with --user u --password p', () => {
-      let authBroker: MqttBroker;
-      const authClients = new Clients(() => authBroker);
+      const { clients: authClients } = useBroker(() => startMqttBroker(kind, { user: 'u', password: 'p' }));
       const good = { username: 'u', password: 'p' };
-
-      before(async () => {
-        authBroker = await startMqttBroker(kind, { user: 'u', password: 'p' });
-      });
-      afterEach(() => authClients.closeAll());
-      after(async () => {
-        await authClients.closeAll();
-        await authBroker?.stop();
-      });
 
       for (const v of VERSIONS) {
         const V = versionName(v);
@@ -586,41 +556,9 @@ for (const kind of mqttServerKinds()) {
 
     describe('with --max-payload 1024', () => {
       const why =
-        "mosquitto's limit needs max_packet_size / message_size_limit in its config, and startMqttBroker " +
-        '(test/mqtt-helpers.ts) takes no extra config lines';
-      let small: MqttBroker | undefined;
-      const smallClients = new Clients(() => small!);
-
-      before(async () => {
-        if (kind !== 'mq9-edge') return;
-        const tmp = makeTemp('mq9-mqtt-bad-input-');
-        let b;
-        try {
-          b = await startMq9(path.join(tmp.dir, 'data'), { mqttPort: -1, maxPayload: 1024 });
-        } catch (err) {
-          tmp.remove();
-          throw err;
-        }
-        const mb = b;
-        small = {
-          kind: 'mq9-edge',
-          host: '127.0.0.1',
-          port: mb.mqttPort,
-          url: `mqtt://127.0.0.1:${mb.mqttPort}`,
-          natsUrl: mb.url,
-          output: () => mb.output(),
-          restart: () => Promise.reject(new Error('not used here')),
-          stop: async () => {
-            await mb.stop();
-            tmp.remove();
-          },
-        };
-      });
-      afterEach(() => smallClients.closeAll());
-      after(async () => {
-        await smallClients.closeAll();
-        await small?.stop();
-      });
+        "mosquitto's limit needs max_packet_size / message_size_limit in its config, and startMqttBroker's " +
+        'maxPayload (test/mqtt-helpers.ts) is for mq9-edge only';
+      const { clients: smallClients } = useBroker(async () => (kind === 'mq9-edge' ? startMqttBroker(kind, { maxPayload: 1024 }) : undefined));
 
       for (const v of VERSIONS) {
         const V = versionName(v);

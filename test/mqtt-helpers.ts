@@ -7,13 +7,24 @@
 // what no library lets a test control (never acknowledging, never pinging, packet sizes).
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { after, afterEach, before } from 'node:test';
 import * as mqtt from 'mqtt';
 import * as mqttPacket from 'mqtt-packet';
-import { REPO_ROOT, sleep, waitFor, withTimeout } from './harness';
+import {
+  REPO_ROOT,
+  canConnect,
+  findBinary,
+  isExecutable,
+  kindsFromEnv,
+  sleep,
+  tcpConnect,
+  waitFor,
+  withTimeout,
+} from './harness';
 import { startMq9, type Mq9Broker } from './mq9-helpers';
 
 export { sleep, waitFor, withTimeout } from './harness';
@@ -25,16 +36,12 @@ const ALL_KINDS: readonly MqttServerKind[] = ['mosquitto', 'mq9-edge'];
 
 /** Server kinds to run, from MQTT_TEST_SERVERS (comma separated); default both. */
 export function mqttServerKinds(): MqttServerKind[] {
-  const raw = (process.env.MQTT_TEST_SERVERS ?? 'mosquitto,mq9-edge')
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-  for (const k of raw) {
-    if (!(ALL_KINDS as readonly string[]).includes(k)) {
-      throw new Error(`MQTT_TEST_SERVERS: unknown server kind '${k}' (expected one of ${ALL_KINDS.join(', ')})`);
-    }
-  }
-  return raw as MqttServerKind[];
+  return kindsFromEnv('MQTT_TEST_SERVERS', ALL_KINDS);
+}
+
+/** A test the reference broker is known to fail (it contradicts the MQTT spec there): todo on that broker. */
+export function knownDeviation(kind: MqttServerKind, on: MqttServerKind[], why: string): { todo?: string } {
+  return on.includes(kind) ? { todo: `known ${kind} deviation: ${why}` } : {};
 }
 
 /** "3.1.1" or "5.0", for test names. */
@@ -52,27 +59,11 @@ export function unique(prefix: string): string {
 // ---------------------------------------------------------------------------
 // binaries
 
-function isExecutable(p: string): boolean {
-  try {
-    accessSync(p, fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function findBinary(name: string, envVar: string): string {
-  const fromEnv = process.env[envVar];
-  if (fromEnv) {
-    if (!isExecutable(fromEnv)) throw new Error(`${envVar}=${fromEnv} is not an executable file`);
-    return fromEnv;
-  }
-  const dirs = (process.env.PATH ?? '').split(path.delimiter).filter((d) => d.length > 0);
-  for (const d of [...dirs, '/usr/sbin', '/usr/local/sbin', '/usr/bin', '/usr/local/bin']) {
-    const p = path.join(d, name);
-    if (isExecutable(p)) return p;
-  }
-  throw new Error(
+/** A peer client or broker binary of the MQTT suite (see findBinary in harness.ts). */
+function findTool(name: string, envVar: string): string {
+  return findBinary(
+    name,
+    envVar,
     `${name} not found (looked on $PATH and the sbin directories). The MQTT suite runs real peers: ` +
       'install them with scripts/install-test-deps.sh (Debian: mosquitto, mosquitto-clients, python3-paho-mqtt) ' +
       `or set ${envVar}.`,
@@ -101,6 +92,8 @@ export interface MqttBrokerOptions {
   /** Require this user name and password (anonymous clients are refused). */
   user?: string;
   password?: string;
+  /** mq9-edge only (--max-payload, which its CONNACK announces as Maximum Packet Size). */
+  maxPayload?: number;
 }
 
 export interface MqttBroker {
@@ -135,22 +128,60 @@ export function freePort(): Promise<number> {
   });
 }
 
-function canConnect(host: string, port: number, ms = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host, port });
-    const done = (ok: boolean): void => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), ms);
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
-
 export async function startMqttBroker(kind: MqttServerKind, opts: MqttBrokerOptions = {}): Promise<MqttBroker> {
   return kind === 'mosquitto' ? startMosquitto(opts) : startMq9Mqtt(opts);
+}
+
+/**
+ * The broker of a describe block: started by `start` in before() (undefined: none, for a block
+ * whose tests all skip on this kind), its clients ended after each test, both stopped in after().
+ */
+export function useBroker(start: () => Promise<MqttBroker | undefined>): { readonly broker: MqttBroker; readonly clients: Clients } {
+  let broker: MqttBroker | undefined;
+  const clients = new Clients(() => broker!);
+  before(async () => {
+    broker = await start();
+  });
+  afterEach(() => clients.closeAll());
+  after(async () => {
+    await clients.closeAll();
+    await broker?.stop();
+  });
+  return {
+    get broker(): MqttBroker {
+      if (!broker) throw new Error('this describe block has no broker (not started, or none for this kind)');
+      return broker;
+    },
+    clients,
+  };
+}
+
+/** The MqttBroker of a started broker process on 127.0.0.1:port; stop() runs `stop` once, then removes `tmp`. */
+function brokerHandle(
+  kind: MqttServerKind,
+  port: number,
+  tmp: string,
+  b: Pick<MqttBroker, 'output' | 'restart'> & { natsUrl(): string | undefined; stop(): Promise<unknown> },
+): MqttBroker {
+  let stopped: Promise<void> | undefined;
+  return {
+    kind,
+    host: '127.0.0.1',
+    port,
+    url: `mqtt://127.0.0.1:${port}`,
+    get natsUrl() {
+      return b.natsUrl();
+    },
+    output: b.output,
+    restart: b.restart,
+    stop: () => {
+      stopped ??= (async () => {
+        await b.stop();
+        rmSync(tmp, { recursive: true, force: true });
+      })();
+      return stopped;
+    },
+  };
 }
 
 interface MosquittoProc {
@@ -160,7 +191,8 @@ interface MosquittoProc {
 }
 
 async function startMosquitto(opts: MqttBrokerOptions): Promise<MqttBroker> {
-  const bin = findBinary('mosquitto', 'MOSQUITTO_BIN');
+  if (opts.maxPayload !== undefined) throw new Error('startMqttBroker: maxPayload is for mq9-edge only');
+  const bin = findTool('mosquitto', 'MOSQUITTO_BIN');
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'mq9-mqtt-mosquitto-'));
   const conf = path.join(tmp, 'mosquitto.conf');
   let out = '';
@@ -187,7 +219,7 @@ async function startMosquitto(opts: MqttBrokerOptions): Promise<MqttBroker> {
     if (process.getuid?.() === 0) lines.push('user root');
     if (opts.user !== undefined) {
       const pwfile = path.join(tmp, 'passwd');
-      const r = spawnSync(findBinary('mosquitto_passwd', 'MOSQUITTO_PASSWD_BIN'), ['-b', '-c', pwfile, opts.user, opts.password ?? ''], {
+      const r = spawnSync(findTool('mosquitto_passwd', 'MOSQUITTO_PASSWD_BIN'), ['-b', '-c', pwfile, opts.user, opts.password ?? ''], {
         encoding: 'utf8',
       });
       if (r.status !== 0) throw new Error(`mosquitto_passwd failed: ${r.stderr}${r.stdout}`);
@@ -244,13 +276,8 @@ async function startMosquitto(opts: MqttBrokerOptions): Promise<MqttBroker> {
     }
   }
 
-  let stopped: Promise<void> | undefined;
-  return {
-    kind: 'mosquitto',
-    host: '127.0.0.1',
-    port,
-    url: `mqtt://127.0.0.1:${port}`,
-    natsUrl: undefined,
+  return brokerHandle('mosquitto', port, tmp, {
+    natsUrl: () => undefined,
     output: () => out,
     restart: async (ropts) => {
       // SIGTERM makes mosquitto write its persistence file; the next start reads it
@@ -263,14 +290,10 @@ async function startMosquitto(opts: MqttBrokerOptions): Promise<MqttBroker> {
       }
       proc = await launch(port);
     },
-    stop: () => {
-      stopped ??= (async () => {
-        if (proc) await killProc(proc);
-        rmSync(tmp, { recursive: true, force: true });
-      })();
-      return stopped;
+    stop: async () => {
+      if (proc) await killProc(proc);
     },
-  };
+  });
 }
 
 async function killProc(p: MosquittoProc): Promise<void> {
@@ -290,7 +313,7 @@ async function startMq9Mqtt(opts: MqttBrokerOptions): Promise<MqttBroker> {
   const extra = opts.user !== undefined ? ['--user', opts.user, '--password', opts.password ?? ''] : [];
   let broker: Mq9Broker;
   const start = async (mqttPort: number): Promise<Mq9Broker> => {
-    const b = await startMq9(dataDir, { mqttPort, extra });
+    const b = await startMq9(dataDir, { mqttPort, extra, maxPayload: opts.maxPayload });
     if (!b.mqttPort) {
       await b.kill();
       throw new Error(
@@ -309,15 +332,8 @@ async function startMq9Mqtt(opts: MqttBrokerOptions): Promise<MqttBroker> {
     throw err;
   }
   const port = broker.mqttPort;
-  let stopped: Promise<void> | undefined;
-  return {
-    kind: 'mq9-edge',
-    host: '127.0.0.1',
-    port,
-    url: `mqtt://127.0.0.1:${port}`,
-    get natsUrl() {
-      return broker.url;
-    },
+  return brokerHandle('mq9-edge', port, tmp, {
+    natsUrl: () => broker.url,
     output: () => broker.output(),
     restart: async (ropts) => {
       if (ropts?.kill) {
@@ -328,14 +344,8 @@ async function startMq9Mqtt(opts: MqttBrokerOptions): Promise<MqttBroker> {
       }
       broker = await start(port);
     },
-    stop: () => {
-      stopped ??= (async () => {
-        await broker.stop();
-        rmSync(tmp, { recursive: true, force: true });
-      })();
-      return stopped;
-    },
-  };
+    stop: () => broker.stop(),
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -497,7 +507,7 @@ export class Clients {
   /** Runs mosquitto_pub to completion. */
   async mosquittoPub(version: ProtocolVersion, args: string[]): Promise<void> {
     const b = this.broker();
-    const bin = findBinary('mosquitto_pub', 'MOSQUITTO_PUB_BIN');
+    const bin = findTool('mosquitto_pub', 'MOSQUITTO_PUB_BIN');
     const r = await this.run(bin, ['-h', b.host, '-p', String(b.port), '-V', version === 5 ? 'mqttv5' : 'mqttv311', ...args], 5000);
     if (r.code !== 0) throw new Error(`mosquitto_pub ${args.join(' ')} exited ${r.code}: ${r.out}`);
   }
@@ -508,10 +518,10 @@ export class Clients {
    */
   async mosquittoSub(version: ProtocolVersion, args: string[], count = 1, timeoutS = 5): Promise<CliSub> {
     const b = this.broker();
-    const bin = findBinary('mosquitto_sub', 'MOSQUITTO_SUB_BIN');
+    const bin = findTool('mosquitto_sub', 'MOSQUITTO_SUB_BIN');
     // -d prints "received SUBACK"; %j is one JSON object per message (with 5.0 properties).
     // Its stdout is block-buffered on a pipe: stdbuf makes it line-buffered.
-    const stdbuf = findBinary('stdbuf', 'STDBUF_BIN');
+    const stdbuf = findTool('stdbuf', 'STDBUF_BIN');
     const child = spawn(
       stdbuf,
       ['-oL', bin, '-h', b.host, '-p', String(b.port), '-V', version === 5 ? 'mqttv5' : 'mqttv311', '-d', '-C', String(count), '-W', String(timeoutS), '-F', 'MQTTMSG %j', ...args],
@@ -715,19 +725,8 @@ export class RawMqtt {
     });
   }
 
-  static open(port: number, version: ProtocolVersion, host = '127.0.0.1'): Promise<RawMqtt> {
-    return withTimeout(
-      new Promise<RawMqtt>((resolve, reject) => {
-        const s = net.connect({ host, port });
-        s.once('connect', () => {
-          s.removeListener('error', reject);
-          resolve(new RawMqtt(s, version));
-        });
-        s.once('error', reject);
-      }),
-      3000,
-      `raw connect to ${host}:${port}`,
-    );
+  static async open(port: number, version: ProtocolVersion, host = '127.0.0.1'): Promise<RawMqtt> {
+    return new RawMqtt(await tcpConnect(port, host, 3000), version);
   }
 
   get closed(): boolean {

@@ -11,23 +11,23 @@
 //
 //   npx tsc -p tsconfig.test.json; MQTT_TEST_SERVERS=mosquitto node --test .test-build/test/mqtt-interop.test.js
 
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import type { IConnackPacket, IPublishPacket } from 'mqtt-packet';
 import {
-  Clients,
   ConnectRefused,
+  knownDeviation,
   mqttServerKinds,
   sleep,
   startMqttBroker,
   unique,
+  useBroker,
   versionName,
   waitFor,
   withTimeout,
+  type Clients,
   type JsClient,
-  type MqttBroker,
-  type MqttServerKind,
   type RawMqtt,
   type ProtocolVersion,
   type Received,
@@ -42,11 +42,6 @@ const QUIET_MS = 400;
 /** Connect options for a session that outlives the connection. */
 function persistent(v: ProtocolVersion, expiry = 300): { clean: false; properties?: { sessionExpiryInterval: number } } {
   return v === 5 ? { clean: false, properties: { sessionExpiryInterval: expiry } } : { clean: false };
-}
-
-/** A test the reference broker is known to fail (it contradicts the MQTT spec there): todo on that broker. */
-function knownDeviation(kind: MqttServerKind, on: MqttServerKind[], why: string): { todo?: string } {
-  return on.includes(kind) ? { todo: `known ${kind} deviation: ${why}` } : {};
 }
 
 function connackCode(c: JsClient): number | undefined {
@@ -68,6 +63,63 @@ function subIds(m: Received): number[] {
   return Array.isArray(s) ? s : [s];
 }
 
+// --- client libraries against each other: publisher and subscriber of the cross-library tests
+
+type PubLib = 'MQTT.js' | 'mosquitto_pub' | 'Paho';
+type SubLib = 'MQTT.js' | 'mosquitto_sub' | 'Paho';
+
+/** Short names, for topics. */
+const LIB_TAG: Record<PubLib | SubLib, string> = { 'MQTT.js': 'js', mosquitto_pub: 'mp', mosquitto_sub: 'ms', Paho: 'paho' };
+
+/** `lib` as a publisher: each call publishes one message and returns once it is sent (acknowledged, for MQTT.js). */
+async function libPublisher(clients: Clients, lib: PubLib, v: ProtocolVersion): Promise<(t: string, text: string, qos: 1 | 2) => Promise<void>> {
+  switch (lib) {
+    case 'MQTT.js': {
+      const p = await clients.js({ version: v });
+      return (t, text, qos) => p.publish(t, text, { qos });
+    }
+    case 'mosquitto_pub':
+      return (t, text, qos) => clients.mosquittoPub(v, ['-t', t, '-q', String(qos), '-m', text]);
+    case 'Paho':
+      return (t, text, qos) => clients.pahoPub(v, ['--topic', t, '--qos', String(qos), '--message', text]);
+  }
+}
+
+/** `lib` subscribed to `t` at QoS 2 (SUBACK received); got() waits for `n` messages. */
+async function libSubscriber(
+  clients: Clients,
+  lib: SubLib,
+  v: ProtocolVersion,
+  t: string,
+  n: number,
+): Promise<{ got(): Promise<{ topic: string; text: string; qos: number }[]>; output?(): string }> {
+  switch (lib) {
+    case 'MQTT.js': {
+      const s = await clients.js({ version: v });
+      await s.subscribe(t, { qos: 2 });
+      return { got: () => s.waitMsgs(n, t) };
+    }
+    case 'mosquitto_sub': {
+      const s = await clients.mosquittoSub(v, ['-t', t, '-q', '2'], n);
+      return { got: () => s.done(), output: s.output };
+    }
+    case 'Paho': {
+      const s = await clients.pahoSub(v, ['--topic', t, '--qos', '2'], n);
+      return { got: () => s.done(), output: s.output };
+    }
+  }
+}
+
+/** The cross-library pairs, in the order the tests run. */
+const LIB_PAIRS: ReadonlyArray<[PubLib, SubLib]> = [
+  ['mosquitto_pub', 'MQTT.js'],
+  ['MQTT.js', 'mosquitto_sub'],
+  ['Paho', 'mosquitto_sub'],
+  ['mosquitto_pub', 'Paho'],
+  ['Paho', 'MQTT.js'],
+  ['MQTT.js', 'Paho'],
+];
+
 /** User properties as [key, value] pairs in order (MQTT.js folds repeated keys into arrays). */
 function userProps(m: Received): [string, string][] {
   const out: [string, string][] = [];
@@ -79,17 +131,8 @@ function userProps(m: Received): [string, string][] {
 
 for (const kind of mqttServerKinds()) {
   describe(`MQTT [${kind}]`, () => {
-    let broker: MqttBroker;
-    const clients = new Clients(() => broker);
-
-    before(async () => {
-      broker = await startMqttBroker(kind);
-    });
-    afterEach(() => clients.closeAll());
-    after(async () => {
-      await clients.closeAll();
-      await broker?.stop();
-    });
+    const fixture = useBroker(() => startMqttBroker(kind));
+    const { clients } = fixture;
 
     // -----------------------------------------------------------------------
     // connect, QoS, wildcards
@@ -274,63 +317,17 @@ for (const kind of mqttServerKinds()) {
 
       // --- between client libraries (QoS 1 then QoS 2, subscriber at QoS 2)
 
-      it(`${V}: mosquitto_pub → MQTT.js`, async () => {
-        const t = unique('x/mp-js');
-        const s = await clients.js({ version: v });
-        await s.subscribe(t, { qos: 2 });
-        await clients.mosquittoPub(v, ['-t', t, '-q', '1', '-m', 'one']);
-        await clients.mosquittoPub(v, ['-t', t, '-q', '2', '-m', 'two']);
-        const got = await s.waitMsgs(2, t);
-        assert.deepEqual(got.map((m) => [m.text, m.qos]), [['one', 1], ['two', 2]]);
-      });
-
-      it(`${V}: MQTT.js → mosquitto_sub`, async () => {
-        const t = unique('x/js-ms');
-        const s = await clients.mosquittoSub(v, ['-t', t, '-q', '2'], 2);
-        const p = await clients.js({ version: v });
-        await p.publish(t, 'one', { qos: 1 });
-        await p.publish(t, 'two', { qos: 2 });
-        const got = await s.done();
-        assert.deepEqual(got.map((m) => [m.topic, m.text, m.qos]), [[t, 'one', 1], [t, 'two', 2]], tail(s));
-      });
-
-      it(`${V}: Paho → mosquitto_sub`, async () => {
-        const t = unique('x/paho-ms');
-        const s = await clients.mosquittoSub(v, ['-t', t, '-q', '2'], 2);
-        await clients.pahoPub(v, ['--topic', t, '--qos', '1', '--message', 'one']);
-        await clients.pahoPub(v, ['--topic', t, '--qos', '2', '--message', 'two']);
-        const got = await s.done();
-        assert.deepEqual(got.map((m) => [m.topic, m.text, m.qos]), [[t, 'one', 1], [t, 'two', 2]], tail(s));
-      });
-
-      it(`${V}: mosquitto_pub → Paho`, async () => {
-        const t = unique('x/mp-paho');
-        const s = await clients.pahoSub(v, ['--topic', t, '--qos', '2'], 2);
-        await clients.mosquittoPub(v, ['-t', t, '-q', '1', '-m', 'one']);
-        await clients.mosquittoPub(v, ['-t', t, '-q', '2', '-m', 'two']);
-        const got = await s.done();
-        assert.deepEqual(got.map((m) => [m.topic, m.text, m.qos]), [[t, 'one', 1], [t, 'two', 2]], tail(s));
-      });
-
-      it(`${V}: Paho → MQTT.js`, async () => {
-        const t = unique('x/paho-js');
-        const s = await clients.js({ version: v });
-        await s.subscribe(t, { qos: 2 });
-        await clients.pahoPub(v, ['--topic', t, '--qos', '1', '--message', 'one']);
-        await clients.pahoPub(v, ['--topic', t, '--qos', '2', '--message', 'two']);
-        const got = await s.waitMsgs(2, t);
-        assert.deepEqual(got.map((m) => [m.text, m.qos]), [['one', 1], ['two', 2]]);
-      });
-
-      it(`${V}: MQTT.js → Paho`, async () => {
-        const t = unique('x/js-paho');
-        const s = await clients.pahoSub(v, ['--topic', t, '--qos', '2'], 2);
-        const p = await clients.js({ version: v });
-        await p.publish(t, 'one', { qos: 1 });
-        await p.publish(t, 'two', { qos: 2 });
-        const got = await s.done();
-        assert.deepEqual(got.map((m) => [m.topic, m.text, m.qos]), [[t, 'one', 1], [t, 'two', 2]], tail(s));
-      });
+      for (const [pubLib, subLib] of LIB_PAIRS) {
+        it(`${V}: ${pubLib} → ${subLib}`, async () => {
+          const t = unique(`x/${LIB_TAG[pubLib]}-${LIB_TAG[subLib]}`);
+          const s = await libSubscriber(clients, subLib, v, t, 2);
+          const publish = await libPublisher(clients, pubLib, v);
+          await publish(t, 'one', 1);
+          await publish(t, 'two', 2);
+          const got = await s.got();
+          assert.deepEqual(got.map((m) => [m.topic, m.text, m.qos]), [[t, 'one', 1], [t, 'two', 2]], s.output ? tail({ output: s.output }) : undefined);
+        });
+      }
 
       it(`${V}: wildcards + and # (parent level, empty levels)`, async () => {
         const b = unique('wc');
@@ -1016,7 +1013,7 @@ for (const kind of mqttServerKinds()) {
       describe('NATS ↔ MQTT [mq9-edge only]', () => {
         let nc: NatsConnection;
         before(async () => {
-          nc = await connectTo({ url: broker.natsUrl! });
+          nc = await connectTo({ url: fixture.broker.natsUrl! });
         });
         after(() => closeQuietly(nc));
 
@@ -1117,16 +1114,7 @@ for (const kind of mqttServerKinds()) {
   // brokers of their own: authentication, restart
 
   describe(`MQTT [${kind}] with user/password`, () => {
-    let broker: MqttBroker;
-    const clients = new Clients(() => broker);
-    before(async () => {
-      broker = await startMqttBroker(kind, { user: 'u', password: 'p' });
-    });
-    afterEach(() => clients.closeAll());
-    after(async () => {
-      await clients.closeAll();
-      await broker?.stop();
-    });
+    const { clients } = useBroker(() => startMqttBroker(kind, { user: 'u', password: 'p' }));
 
     for (const v of VERSIONS) {
       const V = versionName(v);
@@ -1161,70 +1149,54 @@ for (const kind of mqttServerKinds()) {
   });
 
   describe(`MQTT [${kind}] restart`, () => {
-    let broker: MqttBroker;
-    const clients = new Clients(() => broker);
-    before(async () => {
-      broker = await startMqttBroker(kind);
-    });
-    after(async () => {
-      await clients.closeAll();
-      await broker?.stop();
-    });
+    const fixture = useBroker(() => startMqttBroker(kind));
+    const { clients } = fixture;
 
-    it('3.1.1 and 5.0: persistent sessions (subscriptions, queued QoS 1) and retained messages survive a broker restart', async () => {
-      const t = unique('rs/t');
-      const ids = { 4: unique('rs4'), 5: unique('rs5') } as Record<ProtocolVersion, string>;
+    /**
+     * Persistent sessions of both versions subscribed, a QoS 1 message queued for them and a
+     * retained one, then a restart (`kill`: by SIGKILL, a power cut): the sessions are present and
+     * get what was queued (and, after a graceful restart, what is published after it), and the
+     * retained message is still there.
+     */
+    async function survivesRestart(kill: boolean): Promise<void> {
+      const tag = kill ? 'pc' : 'rs';
+      const how = kill ? 'SIGKILL' : 'restart';
+      const t = unique(`${tag}/t`);
+      const ids = { 4: unique(`${tag}4`), 5: unique(`${tag}5`) } as Record<ProtocolVersion, string>;
       for (const v of VERSIONS) {
         const c = await clients.js({ version: v, clientId: ids[v], ...persistent(v) });
         await c.subscribe(t, { qos: 1 });
         await c.end();
       }
       const pub = await clients.js({ version: 5 });
-      await pub.publish(t, 'before-restart', { qos: 1 });
+      // a QoS 1 publish is acknowledged once it is durable: after PUBACK even a power cut must not lose it
+      const want = [`before-${kill ? 'kill' : 'restart'}`];
+      await pub.publish(t, want[0]!, { qos: 1 });
       await pub.publish(`${t}/ret`, 'retained', { qos: 1, retain: true });
-      await pub.end();
+      if (!kill) await pub.end();
       await clients.closeAll();
-      await broker.restart();
-      const pub2 = await clients.js({ version: 4 });
-      await pub2.publish(t, 'after-restart', { qos: 1 });
+      await fixture.broker.restart({ kill });
+      if (!kill) {
+        const pub2 = await clients.js({ version: 4 });
+        await pub2.publish(t, 'after-restart', { qos: 1 });
+        want.push('after-restart');
+      }
       for (const v of VERSIONS) {
         const c = await clients.js({ version: v, clientId: ids[v], ...persistent(v) });
-        assert.equal(c.connack.sessionPresent, true, `${versionName(v)}: session present after restart`);
-        const got = await c.waitMsgs(2, t);
-        assert.deepEqual(texts(got), ['before-restart', 'after-restart'], `${versionName(v)}: queued and new messages`);
+        assert.equal(c.connack.sessionPresent, true, `${versionName(v)}: session present after ${how}`);
+        const got = await c.waitMsgs(want.length, t);
+        assert.deepEqual(texts(got), want, `${versionName(v)}: ${kill ? 'the queued message' : 'queued and new messages'}`);
       }
       const s = await clients.js({ version: 4 });
       await s.subscribe(`${t}/ret`, { qos: 1 });
       const r = await s.waitMsgs(1);
       assert.deepEqual(r.map((m) => [m.text, m.retain]), [['retained', true]]);
-    });
+    }
+
+    it('3.1.1 and 5.0: persistent sessions (subscriptions, queued QoS 1) and retained messages survive a broker restart', () => survivesRestart(false));
 
     if (kind === 'mq9-edge') {
-      it('[mq9-edge only] 3.1.1 and 5.0: persistent sessions, queued QoS 1 and retained messages survive SIGKILL (power cut)', async () => {
-        const t = unique('pc/t');
-        const ids = { 4: unique('pc4'), 5: unique('pc5') } as Record<ProtocolVersion, string>;
-        for (const v of VERSIONS) {
-          const c = await clients.js({ version: v, clientId: ids[v], ...persistent(v) });
-          await c.subscribe(t, { qos: 1 });
-          await c.end();
-        }
-        const pub = await clients.js({ version: 5 });
-        // a QoS 1 publish is acknowledged once it is durable: after PUBACK a power cut must not lose it
-        await pub.publish(t, 'before-kill', { qos: 1 });
-        await pub.publish(`${t}/ret`, 'retained', { qos: 1, retain: true });
-        await clients.closeAll();
-        await broker.restart({ kill: true });
-        for (const v of VERSIONS) {
-          const c = await clients.js({ version: v, clientId: ids[v], ...persistent(v) });
-          assert.equal(c.connack.sessionPresent, true, `${versionName(v)}: session present after SIGKILL`);
-          const got = await c.waitMsgs(1, t);
-          assert.deepEqual(texts(got), ['before-kill'], `${versionName(v)}: the queued message`);
-        }
-        const s = await clients.js({ version: 4 });
-        await s.subscribe(`${t}/ret`, { qos: 1 });
-        const r = await s.waitMsgs(1);
-        assert.deepEqual(r.map((m) => [m.text, m.retain]), [['retained', true]]);
-      });
+      it('[mq9-edge only] 3.1.1 and 5.0: persistent sessions, queued QoS 1 and retained messages survive SIGKILL (power cut)', () => survivesRestart(true));
     }
   });
 }

@@ -44,7 +44,7 @@
  * (no threads, one big read buffer, MSG frames parsed in place); "natsc" uses
  * the nats.c library (Debian libnats-dev).
  *
- * Protocol of this program towards bench.ts (stdout, line based):
+ * Protocol of this program towards bench.ts (stdout, line based; see common.h):
  *   READY [port=N]      once it is connected/subscribed (or listening, for fake servers)
  *   RESULT {json}       once, at the end
  * Errors go to stderr, exit code != 0.
@@ -52,49 +52,16 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <nats/nats.h>
 
+#define GEN_NAME "loadgen"
+#include "common.h"
+
 /* ------------------------------------------------------------------ util */
-
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru); /* all threads of this process */
-  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-         ru.ru_stime.tv_usec / 1e6;
-}
-
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "loadgen: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n");
-  va_end(ap);
-  exit(2);
-}
 
 static void say_ready(int port) {
   if (port > 0)
@@ -105,21 +72,13 @@ static void say_ready(int port) {
 }
 
 typedef struct {
-  const char *mode;
-  const char *host;
-  int port;
+  COMMON_ARGS_FIELDS;
   const char *subject;
-  long long count;
   long long warmup;
-  int size;
   const char *impl;
-  int idle_ms;
-  double max_seconds;
   int rcvbuf;
-  int window;
   const char *payload;
   long long fanout;
-  int timeout_ms;
   int show;
   const char *order;
   const char *create_subject;
@@ -157,36 +116,25 @@ static args_t A = {
 };
 
 static void parse_args(int argc, char **argv) {
-  if (argc < 2) die("usage: loadgen <mode> [options]  (see source header)");
-  A.mode = argv[1];
-  for (int i = 2; i < argc; i++) {
-    const char *k = argv[i];
-    if (i + 1 >= argc) die("missing value for %s", k);
-    const char *v = argv[++i];
-    if (!strcmp(k, "--host")) A.host = v;
-    else if (!strcmp(k, "--port")) A.port = atoi(v);
-    else if (!strcmp(k, "--subject")) A.subject = v;
-    else if (!strcmp(k, "--count")) A.count = atoll(v);
-    else if (!strcmp(k, "--warmup")) A.warmup = atoll(v);
-    else if (!strcmp(k, "--size")) A.size = atoi(v);
-    else if (!strcmp(k, "--impl")) A.impl = v;
-    else if (!strcmp(k, "--idle-ms")) A.idle_ms = atoi(v);
-    else if (!strcmp(k, "--max-seconds")) A.max_seconds = atof(v);
-    else if (!strcmp(k, "--rcvbuf")) A.rcvbuf = atoi(v);
-    else if (!strcmp(k, "--window")) A.window = atoi(v);
-    else if (!strcmp(k, "--payload")) A.payload = v;
-    else if (!strcmp(k, "--fanout")) A.fanout = atoll(v);
-    else if (!strcmp(k, "--timeout-ms")) A.timeout_ms = atoi(v);
-    else if (!strcmp(k, "--show")) A.show = atoi(v);
-    else if (!strcmp(k, "--order")) A.order = v;
-    else if (!strcmp(k, "--create-subject")) A.create_subject = v;
-    else if (!strcmp(k, "--create-payload")) A.create_payload = v;
-    else if (!strcmp(k, "--replies-out")) A.replies_out = v;
-    else if (!strcmp(k, "--id-header")) A.id_header = v;
-    else if (!strcmp(k, "--dump")) A.dump = v;
-    else if (!strcmp(k, "--linger-ms")) A.linger_ms = atoi(v);
-    else die("unknown option %s", k);
-  }
+  const opt_t opts[] = {
+      COMMON_OPTS(A),
+      OPT("--subject", A.subject),
+      OPT("--warmup", A.warmup),
+      OPT("--impl", A.impl),
+      OPT("--rcvbuf", A.rcvbuf),
+      OPT("--payload", A.payload),
+      OPT("--fanout", A.fanout),
+      OPT("--show", A.show),
+      OPT("--order", A.order),
+      OPT("--create-subject", A.create_subject),
+      OPT("--create-payload", A.create_payload),
+      OPT("--replies-out", A.replies_out),
+      OPT("--id-header", A.id_header),
+      OPT("--dump", A.dump),
+      OPT("--linger-ms", A.linger_ms),
+      OPT_END,
+  };
+  A.mode = parse_opts(argc, argv, "usage: loadgen <mode> [options]  (see source header)", opts);
   if (strcmp(A.impl, "raw") && strcmp(A.impl, "natsc")) die("--impl must be raw or natsc");
   if (A.window < 1) A.window = 1;
   if (A.fanout < 1) A.fanout = 1;
@@ -238,18 +186,6 @@ static void rc_init(rconn_t *c, int fd) {
   c->wb = malloc(c->wcap);
 }
 
-static void write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      die("write: %s", strerror(errno));
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-}
-
 static void rc_flush(rconn_t *c) {
   if (c->wl) write_all(c->fd, c->wb, c->wl);
   c->wl = 0;
@@ -280,19 +216,13 @@ static ssize_t rc_fill(rconn_t *c) {
     c->rcap *= 2;
     c->rb = realloc(c->rb, c->rcap);
   }
-  for (;;) {
-    ssize_t r = read(c->fd, c->rb + c->re, c->rcap - c->re);
-    if (r > 0) {
-      c->re += (size_t)r;
-      c->bytes_read += r;
-      c->last_read_ns = now_ns();
-      return r;
-    }
-    if (r == 0) return 0;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
-    return -2;
+  ssize_t r = read_some(c->fd, c->rb + c->re, c->rcap - c->re);
+  if (r > 0) {
+    c->re += (size_t)r;
+    c->bytes_read += r;
+    c->last_read_ns = now_ns();
   }
+  return r;
 }
 
 /* split line into up to 6 space-separated tokens */
@@ -416,26 +346,6 @@ static int rc_next(rconn_t *c, frame_t *f) {
   }
 }
 
-static void set_rcvtimeo(int fd, int ms) {
-  struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
-static int tcp_connect(const char *host, int port, int rcvbuf) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) die("socket: %s", strerror(errno));
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)port);
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) die("bad host %s (IPv4 literal expected)", host);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) die("connect %s:%d: %s", host, port, strerror(errno));
-  return fd;
-}
-
 /* Wait for PONG, answering PINGs, failing on -ERR. */
 static void rc_wait_pong(rconn_t *c) {
   frame_t f;
@@ -455,6 +365,7 @@ static void rc_wait_pong(rconn_t *c) {
  * no_responders:true (the server may then send HMSG, and a 503 status to a request nobody serves). */
 static void rc_connect_h(rconn_t *c, int rcvbuf, int headers) {
   int fd = tcp_connect(A.host, A.port, rcvbuf);
+  if (fd < 0) die("connect %s:%d: %s", A.host, A.port, strerror(-fd));
   rc_init(c, fd);
   set_rcvtimeo(fd, 10000);
   frame_t f;
@@ -483,11 +394,10 @@ static void rc_sub(rconn_t *c, const char *subj, int sid) {
 
 static void print_pub_result(long long sent, int64_t t0, int64_t t_written, int64_t t_flushed) {
   double secs = (t_flushed - t0) / 1e9;
-  printf("RESULT {\"mode\":\"pub\",\"impl\":\"%s\",\"sent\":%lld,\"size\":%d,\"t_first\":%lld,"
-         "\"t_written\":%lld,\"t_flushed\":%lld,\"rate\":%.1f,\"cpu_s\":%.4f}\n",
-         A.impl, sent, A.size, (long long)t0, (long long)t_written, (long long)t_flushed,
-         secs > 0 ? sent / secs : 0.0, cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"pub\",\"impl\":\"%s\",\"sent\":%lld,\"size\":%d,\"t_first\":%lld,"
+               "\"t_written\":%lld,\"t_flushed\":%lld,\"rate\":%.1f,\"cpu_s\":%.4f",
+               A.impl, sent, A.size, (long long)t0, (long long)t_written, (long long)t_flushed,
+               secs > 0 ? sent / secs : 0.0, cpu_seconds());
 }
 
 static void mode_pub_raw(void) {
@@ -567,10 +477,9 @@ static void mode_pub_natsc(void) {
 /* ------------------------------------------------------------------ sub */
 
 static void print_sub_result(long long count, long long bytes, int64_t tf, int64_t tl, const char *end) {
-  printf("RESULT {\"mode\":\"sub\",\"impl\":\"%s\",\"expected\":%lld,\"received\":%lld,"
-         "\"payload_bytes\":%lld,\"t_first\":%lld,\"t_last\":%lld,\"end\":\"%s\",\"cpu_s\":%.4f}\n",
-         A.impl, A.count, count, bytes, (long long)tf, (long long)tl, end, cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"sub\",\"impl\":\"%s\",\"expected\":%lld,\"received\":%lld,"
+               "\"payload_bytes\":%lld,\"t_first\":%lld,\"t_last\":%lld,\"end\":\"%s\",\"cpu_s\":%.4f",
+               A.impl, A.count, count, bytes, (long long)tf, (long long)tl, end, cpu_seconds());
 }
 
 static void mode_sub_raw(void) {
@@ -681,8 +590,7 @@ static void mode_rep_raw(void) {
     }
     if (c.rs == c.re) rc_flush(&c); /* nothing more buffered: send replies now */
   }
-  printf("RESULT {\"mode\":\"rep\",\"impl\":\"raw\",\"served\":%lld,\"cpu_s\":%.4f}\n", served, cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"rep\",\"impl\":\"raw\",\"served\":%lld,\"cpu_s\":%.4f", served, cpu_seconds());
 }
 
 static void natsc_on_req(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
@@ -703,17 +611,11 @@ static void mode_rep_natsc(void) {
   char buf[64];
   while (read(0, buf, sizeof(buf)) > 0) {
   } /* until stdin EOF */
-  printf("RESULT {\"mode\":\"rep\",\"impl\":\"natsc\",\"cpu_s\":%.4f}\n", cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"rep\",\"impl\":\"natsc\",\"cpu_s\":%.4f", cpu_seconds());
   _exit(0);
 }
 
 /* ------------------------------------------------------------ requester */
-
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? -1 : x > y;
-}
 
 static double pct_us(const int64_t *v, long long n, double p) {
   if (n <= 0) return 0;
@@ -727,13 +629,12 @@ static void print_req_result(int64_t *lat, long long n, int64_t t0, int64_t t1) 
   qsort(lat, (size_t)n, sizeof(int64_t), cmp_i64);
   double sum = 0;
   for (long long i = 0; i < n; i++) sum += lat[i];
-  printf("RESULT {\"mode\":\"req\",\"impl\":\"%s\",\"count\":%lld,\"p50_us\":%.2f,\"p90_us\":%.2f,"
-         "\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,\"min_us\":%.2f,\"mean_us\":%.2f,"
-         "\"elapsed_s\":%.4f,\"cpu_s\":%.4f}\n",
-         A.impl, n, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99), pct_us(lat, n, 0.999),
-         n ? lat[n - 1] / 1000.0 : 0, n ? lat[0] / 1000.0 : 0, n ? sum / n / 1000.0 : 0, (t1 - t0) / 1e9,
-         cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"req\",\"impl\":\"%s\",\"count\":%lld,\"p50_us\":%.2f,\"p90_us\":%.2f,"
+               "\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,\"min_us\":%.2f,\"mean_us\":%.2f,"
+               "\"elapsed_s\":%.4f,\"cpu_s\":%.4f",
+               A.impl, n, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99), pct_us(lat, n, 0.999),
+               n ? lat[n - 1] / 1000.0 : 0, n ? lat[0] / 1000.0 : 0, n ? sum / n / 1000.0 : 0, (t1 - t0) / 1e9,
+               cpu_seconds());
 }
 
 static void mode_req_raw(void) {
@@ -1034,16 +935,15 @@ static void mode_preq(void) {
   double sum = 0;
   for (long long i = 0; i < n; i++) sum += q->lat[i];
   double secs = (t1 - t0) / 1e9;
-  printf("RESULT {\"mode\":\"preq\",\"impl\":\"raw\",\"window\":%d,\"count\":%lld,\"warmup\":%lld,\"replied\":%lld,"
-         "\"ok\":%lld,\"errors\":%lld,\"no_responders\":%lld,\"dups\":%lld,\"unknown\":%lld,\"missing\":%lld,"
-         "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,\"min_us\":%.2f,"
-         "\"mean_us\":%.2f,\"t_first\":%lld,\"t_last\":%lld,\"elapsed_s\":%.4f,\"rate\":%.1f,\"cpu_s\":%.4f,"
-         "\"first_error\":\"%s\"}\n",
-         A.window, A.count, A.warmup, n, q->ok, q->errors, q->no_responders, q->dups, q->unknown, missing,
-         pct_us(q->lat, n, 0.50), pct_us(q->lat, n, 0.90), pct_us(q->lat, n, 0.99), pct_us(q->lat, n, 0.999),
-         n ? q->lat[n - 1] / 1000.0 : 0, n ? q->lat[0] / 1000.0 : 0, n ? sum / n / 1000.0 : 0, (long long)t0,
-         (long long)t1, secs, secs > 0 ? n / secs : 0.0, cpu_seconds(), q->first_error);
-  fflush(stdout);
+  print_result("\"mode\":\"preq\",\"impl\":\"raw\",\"window\":%d,\"count\":%lld,\"warmup\":%lld,\"replied\":%lld,"
+               "\"ok\":%lld,\"errors\":%lld,\"no_responders\":%lld,\"dups\":%lld,\"unknown\":%lld,\"missing\":%lld,"
+               "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,\"min_us\":%.2f,"
+               "\"mean_us\":%.2f,\"t_first\":%lld,\"t_last\":%lld,\"elapsed_s\":%.4f,\"rate\":%.1f,\"cpu_s\":%.4f,"
+               "\"first_error\":\"%s\"",
+               A.window, A.count, A.warmup, n, q->ok, q->errors, q->no_responders, q->dups, q->unknown, missing,
+               pct_us(q->lat, n, 0.50), pct_us(q->lat, n, 0.90), pct_us(q->lat, n, 0.99), pct_us(q->lat, n, 0.999),
+               n ? q->lat[n - 1] / 1000.0 : 0, n ? q->lat[0] / 1000.0 : 0, n ? sum / n / 1000.0 : 0, (long long)t0,
+               (long long)t1, secs, secs > 0 ? n / secs : 0.0, cpu_seconds(), q->first_error);
   close(q->c.fd);
   exit(missing || q->errors ? 3 : 0);
 }
@@ -1233,16 +1133,15 @@ static void mode_replay(void) {
   }
   if (dump && fclose(dump) != 0) die("replay: writing %s: %s", A.dump, strerror(errno));
   double secs = count ? (t_last - t0) / 1e9 : 0;
-  printf("RESULT {\"mode\":\"replay\",\"impl\":\"raw\",\"expected\":%lld,\"received\":%lld,\"payload_bytes\":%lld,"
-         "\"t_sub\":%lld,\"t_first\":%lld,\"t_last\":%lld,\"elapsed_s\":%.4f,\"rate\":%.1f,\"end\":\"%s\","
-         "\"order\":\"%s\",\"violations\":%lld,\"unchecked\":%lld,\"critical\":%lld,\"urgent\":%lld,\"normal\":%lld,"
-         "\"first_violation\":\"%s\",\"create_reply\":\"%s\",\"extra\":%lld,\"t_first_critical\":%lld,"
-         "\"t_first_urgent\":%lld,\"t_first_normal\":%lld,\"cpu_s\":%.4f}\n",
-         A.count, count, bytes, (long long)t0, (long long)t_first, (long long)t_last, secs,
-         secs > 0 ? count / secs : 0.0, end, A.order, violations, no_header, by_rank[0], by_rank[1], by_rank[2],
-         first_violation, create_reply, extra, (long long)t_first_rank[0], (long long)t_first_rank[1],
-         (long long)t_first_rank[2], cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"replay\",\"impl\":\"raw\",\"expected\":%lld,\"received\":%lld,\"payload_bytes\":%lld,"
+               "\"t_sub\":%lld,\"t_first\":%lld,\"t_last\":%lld,\"elapsed_s\":%.4f,\"rate\":%.1f,\"end\":\"%s\","
+               "\"order\":\"%s\",\"violations\":%lld,\"unchecked\":%lld,\"critical\":%lld,\"urgent\":%lld,\"normal\":%lld,"
+               "\"first_violation\":\"%s\",\"create_reply\":\"%s\",\"extra\":%lld,\"t_first_critical\":%lld,"
+               "\"t_first_urgent\":%lld,\"t_first_normal\":%lld,\"cpu_s\":%.4f",
+               A.count, count, bytes, (long long)t0, (long long)t_first, (long long)t_last, secs,
+               secs > 0 ? count / secs : 0.0, end, A.order, violations, no_header, by_rank[0], by_rank[1], by_rank[2],
+               first_violation, create_reply, extra, (long long)t_first_rank[0], (long long)t_first_rank[1],
+               (long long)t_first_rank[2], cpu_seconds());
   close(c.fd);
 }
 
@@ -1303,10 +1202,9 @@ static void mode_stall(void) {
   int saw_err = 0;
   for (size_t i = 0; i + 4 <= tail_len; i++)
     if (!memcmp(tail + i, "-ERR", 4)) saw_err = 1;
-  printf("RESULT {\"mode\":\"stall\",\"closed\":%s,\"how\":\"%s\",\"drained_bytes\":%lld,\"saw_err\":%s,"
-         "\"cpu_s\":%.4f}\n",
-         closed ? "true" : "false", how, drained, saw_err ? "true" : "false", cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"stall\",\"closed\":%s,\"how\":\"%s\",\"drained_bytes\":%lld,\"saw_err\":%s,"
+               "\"cpu_s\":%.4f",
+               closed ? "true" : "false", how, drained, saw_err ? "true" : "false", cpu_seconds());
 }
 
 /* --------------------------------------------------------- fake servers */
@@ -1335,8 +1233,7 @@ static int fake_accept(rconn_t *c) {
   int fd = accept(lfd, NULL, NULL);
   if (fd < 0) die("accept: %s", strerror(errno));
   close(lfd);
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  set_nodelay(fd);
   rc_init(c, fd);
   const char *info = "INFO {\"server_id\":\"loadgen-fake\",\"server_name\":\"loadgen-fake\",\"version\":\"2.9.10\","
                      "\"proto\":1,\"go\":\"none\",\"host\":\"127.0.0.1\",\"port\":0,\"headers\":false,"
@@ -1364,10 +1261,9 @@ static void mode_sink(void) {
       rc_flush(&c);
     }
   }
-  printf("RESULT {\"mode\":\"sink\",\"pubs\":%lld,\"payload_bytes\":%lld,\"t_first\":%lld,\"t_last\":%lld,"
-         "\"cpu_s\":%.4f}\n",
-         pubs, bytes, (long long)t_first, (long long)t_last, cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"sink\",\"pubs\":%lld,\"payload_bytes\":%lld,\"t_first\":%lld,\"t_last\":%lld,"
+               "\"cpu_s\":%.4f",
+               pubs, bytes, (long long)t_first, (long long)t_last, cpu_seconds());
 }
 
 static volatile int blast_pong_needed = 0;
@@ -1438,9 +1334,8 @@ static void mode_blast(void) {
     }
   }
   int64_t t1 = now_ns();
-  printf("RESULT {\"mode\":\"blast\",\"sent\":%lld,\"t_first\":%lld,\"t_written\":%lld,\"cpu_s\":%.4f}\n", sent,
-         (long long)t0, (long long)t1, cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"blast\",\"sent\":%lld,\"t_first\":%lld,\"t_written\":%lld,\"cpu_s\":%.4f", sent,
+               (long long)t0, (long long)t1, cpu_seconds());
   /* keep the connection open until the client disconnects (or 30 s) */
   for (int i = 0; i < 3000 && !blast_peer_gone; i++) usleep(10000);
   _exit(0);
@@ -1470,8 +1365,7 @@ static void mode_echo(void) {
     }
     if (c.rs == c.re) rc_flush(&c);
   }
-  printf("RESULT {\"mode\":\"echo\",\"served\":%lld,\"cpu_s\":%.4f}\n", served, cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"echo\",\"served\":%lld,\"cpu_s\":%.4f", served, cpu_seconds());
 }
 
 /* ----------------------------------------------------------------- main */
@@ -1482,7 +1376,7 @@ int main(int argc, char **argv) {
   int natsc = !strcmp(A.impl, "natsc");
   const char *m = A.mode;
   if (!strcmp(m, "version")) {
-    printf("RESULT {\"mode\":\"version\",\"nats_c\":\"%s\"}\n", nats_GetVersion());
+    print_result("\"mode\":\"version\",\"nats_c\":\"%s\"", nats_GetVersion());
     return 0;
   }
   if (natsc && (!strcmp(m, "pub") || !strcmp(m, "sub") || !strcmp(m, "rep") || !strcmp(m, "req"))) {

@@ -26,29 +26,15 @@
  *         SUBACK, then holds them until a line or EOF on stdin, checks how many the server has
  *         closed meanwhile, sends DISCONNECT on each, and reports.
  *
- * Protocol towards bench.ts (stdout, line based), as loadgen.c:
- *   READY ...           once it is connected/subscribed
- *   RESULT {json}       once, at the end
- * Errors go to stderr, exit code != 0. Timestamps are CLOCK_MONOTONIC nanoseconds (comparable
- * across processes and with node's process.hrtime.bigint()).
+ * Protocol towards bench.ts (stdout, line based), as loadgen.c (see common.h): READY ... once it
+ * is connected/subscribed, RESULT {json} once at the end; errors on stderr, exit code != 0.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
+
+#define GEN_NAME "mqttgen"
+#include "common.h"
 
 /* MQTT control packet types (upper nibble of the first byte) */
 enum {
@@ -69,44 +55,13 @@ enum {
 static const char MAGIC[4] = {'M', 'Q', 'G', '1'};
 #define SEQ_HDR 12 /* magic + uint64 sequence number */
 
-/* ------------------------------------------------------------------ util */
-
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-         ru.ru_stime.tv_usec / 1e6;
-}
-
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "mqttgen: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n");
-  va_end(ap);
-  exit(2);
-}
+/* ------------------------------------------------------------------ args */
 
 static struct {
-  const char *mode;
-  const char *host;
-  int port;
+  COMMON_ARGS_FIELDS;
   const char *topic;
   const char *topic_prefix;
-  long long count;
-  int size;
   int qos;
-  int window;
-  int idle_ms;
-  int timeout_ms;
-  double max_seconds;
   int parallel;
   int keepalive;
 } A = {
@@ -126,27 +81,16 @@ static struct {
 };
 
 static void parse_args(int argc, char **argv) {
-  if (argc < 2) die("usage: mqttgen pub|sub|conns [options]  (see the source header)");
-  A.mode = argv[1];
-  for (int i = 2; i < argc; i++) {
-    const char *k = argv[i];
-    if (i + 1 >= argc) die("missing value for %s", k);
-    const char *v = argv[++i];
-    if (!strcmp(k, "--host")) A.host = v;
-    else if (!strcmp(k, "--port")) A.port = atoi(v);
-    else if (!strcmp(k, "--topic")) A.topic = v;
-    else if (!strcmp(k, "--topic-prefix")) A.topic_prefix = v;
-    else if (!strcmp(k, "--count")) A.count = atoll(v);
-    else if (!strcmp(k, "--size")) A.size = atoi(v);
-    else if (!strcmp(k, "--qos")) A.qos = atoi(v);
-    else if (!strcmp(k, "--window")) A.window = atoi(v);
-    else if (!strcmp(k, "--idle-ms")) A.idle_ms = atoi(v);
-    else if (!strcmp(k, "--timeout-ms")) A.timeout_ms = atoi(v);
-    else if (!strcmp(k, "--max-seconds")) A.max_seconds = atof(v);
-    else if (!strcmp(k, "--parallel")) A.parallel = atoi(v);
-    else if (!strcmp(k, "--keepalive")) A.keepalive = atoi(v);
-    else die("unknown option %s", k);
-  }
+  const opt_t opts[] = {
+      COMMON_OPTS(A),
+      OPT("--topic", A.topic),
+      OPT("--topic-prefix", A.topic_prefix),
+      OPT("--qos", A.qos),
+      OPT("--parallel", A.parallel),
+      OPT("--keepalive", A.keepalive),
+      OPT_END,
+  };
+  A.mode = parse_opts(argc, argv, "usage: mqttgen pub|sub|conns [options]  (see the source header)", opts);
   if (A.qos != 0 && A.qos != 1) die("--qos must be 0 or 1");
   if (A.count < 0) die("--count must be >= 0");
   if (A.size < 0 || A.size > 64 * 1024 * 1024) die("--size out of range");
@@ -156,59 +100,12 @@ static void parse_args(int argc, char **argv) {
   if (strlen(A.topic) > 65535 || strlen(A.topic_prefix) > 65000) die("topic too long");
 }
 
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
 /* p-th percentile (0..1) of sorted v[0..n), nanoseconds → the caller's unit */
 static double pct(const int64_t *v, long long n, double p) {
   if (n <= 0) return 0;
   long long i = (long long)(p * (double)(n - 1) + 0.5);
   if (i >= n) i = n - 1;
   return (double)v[i];
-}
-
-/* --------------------------------------------------------------- socket */
-
-static int tcp_connect(const char *host, int port) {
-  char ps[16];
-  snprintf(ps, sizeof(ps), "%d", port);
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  int e = getaddrinfo(host, ps, &hints, &res);
-  if (e != 0) die("resolve %s: %s", host, gai_strerror(e));
-  int fd = -1, err = EHOSTUNREACH;
-  for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-    if (fd < 0) {
-      err = errno;
-      continue;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
-    err = errno;
-    close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
-  if (fd < 0) return -err;
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  return fd;
-}
-
-static void write_all(int fd, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      die("write: %s", strerror(errno));
-    }
-    p += w;
-    n -= (size_t)w;
-  }
 }
 
 /* ----------------------------------------------------------- connection */
@@ -279,24 +176,18 @@ static ssize_t conn_fill(conn_t *c, int timeout_ms) {
     }
   }
   if (timeout_ms != c->rcvtimeo_ms) { /* SO_RCVTIMEO rather than poll(): one syscall per read */
-    int ms = timeout_ms > 0 ? timeout_ms : timeout_ms == 0 ? 1 : 0;
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    set_rcvtimeo(c->fd, timeout_ms > 0 ? timeout_ms : timeout_ms == 0 ? 1 : 0);
     c->rcvtimeo_ms = timeout_ms;
   }
-  for (;;) {
-    ssize_t r = read(c->fd, c->rb + c->re, c->rcap - c->re);
-    if (r > 0) {
-      c->re += (size_t)r;
-      c->t_read = now_ns();
-      return r;
-    }
-    if (r == 0) return 0;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+  ssize_t r = read_some(c->fd, c->rb + c->re, c->rcap - c->re);
+  if (r > 0) {
+    c->re += (size_t)r;
+    c->t_read = now_ns();
+  } else if (r == -2) {
     if (errno == ECONNRESET) return 0;
     die("read: %s", strerror(errno));
   }
+  return r;
 }
 
 /* One whole packet from the buffer, in place: 1, or 0 when more bytes are needed. */
@@ -442,7 +333,7 @@ static int wait_suback(conn_t *c, uint16_t pid, const char *who) {
 }
 
 static void client_open(conn_t *c, const char *client_id, size_t rcap, size_t wcap) {
-  int fd = tcp_connect(A.host, A.port);
+  int fd = tcp_connect(A.host, A.port, 0);
   if (fd < 0) die("%s: connect %s:%d: %s", client_id, A.host, A.port, strerror(-fd));
   conn_init(c, fd, rcap, wcap);
   buf_connect(c, client_id);
@@ -594,14 +485,13 @@ static void mode_pub(void) {
     p99 = pct(lat, acked, 0.99) / 1e3;
     max = lat[acked - 1] / 1e3;
   }
-  printf("RESULT {\"mode\":\"pub\",\"qos\":%d,\"window\":%d,\"count\":%lld,\"size\":%d,\"sent\":%lld,"
-         "\"acked\":%lld,\"unacked\":%lld,\"unknown_acks\":%lld,\"other_packets\":%lld,\"t_first\":%lld,"
-         "\"t_written\":%lld,\"t_flushed\":%lld,\"elapsed_s\":%.6f,\"rate\":%.1f,\"p50_us\":%.1f,"
-         "\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"end\":\"%s\",\"cpu_s\":%.4f}\n",
-         A.qos, A.qos ? A.window : 0, A.count, A.size, sent, acked, A.qos ? inflight : 0, unknown_acks, other,
-         (long long)t_first, (long long)t_written, (long long)t_flushed, secs, secs > 0 ? done / secs : 0.0, p50,
-         p90, p99, max, end, cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"pub\",\"qos\":%d,\"window\":%d,\"count\":%lld,\"size\":%d,\"sent\":%lld,"
+               "\"acked\":%lld,\"unacked\":%lld,\"unknown_acks\":%lld,\"other_packets\":%lld,\"t_first\":%lld,"
+               "\"t_written\":%lld,\"t_flushed\":%lld,\"elapsed_s\":%.6f,\"rate\":%.1f,\"p50_us\":%.1f,"
+               "\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"end\":\"%s\",\"cpu_s\":%.4f",
+               A.qos, A.qos ? A.window : 0, A.count, A.size, sent, acked, A.qos ? inflight : 0, unknown_acks, other,
+               (long long)t_first, (long long)t_written, (long long)t_flushed, secs, secs > 0 ? done / secs : 0.0,
+               p50, p90, p99, max, end, cpu_seconds());
   exit(strcmp(end, "done") ? 1 : 0);
 }
 
@@ -615,7 +505,7 @@ static void mode_sub(void) {
   buf_subscribe(&c, 1, A.topic, A.qos);
   conn_flush(&c);
   int granted = wait_suback(&c, 1, id);
-  if (granted != A.qos) fprintf(stderr, "mqttgen: asked for QoS %d, granted %d\n", A.qos, granted);
+  if (granted != A.qos) fprintf(stderr, GEN_NAME ": asked for QoS %d, granted %d\n", A.qos, granted);
   int64_t t_sub = now_ns();
   printf("READY\n");
   fflush(stdout);
@@ -695,14 +585,13 @@ static void mode_sub(void) {
   if (!t_last) t_last = received ? c.t_read : 0;
   client_close(&c);
   double secs = (t_last - t_first) / 1e9;
-  printf("RESULT {\"mode\":\"sub\",\"qos\":%d,\"granted\":%d,\"expected\":%lld,\"received\":%lld,"
-         "\"payload_bytes\":%lld,\"qos0\":%lld,\"qos1\":%lld,\"dups\":%lld,\"out_of_order\":%lld,"
-         "\"unchecked\":%lld,\"out_of_range\":%lld,\"dup_flag\":%lld,\"other_packets\":%lld,\"t_sub\":%lld,"
-         "\"t_first\":%lld,\"t_last\":%lld,\"elapsed_s\":%.6f,\"rate\":%.1f,\"end\":\"%s\",\"cpu_s\":%.4f}\n",
-         A.qos, granted, n, received, bytes, by_qos[0], by_qos[1], dups, ooo, unchecked, out_of_range, dup_flag,
-         other, (long long)t_sub, (long long)t_first, (long long)t_last, secs,
-         secs > 0 && received > 1 ? (received - 1) / secs : 0.0, end, cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"sub\",\"qos\":%d,\"granted\":%d,\"expected\":%lld,\"received\":%lld,"
+               "\"payload_bytes\":%lld,\"qos0\":%lld,\"qos1\":%lld,\"dups\":%lld,\"out_of_order\":%lld,"
+               "\"unchecked\":%lld,\"out_of_range\":%lld,\"dup_flag\":%lld,\"other_packets\":%lld,\"t_sub\":%lld,"
+               "\"t_first\":%lld,\"t_last\":%lld,\"elapsed_s\":%.6f,\"rate\":%.1f,\"end\":\"%s\",\"cpu_s\":%.4f",
+               A.qos, granted, n, received, bytes, by_qos[0], by_qos[1], dups, ooo, unchecked, out_of_range, dup_flag,
+               other, (long long)t_sub, (long long)t_first, (long long)t_last, secs,
+               secs > 0 && received > 1 ? (received - 1) / secs : 0.0, end, cpu_seconds());
   exit(received == n ? 0 : 1);
 }
 
@@ -723,7 +612,7 @@ static void mode_conns(void) {
       long long i = base + j;
       snprintf(id, sizeof(id), "mg%dc%lld", (int)getpid(), i);
       t0s[j] = now_ns();
-      int fd = tcp_connect(A.host, A.port);
+      int fd = tcp_connect(A.host, A.port, 0);
       if (fd < 0) die("client %lld of %lld: connect %s:%d: %s", i + 1, n, A.host, A.port, strerror(-fd));
       conn_init(&cs[i], fd, 256, 256);
       buf_connect(&cs[i], id);
@@ -769,13 +658,12 @@ static void mode_conns(void) {
   for (long long i = 0; i < n; i++) client_close(&cs[i]);
 
   qsort(lat, (size_t)n, sizeof(int64_t), cmp_i64);
-  printf("RESULT {\"mode\":\"conns\",\"count\":%lld,\"parallel\":%d,\"qos\":%d,\"t_first\":%lld,\"t_last\":%lld,"
-         "\"elapsed_s\":%.6f,\"rate\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"held_s\":%.3f,"
-         "\"closed_by_server\":%lld,\"unexpected_data\":%lld,\"cpu_s\":%.4f}\n",
-         n, A.parallel, A.qos, (long long)t_first, (long long)t_last, secs, secs > 0 ? n / secs : 0.0,
-         pct(lat, n, 0.5) / 1e6, pct(lat, n, 0.99) / 1e6, lat[n - 1] / 1e6, (t_release - t_last) / 1e9, closed,
-         unexpected, cpu_seconds());
-  fflush(stdout);
+  print_result("\"mode\":\"conns\",\"count\":%lld,\"parallel\":%d,\"qos\":%d,\"t_first\":%lld,\"t_last\":%lld,"
+               "\"elapsed_s\":%.6f,\"rate\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"held_s\":%.3f,"
+               "\"closed_by_server\":%lld,\"unexpected_data\":%lld,\"cpu_s\":%.4f",
+               n, A.parallel, A.qos, (long long)t_first, (long long)t_last, secs, secs > 0 ? n / secs : 0.0,
+               pct(lat, n, 0.5) / 1e6, pct(lat, n, 0.99) / 1e6, lat[n - 1] / 1e6, (t_release - t_last) / 1e9, closed,
+               unexpected, cpu_seconds());
   exit(closed ? 1 : 0);
 }
 
