@@ -20,6 +20,7 @@ import {
   type Mq9Broker,
 } from './mq9-helpers';
 import path from 'node:path';
+import { RawMqtt } from './mqtt-helpers';
 
 interface Got {
   topic: string;
@@ -276,6 +277,44 @@ describe('mailboxes over MQTT: durability and restarts', () => {
       assert.equal(back.got[2]!.payload, 'u3');
       await back.c.endAsync();
       await nc.close();
+    } finally {
+      await broker.stop();
+      tmp.remove();
+    }
+  });
+
+  test('QoS 2 across a SIGKILL: a publish resent after the restart (same packet id, after its PUBREC) is delivered once', async () => {
+    const tmp = makeTemp('mq9-mqtt-');
+    const dataDir = path.join(tmp.dir, 'data');
+    let broker: Mq9Broker = await startMq9(dataDir, { mqttPort: -1 });
+    try {
+      // A persistent subscriber that is away, so what reaches it is kept in the store.
+      const sub = await connectMqtt(broker.mqttPort, { protocolVersion: 5, clientId: 'q2-sub', clean: false, properties: { sessionExpiryInterval: 600 } });
+      await sub.c.subscribeAsync('q2/t', { qos: 2 });
+      await sub.c.endAsync();
+      let pub = await RawMqtt.open(broker.mqttPort, 5);
+      pub.send({ cmd: 'connect', clientId: 'q2-pub', protocolVersion: 5, clean: false, keepalive: 0, properties: { sessionExpiryInterval: 600 } });
+      await pub.waitPacket((p) => p.cmd === 'connack', 3000, 'CONNACK');
+      pub.send({ cmd: 'publish', topic: 'q2/t', payload: Buffer.from('once'), qos: 2, messageId: 7, dup: false, retain: false });
+      await pub.waitPacket((p) => p.cmd === 'pubrec' && p.messageId === 7, 3000, 'PUBREC 7');
+      await broker.kill();
+      pub.kill();
+      broker = await startMq9(dataDir, { mqttPort: -1 });
+      // The publisher did not see its PUBCOMP: it may resend the PUBLISH (DUP) before PUBREL.
+      pub = await RawMqtt.open(broker.mqttPort, 5);
+      pub.send({ cmd: 'connect', clientId: 'q2-pub', protocolVersion: 5, clean: false, keepalive: 0, properties: { sessionExpiryInterval: 600 } });
+      const connack = await pub.waitPacket((p) => p.cmd === 'connack', 3000, 'CONNACK');
+      assert.equal((connack as unknown as { sessionPresent: boolean }).sessionPresent, true);
+      pub.send({ cmd: 'publish', topic: 'q2/t', payload: Buffer.from('once'), qos: 2, messageId: 7, dup: true, retain: false });
+      await pub.waitPacket((p) => p.cmd === 'pubrec' && p.messageId === 7, 3000, 'PUBREC 7 again');
+      pub.send({ cmd: 'pubrel', messageId: 7 });
+      await pub.waitPacket((p) => p.cmd === 'pubcomp' && p.messageId === 7, 3000, 'PUBCOMP 7');
+      pub.kill();
+      const back = await connectMqtt(broker.mqttPort, { protocolVersion: 5, clientId: 'q2-sub', clean: false, properties: { sessionExpiryInterval: 600 } });
+      await waitFor(() => back.got.length >= 1, 3000, 'the message');
+      await sleep(300);
+      assert.deepEqual(back.got.map((g) => g.payload), ['once']);
+      await back.c.endAsync();
     } finally {
       await broker.stop();
       tmp.remove();
