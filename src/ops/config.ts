@@ -37,6 +37,12 @@ const SPECS = {
   user: { kind: "string", default: "", help: "user name clients must present (with --password)" },
   password: { kind: "string", default: "", secret: true, help: "password for --user" },
   logLevel: { kind: "level", default: "info", help: `log level: ${LEVELS.join(", ")}` },
+  maxSubscriptions: { kind: "int", default: 10_000, min: 0, help: "subscriptions one connection may hold (NATS SUBs, MQTT filters); past it: -ERR 'maximum subscriptions exceeded' / SUBACK 0x97; 0 = no limit" },
+  tlsCert: { kind: "string", default: "", help: "certificate file (PEM) for the NATS listener (TLS then required) and the MQTTS listener" },
+  tlsKey: { kind: "string", default: "", secret: true, help: "private key file (PEM) for --tls-cert" },
+  tlsCa: { kind: "string", default: "", help: "CA file (PEM): clients must present a certificate it signed (verified client certificates)" },
+  tlsTimeout: { kind: "seconds", default: 2, min: 0.05, help: "seconds a client has to complete the TLS handshake" },
+  mqttTlsPort: { kind: "int", default: 8883, min: -1, max: 65535, help: "MQTT over TLS port on --host when --tls-cert is set (0 = off, -1 = any free port)" },
   defaultTtl: { kind: "seconds", default: 86_400, min: 0, help: "seconds a mailbox lives when CREATE gives no ttl (0 = never expires)" },
   maxMailboxes: { kind: "int", default: 100_000, min: 0, help: "mailboxes in the store (0 = no limit)" },
   maxMailboxMessages: { kind: "int", default: 100_000, min: 0, help: "messages in one mailbox (0 = no limit)" },
@@ -85,6 +91,13 @@ export interface Config {
   user: string;
   password: string;
   logLevel: (typeof LEVELS)[number];
+  maxSubscriptions: number;
+  tlsCert: string;
+  tlsKey: string;
+  tlsCa: string;
+  /** Milliseconds. */
+  tlsTimeout: number;
+  mqttTlsPort: number;
   /** Milliseconds. */
   defaultTtl: number;
   maxMailboxes: number;
@@ -302,6 +315,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const c = config as unknown as Config;
   if ((c.user === "") !== (c.password === "")) throw new ConfigError(c.user === "" ? flagName("user") : flagName("password"), "--user and --password go together");
   if (c.authToken !== "" && c.user !== "") throw new ConfigError(flagName("authToken"), "use either a token or user/password, not both");
+  if ((c.tlsCert === "") !== (c.tlsKey === "")) throw new ConfigError(flagName("tlsKey"), "--tls-cert and --tls-key go together");
+  if (c.tlsCa !== "" && c.tlsCert === "") throw new ConfigError(flagName("tlsCa"), "needs --tls-cert and --tls-key");
   if (c.uplinkUrl !== "") {
     const boxes = listValue(c.uplinkMailbox);
     if (boxes.length === 0) throw new ConfigError(flagName("uplinkMailbox"), "is needed with --uplink-url: the edge's mailbox in the cloud");
