@@ -717,13 +717,20 @@ describe('mq9 - more delivery rules', () => {
     await assertAlive(nc);
   });
 
-  it('re-CREATE with a shorter ttl restarts the clock with that ttl', async () => {
+  it('re-CREATE never shortens a mailbox\'s life and never shows its token (anyone can name a mailbox)', async () => {
     const nc = await fx.connect();
-    await createMailbox(nc, { name: 'ttl.shorter', ttl: 3600 });
+    const first = await createMailbox(nc, { public: true, name: 'ttl.shorter', ttl: 3600 });
+    assert.match(String(first.token), /^[0-9a-f]{32}$/);
     const r = await createMailbox(nc, { name: 'ttl.shorter', ttl: 1 });
     assert.equal(r.is_new, false);
-    assert.equal(r.ttl, 1);
-    await waitFor(async () => (await listMailbox(nc, 'ttl.shorter')).error !== '', 3000, 'expiry with the new ttl', 100);
+    assert.equal(r.ttl, 3600, 'the longer life stands');
+    assert.equal('token' in r, false, 'no token for a CREATE of an existing name');
+    await sleep(1600);
+    assert.equal((await listMailbox(nc, 'ttl.shorter')).error, '', 'still there after the shorter ttl would have run out');
+    // A longer ttl, or none, extends it.
+    assert.equal((await createMailbox(nc, { name: 'ttl.shorter', ttl: 7200 })).ttl, 7200);
+    assert.equal((await createMailbox(nc, { name: 'ttl.shorter', ttl: 0 })).ttl, 0);
+    assert.equal((await createMailbox(nc, { name: 'ttl.shorter', ttl: 60 })).ttl, 0, 'never expiring stays so');
   });
 
   it('two subscriptions on one connection each get the full replay and live messages', async () => {

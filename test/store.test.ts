@@ -86,8 +86,12 @@ function conformance(name: string, factory: Factory): void {
       );
       const b = await store.createMailbox(box("status.w1", { ttlSec: 30, desc: "changed", type: "standard" }), at(T0 + 10_000));
       assert.equal(b.isNew, false);
-      assert.deepEqual(b.mailbox, { ...a.mailbox, ttlSec: 30, expiresAt: T0 + 40_000 });
-      assert.deepEqual(store.getMailbox("status.w1"), b.mailbox);
+      assert.deepEqual(b.mailbox, a.mailbox, "a shorter life is not taken, and the other fields stay");
+      const c = await store.createMailbox(box("status.w1", { ttlSec: 60 }), at(T0 + 10_000));
+      assert.deepEqual(c.mailbox, { ...a.mailbox, expiresAt: T0 + 70_000 }, "the same ttl later extends it");
+      const b2 = await store.createMailbox(box("status.w1", { ttlSec: 30 }), at(T0 + 50_000));
+      assert.deepEqual(b2.mailbox, { ...a.mailbox, ttlSec: 30, expiresAt: T0 + 80_000 }, "a shorter ttl that ends later extends it");
+      assert.deepEqual(store.getMailbox("status.w1"), b2.mailbox);
       const forever = await store.createMailbox(box("forever"), at());
       assert.equal(forever.mailbox.expiresAt, 0);
       assert.notEqual(forever.mailbox.token, a.mailbox.token);

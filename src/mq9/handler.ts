@@ -74,11 +74,11 @@ export class Mq9Handler implements SubjectHandler {
     }
     if (result instanceof Promise) {
       result.then(
-        (r) => this.succeed(replyTo, r, done),
+        (r) => this.succeed(client, replyTo, r, done),
         (err: unknown) => this.fail(client, subject, replyTo, err, done),
       );
     } else {
-      this.succeed(replyTo, result, done);
+      this.succeed(client, replyTo, result, done);
     }
     return true;
   }
@@ -114,13 +114,14 @@ export class Mq9Handler implements SubjectHandler {
     }
   }
 
-  private respond(replyTo: string | null, reply: Reply): void {
+  /** Replies go to the asking connection only: nobody else reads a CREATE's address or token. */
+  private respond(client: Conn, replyTo: string | null, reply: Reply): void {
     if (replyTo === null) return;
-    this.router.publish(replyTo, null, Buffer.from(JSON.stringify(reply)));
+    this.router.reply(client, replyTo, null, Buffer.from(JSON.stringify(reply)));
   }
 
-  private succeed(replyTo: string | null, reply: Reply, done: PublishDone | undefined): void {
-    this.respond(replyTo, reply);
+  private succeed(client: Conn, replyTo: string | null, reply: Reply, done: PublishDone | undefined): void {
+    this.respond(client, replyTo, reply);
     done?.(null);
   }
 
@@ -135,7 +136,7 @@ export class Mq9Handler implements SubjectHandler {
       countError(ErrorCode.INTERNAL);
       client.log.error({ err, subject }, "mq9 command failed");
     }
-    if (replyTo !== null) this.respond(replyTo, { error: text });
+    if (replyTo !== null) this.respond(client, replyTo, { error: text });
     if (done !== undefined) done(err instanceof Mq9Error ? err : new Mq9Error(ErrorCode.INTERNAL, text));
     else if (replyTo === null) client.publishRefused(subject, text);
   }

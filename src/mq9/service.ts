@@ -191,7 +191,10 @@ export class Mq9Service {
     }
     const { mailbox, isNew } = await this.store.createMailbox({ address, public: isPublic, desc, type, ttlSec: ttl }, this.at());
     if (isNew && mailbox.public) this.publicList.created(mailbox);
-    return { error: "", mail_address: address, mail_id: address, is_new: isNew, ttl: mailbox.ttlSec, token: mailbox.token };
+    const reply: Reply = { error: "", mail_address: address, mail_id: address, is_new: isNew, ttl: mailbox.ttlSec };
+    // The token is the creator's secret: CREATE of a name that exists (anyone can name one) never shows it.
+    if (isNew) reply["token"] = mailbox.token;
+    return reply;
   }
 
   /**

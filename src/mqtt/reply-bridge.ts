@@ -14,7 +14,8 @@ import { H_CORRELATION } from "./props.js";
 import { publishSubject } from "./topics.js";
 
 export interface PendingReply {
-  closed(): boolean;
+  /** The requester. */
+  owner: { readonly closed: boolean };
   topic: string;
   correlation: Buffer;
 }
@@ -42,7 +43,7 @@ export class ReplyBridge {
         if (this.pending.size < REMEMBERED * 0.9) break;
       }
     }
-    this.pending.set(subject, { closed: () => s.closed, topic, correlation: Buffer.from(correlation) });
+    this.pending.set(subject, { owner: s, topic, correlation: Buffer.from(correlation) });
     if (!this.subscribed) {
       this.subscribed = true;
       this.router.subscribe(new Sub(new BridgeConn(this.log, (subj, h, p) => this.forward(subj, h, p)), `${this.prefix}*`, null, "bridge", 0, false));
@@ -57,15 +58,19 @@ export class ReplyBridge {
 
   private forward(subject: string, headers: Buffer | null, payload: Buffer): void {
     const b = this.pending.get(subject);
-    if (b === undefined || b.closed()) return;
+    if (b === undefined || b.owner.closed) return;
     const r = publishSubject(b.topic);
     if ("error" in r) return;
-    const line = `${H_CORRELATION}: ${b.correlation.toString("base64")}\r\n\r\n`;
-    // Keep the responder's headers (they end with an empty line) and add the correlation data.
-    const h = headers === null || headers.length === 0 ? Buffer.from(`NATS/1.0\r\n${line}`) : Buffer.concat([headers.subarray(0, headers.length - 2), Buffer.from(line)]);
-    this.router.publish(r.subject, h, payload);
+    this.router.publish(r.subject, withCorrelation(headers, b.correlation), payload);
     this.router.flushDirty();
   }
+}
+
+/** The responder's headers (they end with an empty line) with the correlation data added. */
+export function withCorrelation(headers: Uint8Array | null, correlation: Buffer): Buffer {
+  const line = `${H_CORRELATION}: ${correlation.toString("base64")}\r\n\r\n`;
+  if (headers === null || headers.length === 0) return Buffer.from(`NATS/1.0\r\n${line}`);
+  return Buffer.concat([headers.subarray(0, headers.length - 2), Buffer.from(line)]);
 }
 
 /** The router-side end of the bridge: a Conn that only re-publishes. */

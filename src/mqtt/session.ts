@@ -13,8 +13,8 @@ import { ErrorCode, countError } from "../errors.js";
 import type { MqttConnection } from "./connection.js";
 import { propsFromHeaders, type HeaderProps } from "./props.js";
 import type { MqttPersistence, SessionRecord } from "./persist.js";
-import type { ReplyBridge } from "./reply-bridge.js";
-import { dollarExcluded, subjectTopic } from "./topics.js";
+import { withCorrelation, type ReplyBridge } from "./reply-bridge.js";
+import { dollarExcluded, publishSubject, subjectTopic } from "./topics.js";
 
 export type QoS = 0 | 1 | 2;
 
@@ -167,6 +167,13 @@ export class MqttSession implements Conn {
 
   publishRefused(subject: string, reason: string): void {
     this.log.debug({ subject, reason }, "publish refused");
+  }
+
+  ownReply(subject: string): { subject: string; headers: Uint8Array | null } | null {
+    const p = this.replies.lookup(subject);
+    if (p === undefined || p.owner !== this) return null;
+    const r = publishSubject(p.topic);
+    return "error" in r ? null : { subject: r.subject, headers: withCorrelation(null, p.correlation) };
   }
 
   sendMsg(sub: Sub, f: Frame): void {

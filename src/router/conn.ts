@@ -33,6 +33,11 @@ export interface Conn {
   whenWritable(resume: () => void): void;
   /** A publish a subject handler refused, with no one else to tell (no reply, no acknowledgement). */
   publishRefused(subject: string, reason: string): void;
+  /**
+   * A private reply subject this connection handed out for a request (an MQTT 5 response
+   * topic with correlation data) → the subject and headers its reply is really given on.
+   */
+  ownReply?(subject: string): { subject: string; headers: Uint8Array | null } | null;
 }
 
 /** Set on a subscription a subject handler (such as mq9) serves instead of plain routing. */

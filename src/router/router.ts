@@ -4,7 +4,7 @@
 // NATS connections and MQTT sessions plug in as `Conn`s; the router knows neither wire.
 
 import type { StoredMessage } from "../store/types.js";
-import { Sublist, isValidSubject } from "../nats/sublist.js";
+import { Sublist, isValidSubject, subjectMatches } from "../nats/sublist.js";
 import type { Conn, Dialect, Sub } from "./conn.js";
 import { frameOf, type Frame } from "./frame.js";
 
@@ -111,6 +111,38 @@ export class Router {
   /** Publishes a message the broker itself originates (replies, events). */
   publish(subject: string, headers: Uint8Array | null, payload: Uint8Array): void {
     this.deliver(null, subject, frameOf(Buffer.from(subject, "latin1"), null, headers, payload));
+  }
+
+  /**
+   * A reply to a request from `to`, given only to `to`'s own subscription matching the reply
+   * subject, never to anyone else's (nats-server's allow_responses): another client
+   * subscribed to `_INBOX.>` or `>` sees no mq9 reply. False when `to` has no such
+   * subscription.
+   */
+  reply(to: Conn, subject: string, headers: Uint8Array | null, payload: Uint8Array): boolean {
+    let h = headers;
+    let target = subject;
+    const own = to.ownReply?.(subject);
+    if (own) {
+      target = own.subject;
+      h = own.headers;
+    }
+    const sub = this.ownSubscription(to, target);
+    if (sub === null) return false;
+    this.deliverTo(sub, frameOf(Buffer.from(target, "latin1"), null, h, payload));
+    return true;
+  }
+
+  /** `c`'s first subscription matching a literal subject; a client has few, so no index. */
+  private ownSubscription(c: Conn, subject: string): Sub | null {
+    let tokens: string[] | null = null;
+    for (const sub of c.subs.values()) {
+      if (sub.handler !== null) continue; // mailbox readers are not reply subscriptions
+      if (sub.subject === subject) return sub;
+      tokens ??= subject.split(".");
+      if (subjectMatches(sub.subject.split("."), tokens)) return sub;
+    }
+    return null;
   }
 
   /** Fans a message out to plain and queue subscribers; returns how many got it. */

@@ -171,6 +171,16 @@ export function deadline(now: number, seconds: number): number {
   return seconds > 0 ? now + Math.round(seconds * 1000) : 0;
 }
 
+/**
+ * A renewal (CREATE of an existing mailbox) only extends its life: never (0) beats any
+ * deadline, a later deadline an earlier one; otherwise it stays as it was, ttl included.
+ */
+export function extendedLife(old: { expiresAt: number; ttlSec: number }, expiresAt: number, ttlSec: number): { expiresAt: number; ttlSec: number } {
+  if (old.expiresAt === 0) return { expiresAt: 0, ttlSec: old.ttlSec };
+  if (expiresAt === 0 || expiresAt > old.expiresAt) return { expiresAt, ttlSec };
+  return { expiresAt: old.expiresAt, ttlSec: old.ttlSec };
+}
+
 /** A fresh per-mailbox secret: 128 random bits, hex. */
 export function newToken(): string {
   return randomBytes(16).toString("hex");

@@ -51,6 +51,7 @@ import {
   checkSpec,
   checksConflict,
   deadline,
+  extendedLife,
   mailboxNotFound,
   MAX_GROUP_BYTES,
   MAX_META_KEY_BYTES,
@@ -313,8 +314,9 @@ export class LmdbMailboxStore implements MailboxStore {
     return this.write(0, () => {
       const box = this.boxes.get(s.address);
       if (box) {
-        this.setExpiry(box, expiresAt);
-        box.meta = { ...box.meta, ttlSec: s.ttlSec };
+        const life = extendedLife(box.meta, expiresAt, s.ttlSec);
+        this.setExpiry(box, life.expiresAt);
+        box.meta = { ...box.meta, ttlSec: life.ttlSec };
         this.dirty.add(s.address);
         return { mailbox: view(box), isNew: false };
       }

@@ -14,6 +14,7 @@ import {
   checkSpec,
   checksConflict,
   deadline,
+  extendedLife,
   mailboxNotFound,
   MAX_META_KEY_BYTES,
   MAX_ORIGIN_ID_BYTES,
@@ -97,7 +98,7 @@ export class MemoryMailboxStore implements MailboxStore {
     const box = this.boxes.get(s.address);
     const expiresAt = deadline(at.now, s.ttlSec);
     if (box) {
-      box.meta = { ...box.meta, ttlSec: s.ttlSec, expiresAt };
+      box.meta = { ...box.meta, ...extendedLife(box.meta, expiresAt, s.ttlSec) };
       return { mailbox: view(box), isNew: false };
     }
     checkMailboxLimit(this.boxes.size, this.limits);

@@ -192,7 +192,10 @@ export type MetaValue = null | boolean | number | string | readonly MetaValue[] 
 // The store
 
 export interface MailboxStore {
-  /** Creates a mailbox, or renews an existing one (expiresAt = now + its new ttl; its other fields stay). */
+  /**
+   * Creates a mailbox, or renews an existing one: its life is only ever extended (expiresAt =
+   * now + the new ttl if that is later, or never); its other fields stay.
+   */
   createMailbox(spec: MailboxSpec, at: Instant): Promise<{ mailbox: MailboxMeta; isNew: boolean }>;
   /** The mailbox, or undefined. */
   getMailbox(address: string): MailboxMeta | undefined;

@@ -1,0 +1,91 @@
+// Security of a broker on a shared LAN (issue 10), tried as an attacker would, against
+// the built broker with real clients (nats.js, MQTT.js).
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
+import type { Msg, NatsConnection } from 'nats';
+import { BrokerFixture, MQ9, createMailbox, req, sendMsg, waitFor, sleep, text } from './mq9-helpers';
+
+async function openMqtt(port: number, opts: IClientOptions, got: Array<{ topic: string; payload: string }> = []): Promise<MqttClient> {
+  const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 3000, ...opts });
+  c.on('message', (topic, p) => got.push({ topic, payload: p.toString() }));
+  await new Promise<void>((resolve, reject) => {
+    c.once('connect', () => resolve());
+    c.once('error', reject);
+  });
+  return c;
+}
+
+describe('a spy on the LAN', () => {
+  const fx = new BrokerFixture({ mqttPort: -1 });
+  const clients: MqttClient[] = [];
+  before(async () => {
+    await fx.start();
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));
+    await fx.close();
+  });
+
+  test('subscribed to everything over NATS and MQTT, reads no mq9 reply: not the private address, not the token, not a LIST', async () => {
+    // The spy: NATS `>` and `_INBOX.>`, MQTT `#`, `$mq9/#` and the victims' reply topics.
+    const spy = await fx.connect();
+    const seen: string[] = [];
+    const keep = (_e: unknown, m: Msg) => seen.push(`${m.subject} ${text(m.data)}`);
+    spy.subscribe('>', { callback: keep });
+    spy.subscribe('_INBOX.>', { callback: keep });
+    await spy.flush();
+    const mqttSeen: Array<{ topic: string; payload: string }> = [];
+    const mspy = await openMqtt(fx.broker.mqttPort, { protocolVersion: 5, clientId: 'spy' }, mqttSeen);
+    clients.push(mspy);
+    for (const f of ['#', '$mq9/#', 'replies/+', '$mq9/AI/REPLY/+']) await mspy.subscribeAsync(f, { qos: 0 });
+
+    // The victims: a NATS agent, an MQTT 5 device (with and without correlation data), 3.1.1 firmware.
+    const victim: NatsConnection = await fx.connect();
+    const box = await createMailbox(victim, { ttl: 600 });
+    const secret = [String(box.mail_address), String(box.token)];
+    await sendMsg(victim, String(box.mail_address), 'open the valve', 'critical');
+    const listed = await req(victim, `${MQ9}MAILBOX.LIST.${box.mail_address}`, {});
+    assert.equal(listed.messages.length, 1, 'the victim reads its own replies');
+
+    const v5got: Array<{ topic: string; payload: string }> = [];
+    const v5 = await openMqtt(fx.broker.mqttPort, { protocolVersion: 5, clientId: 'victim5' }, v5got);
+    clients.push(v5);
+    await v5.subscribeAsync('replies/victim5', { qos: 1 });
+    await v5.publishAsync('$mq9/AI/MAILBOX/CREATE', JSON.stringify({ ttl: 600 }), { qos: 1, properties: { responseTopic: 'replies/victim5' } });
+    await v5.publishAsync('$mq9/AI/MAILBOX/CREATE', JSON.stringify({ ttl: 600 }), {
+      qos: 1,
+      properties: { responseTopic: 'replies/victim5', correlationData: Buffer.from('c1') },
+    });
+    await waitFor(() => v5got.length >= 2, 3000, 'the MQTT 5 victim gets its two replies');
+    for (const g of v5got) secret.push(String(JSON.parse(g.payload).mail_address), String(JSON.parse(g.payload).token));
+
+    const fwGot: Array<{ topic: string; payload: string }> = [];
+    const fw = await openMqtt(fx.broker.mqttPort, { protocolVersion: 4, clientId: 'fw7' }, fwGot);
+    clients.push(fw);
+    await fw.subscribeAsync('$mq9/AI/REPLY/fw7', { qos: 1 });
+    await fw.publishAsync('$mq9/AI/MAILBOX/CREATE', JSON.stringify({ ttl: 600 }), { qos: 1 });
+    await waitFor(() => fwGot.length >= 1, 3000, 'the 3.1.1 victim gets its reply');
+    secret.push(String(JSON.parse(fwGot[0]!.payload).mail_address), String(JSON.parse(fwGot[0]!.payload).token));
+
+    await sleep(300);
+    const leaks = [...seen, ...mqttSeen.map((m) => `${m.topic} ${m.payload}`)].filter((s) => secret.some((x) => s.includes(x)) || s.includes('mail_address'));
+    assert.deepEqual(leaks, [], 'the spy saw replies');
+    assert.equal(secret.filter((x) => /^[0-9a-f]{32}$/.test(x)).length, 4, 'four tokens were handed out, to their owners');
+  });
+
+  test('cannot take over a mailbox it can name: CREATE of an existing name shows no token and a ttl of 1 s does not end it', async () => {
+    const owner = await fx.connect();
+    const mine = await createMailbox(owner, { public: true, name: 'status.pump7', ttl: 600 });
+    assert.match(String(mine.token), /^[0-9a-f]{32}$/);
+    const spy = await fx.connect();
+    const r = await req(spy, `${MQ9}MAILBOX.CREATE`, { name: 'status.pump7', ttl: 1 });
+    assert.equal(r.is_new, false);
+    assert.equal(r.token, undefined);
+    assert.equal(r.ttl, 600);
+    await sleep(1500);
+    const l = await req(owner, `${MQ9}MAILBOX.LIST.status.pump7`, {});
+    assert.equal(l.error, '', 'the mailbox lives on');
+  });
+});
