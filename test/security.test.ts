@@ -5,7 +5,10 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
 import type { Msg, NatsConnection } from 'nats';
-import { BrokerFixture, MQ9, createMailbox, req, sendMsg, waitFor, sleep, text } from './mq9-helpers';
+import { BrokerFixture, MQ9, createMailbox, req, sendMsg, waitFor, sleep, text, makeTemp, startMq9 } from './mq9-helpers';
+import { closedPort } from './uplink-helpers';
+import * as net from 'node:net';
+import * as path from 'node:path';
 
 async function openMqtt(port: number, opts: IClientOptions, got: Array<{ topic: string; payload: string }> = []): Promise<MqttClient> {
   const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 3000, ...opts });
@@ -87,5 +90,31 @@ describe('a spy on the LAN', () => {
     await sleep(1500);
     const l = await req(owner, `${MQ9}MAILBOX.LIST.status.pump7`, {});
     assert.equal(l.error, '', 'the mailbox lives on');
+  });
+});
+
+describe('secrets stay out of the logs', () => {
+  test('uplink_url credentials are masked in the ready line and the failed-connect lines; a malformed CONNECT is not quoted at debug level', async () => {
+    const tmp = makeTemp('mq9-sec-');
+    const port = await closedPort();
+    const broker = await startMq9(path.join(tmp.dir, 'data'), {
+      logLevel: 'debug',
+      extra: ['--uplink-url', `nats://edge:s3cret-pw@127.0.0.1:${port}`, '--uplink-mailbox', 'edge.cmd', '--uplink-backoff-min', '0.1', '--uplink-backoff-max', '0.2'],
+    });
+    try {
+      await waitFor(() => /uplink cannot connect/.test(broker.output()), 5000, 'a failed uplink connect logged');
+      const s = net.connect(broker.port, '127.0.0.1');
+      await new Promise<void>((r) => s.once('connect', () => r()));
+      s.write('CONNECT {"user":"a","pass":"hunter2-pw",\r\n');
+      await waitFor(() => /bad CONNECT json/.test(broker.output()), 3000, 'the bad CONNECT logged');
+      s.destroy();
+      const out = broker.output();
+      assert.match(out, /nats:\/\/edge:\*\*\*@127\.0\.0\.1/, 'the URL is shown, masked');
+      assert.equal(out.includes('s3cret-pw'), false, 'the uplink password is never logged');
+      assert.equal(out.includes('hunter2-pw'), false, 'a CONNECT is never quoted');
+    } finally {
+      await broker.stop();
+      tmp.remove();
+    }
   });
 });

@@ -85,7 +85,8 @@ export class ClientConn implements ParserHandler, Conn {
       if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not an object");
       o = parsed as Record<string, unknown>;
     } catch (err) {
-      this.log.debug({ err }, "bad CONNECT json");
+      // Not the parser's message: it quotes the text, and a CONNECT holds credentials.
+      this.log.debug({ bytes: json.length, error: (err as Error).name }, "bad CONNECT json");
       this.sendErrAndClose(NatsErr.PROTOCOL, "protocol violation");
       return;
     }

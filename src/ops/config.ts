@@ -346,7 +346,16 @@ export function redacted(c: Config): Record<string, unknown> {
     const spec: Spec = SPECS[k];
     out[k] = spec.secret && c[k] !== "" ? "***" : c[k];
   }
+  out["uplinkUrl"] = redactUrls(c.uplinkUrl);
   return out;
+}
+
+/** URLs (one or a comma list) with any password or token in them masked: nats://user:***@host. */
+export function redactUrls(urls: string): string {
+  // user:password@ and token@ (nats://TOKEN@host): what precedes the @ after the scheme.
+  return urls.replace(/(^|,|\s|:\/\/)([^\s,/@:]*)(:[^\s,/@]*)?@/g, (_m, lead: string, user: string, pass: string | undefined) =>
+    pass === undefined ? `${lead}***@` : `${lead}${user}:***@`,
+  );
 }
 
 export function usage(): string {

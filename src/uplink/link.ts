@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { connect, DebugEvents, type ConnectionOptions, type NatsConnection } from "nats";
 import type { Logger } from "pino";
+import { redactUrls } from "../ops/config.js";
 
 export const LinkState = { down: "down", connecting: "connecting", up: "up" } as const;
 export type LinkState = (typeof LinkState)[keyof typeof LinkState];
@@ -76,7 +77,7 @@ export class CloudLink {
         // A cloud away for days must not fill the journal: the first failure, a new error,
         // and then one line every few minutes.
         if (error !== this.lastError || Date.now() - this.lastFailureLog >= REPEAT_LOG_MS) {
-          this.log.error({ servers: this.opts.servers, error, attempt }, "uplink cannot connect");
+          this.log.error({ servers: this.opts.servers.map(redactUrls), error: redactUrls(error), attempt }, "uplink cannot connect");
           this.lastFailureLog = Date.now();
         }
         this.lastError = error;
