@@ -109,6 +109,24 @@ test("parser - split payload keeps its subject when the read buffer is reused", 
   assert.deepEqual(r.events, [["PUB", "some.subject", "rep", -1, "0123456789"]]);
 });
 
+test("parser - a frame split across reads holds what arrived, not what it declares, and grows to it", () => {
+  const r = recorder();
+  const size = 1024 * 1024;
+  const p = new Parser(r.handler, 2 * size);
+  p.parse(Buffer.from(`PUB big ${size}\r\n0123456789`, "latin1"));
+  // The one buffer the parser keeps for the frame (a field read only here, to see its size).
+  const held = (p as unknown as { msgBuf: Buffer | null }).msgBuf;
+  assert.ok(held !== null && held.length <= 8192, `holds ${held?.length} bytes for 10 that arrived`);
+  const body = Buffer.alloc(size - 10, 0x61);
+  for (let i = 0; i < body.length; i += 50_000) p.parse(body.subarray(i, Math.min(body.length, i + 50_000)));
+  p.parse(Buffer.from("\r\n", "latin1"));
+  assert.equal(r.events.length, 1);
+  const ev = r.events[0]!;
+  assert.equal(ev[0], "PUB");
+  assert.equal(String(ev[4]).length, size);
+  assert.equal(String(ev[4]).slice(0, 12), "0123456789aa");
+});
+
 test("parser - malformed inputs fail cleanly", () => {
   const cases: Array<[string, ParseErrorKind]> = [
     ["FOO\r\n", ParseErrorKind.UNKNOWN_OP],

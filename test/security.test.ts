@@ -5,7 +5,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
 import type { Msg, NatsConnection } from 'nats';
-import { BrokerFixture, MQ9, createMailbox, req, sendMsg, waitFor, sleep, text, makeTemp, startMq9 } from './mq9-helpers';
+import { BrokerFixture, MQ9, connectTo, createMailbox, req, sendMsg, waitFor, sleep, text, makeTemp, startMq9 } from './mq9-helpers';
 import { closedPort } from './uplink-helpers';
 import * as net from 'node:net';
 import * as path from 'node:path';

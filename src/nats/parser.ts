@@ -240,11 +240,17 @@ export class Parser {
             f.msgEnd = i + this.size;
             i += this.size;
           } else {
-            if (this.msgBuf === null) {
-              this.msgBuf = Buffer.allocUnsafe(this.size);
-              this.msgLen = 0;
-            }
+            if (this.msgBuf === null) this.msgLen = 0;
             const take = Math.min(this.size - this.msgLen, len - i);
+            if (this.msgBuf === null) {
+              // Sized to what arrived, not to what the frame declares: a client that
+              // announces 1 MiB and sends 10 bytes holds 10 bytes, not 1 MiB.
+              this.msgBuf = Buffer.allocUnsafe(Math.min(this.size, Math.max(SPLIT_START, take * 2)));
+            } else if (this.msgLen + take > this.msgBuf.length) {
+              const grown = Buffer.allocUnsafe(Math.min(this.size, Math.max(this.msgLen + take, this.msgBuf.length * 2)));
+              this.msgBuf.copy(grown, 0, 0, this.msgLen);
+              this.msgBuf = grown;
+            }
             buf.copy(this.msgBuf, this.msgLen, i, i + take);
             this.msgLen += take;
             i += take;
@@ -413,6 +419,8 @@ export class Parser {
 }
 
 const EMPTY_BUF = Buffer.alloc(0);
+/** First buffer for a frame split across reads; it doubles as more of the frame arrives. */
+const SPLIT_START = 4096;
 
 /** Parses a non-negative decimal in b[start, end); -1 if it is not one (or is absurdly long). */
 export function parseSize(b: Uint8Array, start: number, end: number): number {
