@@ -1,6 +1,6 @@
 // Composition root: builds the broker from its configuration (store → mq9 → NATS),
 // runs it until SIGTERM/SIGINT, then stops accepting, flushes what it holds, closes
-// the store and exits 0.
+// the store and exits 0. SIGHUP reloads the TLS certificate.
 
 import type { Logger } from "pino";
 import type { Config, LoadedConfig } from "./ops/config.js";
@@ -21,6 +21,7 @@ import { Mq9Handler } from "./mq9/handler.js";
 import { PublicList } from "./mq9/public-list.js";
 import { DEFAULT_MQ9_OPTIONS, Mq9Service } from "./mq9/service.js";
 import type { Uplink } from "./uplink/uplink.js";
+import type { ListenerTls } from "./ops/tls.js";
 
 export interface Broker {
   router: Router;
@@ -33,11 +34,18 @@ export interface Broker {
   address: { host: string; port: number };
   /** The MQTT listener's port; 0 when off. */
   mqttPort: number;
+  /** The MQTTS listener's port; 0 when off. */
+  mqttTlsPort: number;
+  /** The listeners' certificate (--tls-cert), or null without TLS. */
+  tls: ListenerTls | null;
   close(): Promise<void>;
 }
 
 /** Starts a broker over an open store (the caller owns neither the store nor the process). */
 export async function startBroker(c: Config, store: MailboxStore, log: Logger, time: TimeSources = systemTime): Promise<Broker> {
+  // Loaded only when configured (node:tls, as the uplink). Unusable files stop the start here.
+  const tls = c.tlsCert === "" ? null : (require("./ops/tls.js") as typeof import("./ops/tls.js")).ListenerTls.fromConfig(c);
+  if (tls !== null) log.info({ ...tls.certificate(), verifyClients: tls.verify }, "TLS required on the NATS listener");
   const clock = new TimelineClock(loadCheckpoint(store), time);
   if (clock.downtimeMs > 0) log.info({ downtimeMs: clock.downtimeMs }, "counting the time the broker was down towards TTLs");
   const router = new Router();
@@ -58,6 +66,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
       password: c.password,
       serverName: "mq9-edge",
       version: VERSION,
+      tls,
     },
     router,
     nextCid,
@@ -79,7 +88,10 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
   const address = await nats.listen();
   let mqtt: MqttServer | null = null;
   let mqttPort = 0;
-  if (c.mqttPort !== 0) {
+  let mqttTlsPort = 0;
+  // MQTT (plain on mqtt_port, TLS on mqtt_tls_port with a certificate): either may be off.
+  const mqttTls = tls !== null && c.mqttTlsPort !== 0;
+  if (c.mqttPort !== 0 || mqttTls) {
     // Loaded only when on: an edge without MQTT does not pay for it. Lazy modules are
     // required, not import()ed: import() of CommonJS starts Node's ESM loader and its WASM
     // export lexer (+7 to 13 MiB RSS, measured). Literal paths, so the bundler sees them.
@@ -107,8 +119,10 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
     );
     mqtt.load();
     try {
-      mqttPort = (await mqtt.listen()).port;
+      if (c.mqttPort !== 0) mqttPort = (await mqtt.listen()).port;
+      if (mqttTls) mqttTlsPort = (await mqtt.listenTls(tls, c.mqttTlsPort)).port;
     } catch (err) {
+      await mqtt.close();
       await nats.close();
       throw err;
     }
@@ -124,6 +138,8 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
     nats,
     mqtt,
     mqttPort,
+    mqttTlsPort,
+    tls,
     store,
     service,
     expiry,
@@ -158,7 +174,7 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
   try {
     broker = await startBroker(c, store, log);
   } catch (err) {
-    log.fatal({ err, host: c.host, port: c.port, mqttPort: c.mqttPort }, "cannot start");
+    log.fatal({ err, host: c.host, port: c.port, mqttPort: c.mqttPort, mqttTlsPort: c.tlsCert === "" ? 0 : c.mqttTlsPort }, "cannot start");
     await store.close().catch(() => undefined);
     log.flush();
     return 1;
@@ -178,11 +194,29 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
   // "ready" (log, systemd) once everything configured serves.
   const st = store.stats();
   log.info(
-    { host: broker.address.host, port: broker.address.port, mqttPort: broker.mqttPort, version: VERSION, mailboxes: st.mailboxes, messages: st.messages, config: redacted(c), sources },
+    { host: broker.address.host, port: broker.address.port, mqttPort: broker.mqttPort, mqttTlsPort: broker.mqttTlsPort, version: VERSION, mailboxes: st.mailboxes, messages: st.messages, config: redacted(c), sources },
     "ready",
   );
   const systemd = SystemdNotifier.fromEnv(log);
   systemd?.ready(`serving NATS on ${broker.address.host}:${broker.address.port}`);
+
+  // SIGHUP reloads the certificate for new connections (open ones keep theirs), as
+  // nats-server reloads on SIGHUP; a broker without TLS stays up and says so.
+  // Left installed while stopping: a SIGHUP then must not kill the flush.
+  const reload = (): void => {
+    if (stopping) return;
+    const tls = broker.tls;
+    if (tls === null) {
+      log.info("SIGHUP: no TLS certificate to reload");
+      return;
+    }
+    try {
+      log.info({ ...tls.reload(), verifyClients: tls.verify }, "reloaded the TLS certificate");
+    } catch (err) {
+      log.error({ err, tlsCert: c.tlsCert, tlsCa: c.tlsCa }, "cannot reload the TLS certificate; the one in use stays");
+    }
+  };
+  process.on("SIGHUP", reload);
 
   return new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {

@@ -5,8 +5,10 @@
 // other's messages.
 
 import net from "node:net";
+import type { Server as TlsServer } from "node:tls";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
+import type { ListenerTls } from "../ops/tls.js";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from "./packet.js";
 import type { Router } from "../router/router.js";
 import { frameOf } from "../router/frame.js";
@@ -63,6 +65,10 @@ export class MqttServer {
   readonly stats: MqttStats = { connections: 0, totalConnections: 0, sessions: 0, dropped: 0 };
   readonly retained: RetainedStore;
   private readonly listener: net.Server;
+  /** The MQTTS listener, when on. */
+  private tlsListener: TlsServer | null = null;
+  /** MQTTS sockets still in their TLS handshake, by remote address: close() cuts them off. */
+  private readonly tlsHandshakes = new Map<string, net.Socket>();
   private readonly authRequired: boolean;
   private readonly maxPacketIn: number;
   private readonly wills = new Map<MqttSession, Will>();
@@ -160,14 +166,54 @@ export class MqttServer {
     });
     const a = this.listener.address() as net.AddressInfo;
     this.address = { host: a.address, port: a.port };
+    this.startKeepalive();
+    return this.address;
+  }
+
+  private startKeepalive(): void {
+    if (this.keepaliveTimer !== null) return;
     this.keepaliveTimer = setInterval(() => this.checkKeepalive(), 250);
     this.keepaliveTimer.unref();
-    return this.address;
+  }
+
+  /**
+   * MQTT over TLS (MQTTS) on a second port of --host (-1: any free one); its connections,
+   * once their handshake passed, take the same accept path as the plain listener's.
+   */
+  async listenTls(tls: ListenerTls, port: number): Promise<{ host: string; port: number }> {
+    const server = tls.server(
+      (socket) => {
+        this.tlsHandshakes.delete(`${socket.remoteAddress}:${socket.remotePort}`);
+        this.accept(socket);
+      },
+      (socket) => (socket.remoteAddress === undefined ? this.log.child({ mqtt: true }) : this.log.child({ mqtt: true, remote: `${socket.remoteAddress}:${socket.remotePort}` })),
+    );
+    server.on("connection", (raw: net.Socket) => {
+      const key = `${raw.remoteAddress}:${raw.remotePort}`;
+      this.tlsHandshakes.set(key, raw);
+      raw.once("close", () => this.tlsHandshakes.get(key) === raw && this.tlsHandshakes.delete(key));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port === -1 ? 0 : port, this.opts.host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    this.tlsListener = server;
+    this.startKeepalive();
+    const a = server.address() as net.AddressInfo;
+    return { host: a.address, port: a.port };
   }
 
   async close(): Promise<void> {
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
+    const tlsListener = this.tlsListener;
+    const closed = Promise.all([
+      this.address === null ? null : new Promise<void>((resolve) => this.listener.close(() => resolve())),
+      tlsListener === null ? null : new Promise<void>((resolve) => tlsListener.close(() => resolve())),
+    ]);
+    for (const raw of [...this.tlsHandshakes.values()]) raw.destroy();
     for (const c of [...this.connections]) c.close(Reason.SERVER_SHUTTING_DOWN);
     for (const t of this.expiryTimers.values()) clearTimeout(t);
     for (const w of this.wills.values()) if (w.timer) clearTimeout(w.timer);

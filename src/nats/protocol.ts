@@ -14,6 +14,9 @@ export const NatsErr = {
   STALE: "Stale Connection",
   PROTOCOL: "Protocol Violation",
   NO_RESPONDERS_NEEDS_HEADERS: "no responders requires headers support",
+  // nats-server (server/server.go, tlsTimeout) sends it to a client that has not done the
+  // TLS handshake in time; mq9-edge also sends it, in plain, to a client that speaks plain.
+  TLS_REQUIRED: "Secure Connection - TLS Required",
 } as const;
 export type NatsErrText = (typeof NatsErr)[keyof typeof NatsErr] | `Permissions Violation for ${"Subscription" | "Publish"} to "${string}"`;
 
@@ -35,6 +38,10 @@ export interface ServerInfo {
   client_id: number;
   client_ip: string;
   auth_required?: true;
+  /** The listener has a certificate: the client must upgrade to TLS after this INFO. */
+  tls_required?: true;
+  /** ... and present a certificate the configured CA signed. */
+  tls_verify?: true;
 }
 
 /** The stable code behind an -ERR text, for metrics and logs. */
@@ -53,6 +60,7 @@ export function errCode(text: NatsErrText): ErrorCode {
       return ErrorCode.PROTO_INVALID_SUBJECT;
     case NatsErr.AUTHORIZATION:
     case NatsErr.AUTH_TIMEOUT:
+    case NatsErr.TLS_REQUIRED:
       return ErrorCode.PROTO_AUTH;
     case NatsErr.MAX_CONNECTIONS:
       return ErrorCode.PROTO_MAX_CONNECTIONS;

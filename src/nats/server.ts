@@ -3,12 +3,15 @@
 
 import net from "node:net";
 import { randomBytes, timingSafeEqual } from "node:crypto";
+import type { Server as TlsServer, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import { ClientConn, type CloseReason } from "./client.js";
 import { isValidLiteralSubject } from "./sublist.js";
-import { NatsErr, type ServerInfo } from "./protocol.js";
+import { NatsErr, errCode, type NatsErrText, type ServerInfo } from "./protocol.js";
 import type { Router } from "../router/router.js";
 import { MailboxFrames } from "./mailbox-frames.js";
+import { countError } from "../errors.js";
+import type { ListenerTls } from "../ops/tls.js";
 
 export interface NatsServerOptions {
   host: string;
@@ -25,7 +28,24 @@ export interface NatsServerOptions {
   password: string;
   serverName: string;
   version: string;
+  /** Set: TLS is required, as nats-server with a certificate (INFO in plain, then the handshake). */
+  tls?: ListenerTls | null;
 }
+
+/** A connection that was sent INFO and has yet to complete its TLS handshake. */
+interface Handshake {
+  cid: number;
+  log: Logger;
+  socket: net.Socket;
+  /** Waiting for the client's first bytes, in the handshake, or refused (closing). */
+  state: "waiting" | "handshake" | "refused";
+  timer: NodeJS.Timeout;
+}
+
+/** A TLS record that opens a handshake starts with this byte; a NATS operation never does. */
+const TLS_HANDSHAKE_RECORD = 0x16;
+/** How long a refused client has to read why and close, before it is cut off. */
+const REFUSED_LINGER_MS = 1000;
 
 export interface ServerStats {
   connections: number;
@@ -41,6 +61,10 @@ export class NatsServer {
   private readonly listener: net.Server;
   private pingTimer: NodeJS.Timeout | null = null;
   private address: { host: string; port: number } | null = null;
+  /** Takes each accepted socket after INFO, when TLS is required. */
+  private readonly upgrader: TlsServer | null;
+  /** Connections in their TLS handshake, by remote address (which both of their sockets know). */
+  private readonly handshakes = new Map<string, Handshake>();
 
   constructor(
     readonly opts: NatsServerOptions,
@@ -51,6 +75,11 @@ export class NatsServer {
   ) {
     this.authRequired = opts.authToken !== "" || opts.user !== "";
     this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.upgrader =
+      opts.tls?.server(
+        (socket) => this.secured(socket),
+        (socket) => this.handshakes.get(remoteKey(socket))?.log ?? this.log,
+      ) ?? null;
   }
 
   async listen(): Promise<{ host: string; port: number }> {
@@ -73,27 +102,103 @@ export class NatsServer {
     if (this.pingTimer) clearInterval(this.pingTimer);
     const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
     for (const c of [...this.clients.values()]) c.close("server shutdown");
+    for (const h of [...this.handshakes.values()]) h.socket.destroy();
     await closed;
   }
 
   private accept(socket: net.Socket): void {
     const cid = this.nextCid();
     const log = this.log.child({ cid, remote: `${socket.remoteAddress}:${socket.remotePort}` });
-    const client = new ClientConn(cid, socket, this, log);
+    this.stats.totalConnections++;
+    if (this.upgrader !== null) this.awaitTls(cid, socket, log);
+    else this.serve(new ClientConn(cid, socket, this, log), socket, this.infoFor(cid, socket));
+  }
+
+  /**
+   * TLS is required (as nats-server does it): INFO goes out in plain, then the client
+   * upgrades the same socket; its connection starts once the handshake (and the check of
+   * its certificate) passed, on the TLS socket. A client that speaks plain, or does not
+   * finish the handshake within the TLS timeout, is refused.
+   */
+  private awaitTls(cid: number, socket: net.Socket, log: Logger): void {
+    socket.write(this.infoFor(cid, socket));
+    const key = remoteKey(socket);
+    const h: Handshake = { cid, log, socket, state: "waiting", timer: setTimeout(() => timedOut(), this.opts.tls!.timeoutMs) };
+    const refuse = (text: NatsErrText, why: string): void => {
+      h.state = "refused";
+      countError(errCode(text));
+      log.debug(why);
+      socket.end(`-ERR '${text}'\r\n`);
+      clearTimeout(h.timer);
+      h.timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+    };
+    const timedOut = (): void => {
+      if (h.state === "waiting") refuse(NatsErr.TLS_REQUIRED, "TLS handshake timeout: the client did not start TLS");
+      else {
+        log.debug("TLS handshake timeout");
+        socket.destroy();
+      }
+    };
+    const full = this.clients.size + this.handshakes.size >= this.opts.maxConnections;
+    this.handshakes.set(key, h);
+    socket.on("error", (err) => {
+      log.debug({ err: err.message }, "socket error");
+      socket.destroy();
+    });
+    socket.on("close", () => {
+      if (this.handshakes.get(key) !== h) return;
+      this.handshakes.delete(key);
+      clearTimeout(h.timer);
+    });
+    if (full) {
+      log.warn({ max: this.opts.maxConnections }, "maximum connections exceeded");
+      refuse(NatsErr.MAX_CONNECTIONS, "maximum connections exceeded");
+      return;
+    }
+    socket.once("data", (chunk: Buffer) => {
+      if (h.state !== "waiting") return;
+      if (chunk[0] !== TLS_HANDSHAKE_RECORD) {
+        refuse(NatsErr.TLS_REQUIRED, "the client did not start TLS");
+        return;
+      }
+      h.state = "handshake";
+      // The TLS socket reads what was read here first, then the rest from the same handle.
+      socket.pause();
+      socket.unshift(chunk);
+      this.upgrader!.emit("connection", socket);
+    });
+  }
+
+  /** The client's TLS handshake passed: its connection starts, on the TLS socket. */
+  private secured(socket: TLSSocket): void {
+    const key = remoteKey(socket);
+    const h = this.handshakes.get(key);
+    if (h === undefined) {
+      socket.destroy(); // timed out or shut down meanwhile
+      return;
+    }
+    this.handshakes.delete(key);
+    clearTimeout(h.timer);
+    h.log.debug({ protocol: socket.getProtocol(), cipher: socket.getCipher()?.name }, "TLS handshake complete");
+    this.serve(new ClientConn(h.cid, socket, this, h.log), socket, null);
+  }
+
+  /** Serves a connection; `info` is sent first unless it was (before a TLS handshake). */
+  private serve(client: ClientConn, socket: net.Socket, info: Buffer | null): void {
+    const log = client.log;
     socket.on("error", (err) => {
       log.debug({ err: err.message }, "socket error");
       client.close("socket error", err.message);
     });
     socket.on("close", () => client.close("client closed"));
-    this.stats.totalConnections++;
-    client.sendRaw(this.infoFor(client, socket));
+    if (info !== null) client.sendRaw(info);
     if (this.clients.size >= this.opts.maxConnections) {
       log.warn({ max: this.opts.maxConnections }, "maximum connections exceeded");
       client.sendErrAndClose(NatsErr.MAX_CONNECTIONS, "maximum connections exceeded");
       this.router.flushDirty();
       return;
     }
-    this.clients.set(cid, client);
+    this.clients.set(client.cid, client);
     this.stats.connections = this.clients.size;
     log.debug("client connected");
     if (this.authRequired) {
@@ -110,7 +215,7 @@ export class NatsServer {
     this.router.flushDirty();
   }
 
-  private infoFor(client: ClientConn, socket: net.Socket): Buffer {
+  private infoFor(cid: number, socket: net.Socket): Buffer {
     const info: ServerInfo = {
       server_id: this.serverId,
       server_name: this.opts.serverName,
@@ -121,10 +226,14 @@ export class NatsServer {
       port: this.address?.port ?? this.opts.port,
       headers: true,
       max_payload: this.opts.maxPayload,
-      client_id: client.cid,
+      client_id: cid,
       client_ip: socket.remoteAddress ?? "",
     };
     if (this.authRequired) info.auth_required = true;
+    if (this.upgrader !== null) {
+      info.tls_required = true;
+      if (this.opts.tls!.verify) info.tls_verify = true;
+    }
     return Buffer.from(`INFO ${JSON.stringify(info)}\r\n`);
   }
 
@@ -178,6 +287,10 @@ export function isValidQueue(q: string): boolean {
     if (c === 32 || c === 9 || c === 13 || c === 10) return false;
   }
   return q.length > 0;
+}
+
+function remoteKey(socket: net.Socket): string {
+  return `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
 function safeEqual(given: unknown, expected: string): boolean {
