@@ -57,6 +57,8 @@ export interface ServerOptions {
   pingInterval?: number;
   /** Unanswered PINGs before the connection is considered stale. */
   maxPingsOut?: number;
+  /** Subscriptions one connection may hold. */
+  maxSubscriptions?: number;
   /**
    * nats-server only (`write_deadline`, seconds). nats-server 2.9 stalls the
    * publisher while a consumer's socket is blocked and only cuts the consumer
@@ -230,6 +232,7 @@ function natsServerConfig(opts: ServerOptions): string {
   if (opts.maxPending !== undefined) lines.push(`max_pending: ${opts.maxPending}`);
   if (opts.pingInterval !== undefined) lines.push(`ping_interval: "${opts.pingInterval}s"`);
   if (opts.maxPingsOut !== undefined) lines.push(`ping_max: ${opts.maxPingsOut}`);
+  if (opts.maxSubscriptions !== undefined) lines.push(`max_subscriptions: ${opts.maxSubscriptions}`);
   if (opts.natsWriteDeadline !== undefined) lines.push(`write_deadline: "${opts.natsWriteDeadline}s"`);
   if (opts.authToken !== undefined) {
     lines.push(`authorization { token: ${JSON.stringify(opts.authToken)} }`);
@@ -250,6 +253,7 @@ function mq9Args(dataDir: string, opts: ServerOptions): string[] {
   if (opts.maxPending !== undefined) args.push('--max-pending', String(opts.maxPending));
   if (opts.pingInterval !== undefined) args.push('--ping-interval', String(opts.pingInterval));
   if (opts.maxPingsOut !== undefined) args.push('--max-pings-out', String(opts.maxPingsOut));
+  if (opts.maxSubscriptions !== undefined) args.push('--max-subscriptions', String(opts.maxSubscriptions));
   return args;
 }
 

@@ -7,6 +7,7 @@ import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
 import type { Msg, NatsConnection } from 'nats';
 import { BrokerFixture, MQ9, connectTo, createMailbox, req, sendMsg, waitFor, sleep, text, makeTemp, startMq9 } from './mq9-helpers';
 import { closedPort } from './uplink-helpers';
+import { RawClient, serverKinds, startServer } from './harness';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
@@ -113,6 +114,58 @@ describe('secrets stay out of the logs', () => {
       assert.equal(out.includes('s3cret-pw'), false, 'the uplink password is never logged');
       assert.equal(out.includes('hunter2-pw'), false, 'a CONNECT is never quoted');
     } finally {
+      await broker.stop();
+      tmp.remove();
+    }
+  });
+});
+
+describe('max_subscriptions', () => {
+  for (const kind of serverKinds()) {
+    test(`${kind}: a SUB past max_subscriptions gets -ERR 'maximum subscriptions exceeded'; the connection and its other subscriptions stay`, async () => {
+      const server = await startServer(kind, { maxSubscriptions: 3 });
+      const c = await RawClient.connect(server.port);
+      try {
+        await c.handshake({ verbose: false });
+        const pongs = c.count('PONG');
+        await c.write('SUB a 1\r\nSUB b 2\r\nSUB c 3\r\nSUB d 4\r\nPING\r\n');
+        await c.waitFor(() => c.count('PONG') > pongs, 2000, 'a PONG after the SUBs');
+        assert.deepEqual(c.errors(), ["-ERR 'maximum subscriptions exceeded'"]);
+        await c.write('PUB c 2\r\nhi\r\nPUB d 2\r\nno\r\nPING\r\n');
+        await c.waitFor(() => c.count('PONG') > pongs + 1, 2000, 'a PONG after the PUBs');
+        assert.equal(c.count('MSG c 3 2'), 1);
+        assert.equal(c.count('MSG d'), 0);
+        assert.equal(c.closed, false);
+      } finally {
+        c.close();
+        await server.stop();
+      }
+    });
+  }
+
+  test('mq9-edge MQTT: a filter past max_subscriptions gets SUBACK 0x97 (5.0) / 0x80 (3.1.1); replacing one it holds is fine', async () => {
+    const tmp = makeTemp('mq9-sec-');
+    const broker = await startMq9(path.join(tmp.dir, 'data'), { mqttPort: -1, extra: ['--max-subscriptions', '2'] });
+    const opened: MqttClient[] = [];
+    try {
+      for (const version of [5, 4] as const) {
+        const c = await openMqtt(broker.mqttPort, { protocolVersion: version });
+        opened.push(c);
+        await c.subscribeAsync('s/a', { qos: 0 });
+        await c.subscribeAsync('s/b/#', { qos: 0 });
+        const third = await c.subscribeAsync('s/c', { qos: 0 }).then(
+          (g) => g[0]!.qos,
+          (e: Error) => e.message,
+        );
+        // MQTT.js rejects a SUBACK failure (0x97 "Quota exceeded" in 5.0, 0x80 in 3.1.1).
+        if (version === 5) assert.match(String(third), /Quota exceeded/i, `5.0: ${third}`);
+        else assert.ok(third === 0x80 || /Subscribe error/.test(String(third)), `3.1.1: ${third}`);
+        const again = await c.subscribeAsync('s/a', { qos: 1 });
+        assert.equal(again[0]!.qos, 1, 'resubscribing a held filter is not a new one');
+        assert.ok(c.connected);
+      }
+    } finally {
+      await Promise.all(opened.map((c) => c.endAsync(true)));
       await broker.stop();
       tmp.remove();
     }

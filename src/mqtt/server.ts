@@ -34,6 +34,8 @@ export interface MqttOptions {
   maxQueued: number;
   maxInflight: number;
   maxRetained: number;
+  /** Subscriptions (filters) one session may hold; 0 = no limit. */
+  maxSubscriptions: number;
   /** Milliseconds a client has to send CONNECT. */
   connectTimeoutMs: number;
 }
@@ -537,6 +539,13 @@ export class MqttServer {
     const retainedToSend: Array<{ sub: MqttSub; m: RetainedMessage }> = [];
     for (const want of p.subscriptions) {
       const filter = want.topic;
+      const max = this.opts.maxSubscriptions;
+      if (max > 0 && !s.subs.has(`${filter}\n0`) && s.filterCount >= max) {
+        countError(ErrorCode.LIMIT_SUBSCRIPTIONS);
+        c.log.warn({ max, filter }, "maximum subscriptions exceeded");
+        granted.push(v5 ? Reason.QUOTA_EXCEEDED : 0x80);
+        continue;
+      }
       const r = this.addSubscription(s, filter, Math.min(want.qos, 2) as QoS, v5 && want.nl === true, v5 && want.rap === true, subId);
       if ("refused" in r) {
         countError(ErrorCode.MQTT_INVALID_TOPIC);
@@ -590,6 +599,7 @@ export class MqttServer {
       }
       made.push(sub);
     }
+    s.filterCount++;
     return { sub: made[0]!, existed, retainable: target.kind === "subjects" && target.queue === null };
   }
 
@@ -604,6 +614,7 @@ export class MqttServer {
         found = true;
       }
     }
+    if (found) s.filterCount--;
     return found;
   }
 

@@ -98,6 +98,8 @@ const ROOM_BYTES = 512 * 1024;
 
 export class MqttSession implements Conn {
   readonly subs = new Map<string, Sub>();
+  /** Filters subscribed (one may hold two subjects: foo/# is foo and foo.>). */
+  filterCount = 0;
   dirty = false;
   closed = false;
   readonly noResponders = false;

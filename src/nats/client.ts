@@ -147,6 +147,13 @@ export class ClientConn implements ParserHandler, Conn {
     if (!this.mayOperate()) return;
     const q = queue === null ? null : latin1(queue);
     const sub = new NatsSub(this, latin1(subject), q, latin1(sid));
+    const max = this.server.opts.maxSubscriptions;
+    // As nats-server: refused with an -ERR, the connection stays (a reused sid replaces, so it may).
+    if (max > 0 && this.subs.size >= max && !this.subs.has(sub.sid)) {
+      this.log.warn({ max, subject: sub.subject }, "maximum subscriptions exceeded");
+      this.sendErr(NatsErr.MAX_SUBSCRIPTIONS);
+      return;
+    }
     const r = this.server.router.subscribe(sub, q === null || isValidQueue(q));
     if (r !== null) {
       if ("invalid" in r) this.sendErr(NatsErr.INVALID_SUBJECT);

@@ -17,6 +17,7 @@ export const NatsErr = {
   // nats-server (server/server.go, tlsTimeout) sends it to a client that has not done the
   // TLS handshake in time; mq9-edge also sends it, in plain, to a client that speaks plain.
   TLS_REQUIRED: "Secure Connection - TLS Required",
+  MAX_SUBSCRIPTIONS: "maximum subscriptions exceeded",
 } as const;
 export type NatsErrText = (typeof NatsErr)[keyof typeof NatsErr] | `Permissions Violation for ${"Subscription" | "Publish"} to "${string}"`;
 
@@ -66,6 +67,8 @@ export function errCode(text: NatsErrText): ErrorCode {
       return ErrorCode.PROTO_MAX_CONNECTIONS;
     case NatsErr.STALE:
       return ErrorCode.PROTO_STALE;
+    case NatsErr.MAX_SUBSCRIPTIONS:
+      return ErrorCode.LIMIT_SUBSCRIPTIONS;
     default:
       return ErrorCode.PROTO_PERMISSION;
   }

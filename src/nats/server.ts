@@ -28,6 +28,8 @@ export interface NatsServerOptions {
   password: string;
   serverName: string;
   version: string;
+  /** Subscriptions one connection may hold; 0 = no limit. */
+  maxSubscriptions: number;
   /** Set: TLS is required, as nats-server with a certificate (INFO in plain, then the handshake). */
   tls?: ListenerTls | null;
 }
