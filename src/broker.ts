@@ -4,7 +4,8 @@
 
 import type { Logger } from "pino";
 import type { Config, LoadedConfig } from "./ops/config.js";
-import { declaredMailboxes, redacted } from "./ops/config.js";
+import { declaredMailboxes, redacted, userSpecs } from "./ops/config.js";
+import type { Users } from "./router/users.js";
 import { createLogger } from "./ops/log.js";
 import { SystemdNotifier } from "./ops/systemd.js";
 import type { Server as HttpServer } from "node:http";
@@ -46,6 +47,13 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
   // Loaded only when configured (node:tls, as the uplink). Unusable files stop the start here.
   const tls = c.tlsCert === "" ? null : (require("./ops/tls.js") as typeof import("./ops/tls.js")).ListenerTls.fromConfig(c);
   if (tls !== null) log.info({ ...tls.certificate(), verifyClients: tls.verify }, "TLS required on the NATS listener");
+  const specs = userSpecs(c);
+  // Loaded only when configured: bcryptjs costs 3 MiB an edge without users need not pay.
+  let users: Users | null = null;
+  if (specs.length > 0) {
+    const { Users } = require("./router/users.js") as typeof import("./router/users.js");
+    users = new Users(specs);
+  }
   const clock = new TimelineClock(loadCheckpoint(store), time);
   if (clock.downtimeMs > 0) log.info({ downtimeMs: clock.downtimeMs }, "counting the time the broker was down towards TTLs");
   const router = new Router();
@@ -67,6 +75,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
       serverName: "mq9-edge",
       version: VERSION,
       maxSubscriptions: c.maxSubscriptions,
+      users,
       tls,
     },
     router,
@@ -112,6 +121,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
         maxInflight: c.mqttMaxInflight,
         maxRetained: c.mqttMaxRetained,
         maxSubscriptions: c.maxSubscriptions,
+        users,
         connectTimeoutMs: Math.max(c.authTimeout, 10_000),
       },
       router,

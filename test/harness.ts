@@ -59,6 +59,10 @@ export interface ServerOptions {
   maxPingsOut?: number;
   /** Subscriptions one connection may hold. */
   maxSubscriptions?: number;
+  /** Extra nats-server config lines (nats-server only). */
+  natsConfig?: string;
+  /** Extra mq9-edge flags (mq9-edge only). */
+  mq9Args?: string[];
   /**
    * nats-server only (`write_deadline`, seconds). nats-server 2.9 stalls the
    * publisher while a consumer's socket is blocked and only cuts the consumer
@@ -233,6 +237,7 @@ function natsServerConfig(opts: ServerOptions): string {
   if (opts.pingInterval !== undefined) lines.push(`ping_interval: "${opts.pingInterval}s"`);
   if (opts.maxPingsOut !== undefined) lines.push(`ping_max: ${opts.maxPingsOut}`);
   if (opts.maxSubscriptions !== undefined) lines.push(`max_subscriptions: ${opts.maxSubscriptions}`);
+  if (opts.natsConfig !== undefined) lines.push(opts.natsConfig);
   if (opts.natsWriteDeadline !== undefined) lines.push(`write_deadline: "${opts.natsWriteDeadline}s"`);
   if (opts.authToken !== undefined) {
     lines.push(`authorization { token: ${JSON.stringify(opts.authToken)} }`);
@@ -254,6 +259,7 @@ function mq9Args(dataDir: string, opts: ServerOptions): string[] {
   if (opts.pingInterval !== undefined) args.push('--ping-interval', String(opts.pingInterval));
   if (opts.maxPingsOut !== undefined) args.push('--max-pings-out', String(opts.maxPingsOut));
   if (opts.maxSubscriptions !== undefined) args.push('--max-subscriptions', String(opts.maxSubscriptions));
+  if (opts.mq9Args !== undefined) args.push(...opts.mq9Args);
   return args;
 }
 

@@ -7,6 +7,7 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import * as mqtt from "./packet.js";
 import type { Packet } from "./packet.js";
+import type { PendingResponses, Permissions } from "../router/permissions.js";
 
 /** MQTT 5 reason codes the broker sends. */
 export const Reason = {
@@ -60,6 +61,10 @@ export class MqttConnection {
   maxPacketOut = 268_435_455;
   receiveMaximum = 65_535;
   topicAliasMaximumOut = 0;
+  /** What its user may publish and subscribe to; null = everything. */
+  permissions: Permissions | null = null;
+  /** Response topics (as subjects) it may answer once (its user has allow_responses). */
+  responses: PendingResponses | null = null;
   /** Subscribers' queues this publisher is held for (its socket is paused while > 0). */
   holds = 0;
   /** Packets read while held, handled in order once released. */

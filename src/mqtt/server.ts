@@ -9,6 +9,8 @@ import type { Server as TlsServer } from "node:tls";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import type { ListenerTls } from "../ops/tls.js";
+import type { Users } from "../router/users.js";
+import { PendingResponses, type Permissions } from "../router/permissions.js";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from "./packet.js";
 import type { Router } from "../router/router.js";
 import { frameOf } from "../router/frame.js";
@@ -36,6 +38,8 @@ export interface MqttOptions {
   maxRetained: number;
   /** Subscriptions (filters) one session may hold; 0 = no limit. */
   maxSubscriptions: number;
+  /** Users with passwords and permissions; null = none. */
+  users: Users | null;
   /** Milliseconds a client has to send CONNECT. */
   connectTimeoutMs: number;
 }
@@ -89,7 +93,7 @@ export class MqttServer {
     readonly log: Logger,
     private readonly persistence: MqttPersistence | null,
   ) {
-    this.authRequired = opts.authToken !== "" || opts.user !== "";
+    this.authRequired = opts.authToken !== "" || opts.user !== "" || opts.users !== null;
     this.maxPacketIn = opts.maxPayload + PACKET_SLACK;
     this.retained = new RetainedStore(opts.maxRetained, persistence);
     this.replies = new ReplyBridge(router, log);
@@ -310,10 +314,42 @@ export class MqttServer {
       c.send(v5 ? { cmd: "connack", sessionPresent: false, reasonCode: reason5, properties: { reasonString: message } } : { cmd: "connack", sessionPresent: false, returnCode: code311 });
       c.close();
     };
-    if (!this.authorized(p)) {
+    const unauthorized = (): void => {
       const none = p.username === undefined && p.password === undefined;
-      return refuse(none ? Reason.NOT_AUTHORIZED : Reason.BAD_CREDENTIALS, none ? 5 : 4, ErrorCode.MQTT_AUTH, "not authorized");
+      refuse(none ? Reason.NOT_AUTHORIZED : Reason.BAD_CREDENTIALS, none ? 5 : 4, ErrorCode.MQTT_AUTH, "not authorized");
+    };
+    const users = this.opts.users;
+    if (users === null) {
+      if (!this.authorized(p)) return unauthorized();
+      return this.accepted(c, p, refuse);
     }
+    // A password may be a bcrypt hash, checked off this turn: what the client sends
+    // meanwhile waits in its backlog (the socket paused), and runs once it passed.
+    c.holds++;
+    c.socket.pause();
+    users.authenticate(p.username, p.password?.toString("utf8")).then(
+      (perms) => {
+        this.router.read(() => {
+          c.holds--;
+          if (c.closed) return;
+          if (perms === undefined) return unauthorized();
+          c.permissions = perms;
+          if (perms?.allowResponses) c.responses = new PendingResponses();
+          this.accepted(c, p, refuse);
+          while (c.holds === 0 && !c.closed && c.backlog.length > 0) this.onPacket(c, c.backlog.shift()!);
+        });
+        if (c.holds === 0 && !c.closed) c.socket.resume();
+      },
+      (err: unknown) => {
+        c.log.error({ err }, "cannot check the password");
+        this.router.read(() => unauthorized());
+      },
+    );
+  }
+
+  /** CONNECT passed authentication: the session, takeover, will, CONNACK. */
+  private accepted(c: MqttConnection, p: IConnectPacket, refuse: (reason5: number, code311: number, code: ErrorCode, message: string) => void): void {
+    const v5 = c.version === 5;
     let clientId = p.clientId;
     let assigned: string | undefined;
     const clean = p.clean !== false;
@@ -420,6 +456,15 @@ export class MqttServer {
     const mapped = publishSubject(topic);
     if ("error" in mapped) {
       return this.protocolFailure(c, ErrorCode.MQTT_INVALID_TOPIC, Reason.TOPIC_NAME_INVALID, `invalid topic name ${JSON.stringify(topic)}: ${mapped.error}`);
+    }
+    if (c.permissions !== null && !c.permissions.canPublish(mapped.subject) && !(c.responses !== null && c.responses.take(mapped.subject))) {
+      countError(ErrorCode.PROTO_PERMISSION);
+      c.log.debug({ topic }, "publish not permitted");
+      // 3.1.1 cannot refuse in a PUBACK, and a PUBACK would say "delivered": [MQTT-3.3.5-2] allows closing.
+      if (!v5) return c.close();
+      if (qos === 1) c.send({ cmd: "puback", messageId: id, reasonCode: Reason.NOT_AUTHORIZED });
+      else if (qos === 2) c.send({ cmd: "pubrec", messageId: id, reasonCode: Reason.NOT_AUTHORIZED });
+      return;
     }
     if (qos === 2 && s.incomingQos2.has(id)) {
       // A resend of one we have: acknowledge again, deliver once.
@@ -546,11 +591,11 @@ export class MqttServer {
         granted.push(v5 ? Reason.QUOTA_EXCEEDED : 0x80);
         continue;
       }
-      const r = this.addSubscription(s, filter, Math.min(want.qos, 2) as QoS, v5 && want.nl === true, v5 && want.rap === true, subId);
+      const r = this.addSubscription(s, filter, Math.min(want.qos, 2) as QoS, v5 && want.nl === true, v5 && want.rap === true, subId, null, c.permissions);
       if ("refused" in r) {
-        countError(ErrorCode.MQTT_INVALID_TOPIC);
+        countError(r.denied ? ErrorCode.PROTO_PERMISSION : ErrorCode.MQTT_INVALID_TOPIC);
         c.log.debug({ filter, reason: r.refused }, "subscription refused");
-        granted.push(v5 ? (r.invalid ? Reason.TOPIC_FILTER_INVALID : Reason.UNSPECIFIED) : 0x80);
+        granted.push(v5 ? (r.invalid ? Reason.TOPIC_FILTER_INVALID : r.denied ? Reason.NOT_AUTHORIZED : Reason.UNSPECIFIED) : 0x80);
         continue;
       }
       granted.push(r.sub.qos);
@@ -578,7 +623,8 @@ export class MqttServer {
     rap: boolean,
     subId: number | undefined,
     resumeAfter: [number, number, number] | null = null,
-  ): { sub: MqttSub; existed: boolean; retainable: boolean } | { refused: string; invalid: boolean } {
+    perms: Permissions | null = null,
+  ): { sub: MqttSub; existed: boolean; retainable: boolean } | { refused: string; invalid: boolean; denied?: true } {
     const target = filterTarget(filter);
     if (target.kind === "error") return { refused: target.reason, invalid: true };
     const existed = this.removeFilter(s, filter);
@@ -588,6 +634,7 @@ export class MqttServer {
       const pr = target.priorities;
       subjects = [`$mq9.AI.MAILBOX.MSG.${target.address}.${pr.length === 3 ? "*" : pr[0]!}`];
     } else subjects = target.subjects;
+    if (perms !== null && !subjects.every((subject) => perms.canSubscribe(subject))) return { refused: "not permitted", invalid: false, denied: true };
     const made: MqttSub[] = [];
     for (let i = 0; i < subjects.length; i++) {
       const sub = new MqttSub(s, subjects[i]!, target.queue, `${filter}\n${i}`, bare, qos, noLocal, rap, subId);

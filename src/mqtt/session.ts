@@ -211,6 +211,11 @@ export class MqttSession implements Conn {
         responseTopic = pending.topic;
         props = { ...props, correlationData: pending.correlation };
       } else responseTopic = subjectTopic(reply);
+      const responses = this.conn?.responses;
+      if (responses) {
+        const r = publishSubject(responseTopic);
+        if (!("error" in r)) responses.note(r.subject);
+      }
     }
     const o: Outgoing = {
       topic,

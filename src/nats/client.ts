@@ -7,11 +7,14 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import { Parser, ParseErrorKind, type ParseError, type ParserHandler, type PubFrame } from "./parser.js";
 import { NatsErr, errCode, permissionViolationPub, permissionViolationSub, type NatsErrText } from "./protocol.js";
+import type { Users } from "../router/users.js";
 import { ErrorCode, countError } from "../errors.js";
 import type { NatsServer } from "./server.js";
 import { isValidQueue } from "./server.js";
 import { Sub, type Conn, type Dialect } from "../router/conn.js";
 import type { StoredMessage } from "../store/types.js";
+import { PendingResponses, type Permissions } from "../router/permissions.js";
+import { frameOf } from "../router/frame.js";
 
 export class NatsSub extends Sub {
   readonly sidBytes: Buffer;
@@ -58,6 +61,12 @@ export class ClientConn implements ParserHandler, Conn {
   /** In the server's list of connections to flush. */
   dirty = false;
   authTimer: NodeJS.Timeout | null = null;
+  /** What its user may publish and subscribe to; null = everything. */
+  private permissions: Permissions | null = null;
+  /** Reply subjects it may answer (its user has allow_responses). */
+  private responses: PendingResponses | null = null;
+  /** Operations read while its CONNECT's password is checked (bcrypt), run once it passed. */
+  private deferred: Array<() => void> | null = null;
 
   private out: Buffer | null = null;
   private pos = 0;
@@ -116,10 +125,54 @@ export class ClientConn implements ParserHandler, Conn {
       this.sendErrAndClose(NatsErr.NO_RESPONDERS_NEEDS_HEADERS, "protocol violation");
       return;
     }
+    const users = this.server.opts.users;
+    if (users !== null) {
+      this.checkUser(users, o);
+      return;
+    }
     if (!this.server.authorize(o)) {
       this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
       return;
     }
+    this.connected();
+  }
+
+  /**
+   * A user's password may be a bcrypt hash, checked off this turn: what the client sends
+   * meanwhile waits (the socket is paused) and runs in order once it passed.
+   */
+  private checkUser(users: Users, o: Record<string, unknown>): void {
+    this.deferred = [];
+    this.socket.pause();
+    const user = typeof o["user"] === "string" ? o["user"] : undefined;
+    const pass = typeof o["pass"] === "string" ? o["pass"] : typeof o["auth_token"] === "string" ? o["auth_token"] : undefined;
+    users.authenticate(user, pass).then(
+      (perms) => {
+        if (this.closed) return;
+        const waiting = this.deferred ?? [];
+        this.deferred = null;
+        this.server.router.read(() => {
+          if (perms === undefined) {
+            this.log.info({ user }, "authorization violation");
+            this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
+            return;
+          }
+          this.permissions = perms;
+          if (perms?.allowResponses) this.responses = new PendingResponses();
+          this.connected();
+          for (const run of waiting) if (!this.closed) run();
+        });
+        if (!this.closed) this.socket.resume();
+      },
+      (err: unknown) => {
+        this.log.error({ err }, "cannot check the password");
+        this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
+        this.server.router.flushDirty();
+      },
+    );
+  }
+
+  private connected(): void {
     if (this.authTimer) clearTimeout(this.authTimer);
     this.authTimer = null;
     this.connectReceived = true;
@@ -128,6 +181,11 @@ export class ClientConn implements ParserHandler, Conn {
   }
 
   onPub(f: PubFrame): void {
+    if (this.deferred !== null) {
+      const copy = copyFrame(f);
+      this.deferred.push(() => this.onPub(copy));
+      return;
+    }
     if (!this.mayOperate()) return;
     if (f.hdrLen >= 0 && !this.headers) {
       this.sendErrAndClose(NatsErr.UNKNOWN_OP, "protocol violation"); // HPUB without headers:true
@@ -139,14 +197,30 @@ export class ClientConn implements ParserHandler, Conn {
       if (this.verbose) this.sendRaw(OK);
       return;
     }
+    const perms = this.permissions;
+    if (perms !== null && !perms.canPublish(subj) && !(this.responses !== null && this.responses.take(subj))) {
+      this.log.debug({ subject: subj }, "publish not permitted");
+      this.sendErr(permissionViolationPub(subj));
+      return;
+    }
     if (this.verbose) this.sendRaw(OK); // before any MSG this PUB produces, as nats-server
     this.server.router.route(this, subj, f);
   }
 
   onSub(subject: Uint8Array, queue: Uint8Array | null, sid: Uint8Array): void {
+    if (this.deferred !== null) {
+      const [a, b, c] = [Buffer.from(subject), queue === null ? null : Buffer.from(queue), Buffer.from(sid)];
+      this.deferred.push(() => this.onSub(a, b, c));
+      return;
+    }
     if (!this.mayOperate()) return;
     const q = queue === null ? null : latin1(queue);
     const sub = new NatsSub(this, latin1(subject), q, latin1(sid));
+    if (this.permissions !== null && !this.permissions.canSubscribe(sub.subject)) {
+      this.log.debug({ subject: sub.subject }, "subscription not permitted");
+      this.sendErr(permissionViolationSub(sub.subject));
+      return;
+    }
     const max = this.server.opts.maxSubscriptions;
     // As nats-server: refused with an -ERR, the connection stays (a reused sid replaces, so it may).
     if (max > 0 && this.subs.size >= max && !this.subs.has(sub.sid)) {
@@ -167,6 +241,11 @@ export class ClientConn implements ParserHandler, Conn {
   }
 
   onUnsub(sid: Uint8Array, max: number): void {
+    if (this.deferred !== null) {
+      const copy = Buffer.from(sid);
+      this.deferred.push(() => this.onUnsub(copy, max));
+      return;
+    }
     if (!this.mayOperate()) return;
     const sub = this.subs.get(latin1(sid));
     if (sub !== undefined) {
@@ -177,6 +256,10 @@ export class ClientConn implements ParserHandler, Conn {
   }
 
   onPing(): void {
+    if (this.deferred !== null) {
+      this.deferred.push(() => this.onPing());
+      return;
+    }
     if (!this.mayOperate()) return;
     this.sendRaw(PONG);
   }
@@ -231,6 +314,7 @@ export class ClientConn implements ParserHandler, Conn {
   /** Queues a MSG/HMSG of frame `f` for one subscription. */
   sendMsg(sub: Sub, f: PubFrame): void {
     if (this.closed) return;
+    if (this.responses !== null && f.replyStart >= 0) this.responses.note(f.args.toString("latin1", f.replyStart, f.replyEnd));
     const hdrLen = f.hdrLen;
     const withHeaders = hdrLen >= 0 && this.headers;
     // A client that did not ask for headers gets the payload alone, as from nats-server.
@@ -392,6 +476,15 @@ export class ClientConn implements ParserHandler, Conn {
     if (reason === "slow consumer" || reason === "socket error") this.socket.destroy();
     else this.socket.end();
   }
+}
+
+/** A frame that outlives the read it came in (its buffers are the read's). */
+function copyFrame(f: PubFrame): PubFrame {
+  const subject = Buffer.from(f.args.subarray(f.subjectStart, f.subjectEnd));
+  const reply = f.replyStart < 0 ? null : Buffer.from(f.args.subarray(f.replyStart, f.replyEnd));
+  const hdrLen = f.hdrLen > 0 ? f.hdrLen : 0;
+  const copy = frameOf(subject, reply, f.hdrLen >= 0 ? f.msg.subarray(f.msgStart, f.msgStart + hdrLen) : null, f.msg.subarray(f.msgStart + hdrLen, f.msgEnd));
+  return copy;
 }
 
 function latin1(b: Uint8Array): string {

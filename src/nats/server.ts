@@ -12,6 +12,7 @@ import type { Router } from "../router/router.js";
 import { MailboxFrames } from "./mailbox-frames.js";
 import { countError } from "../errors.js";
 import type { ListenerTls } from "../ops/tls.js";
+import type { Users } from "../router/users.js";
 
 export interface NatsServerOptions {
   host: string;
@@ -30,6 +31,8 @@ export interface NatsServerOptions {
   version: string;
   /** Subscriptions one connection may hold; 0 = no limit. */
   maxSubscriptions: number;
+  /** Users with passwords and permissions (nats-server's authorization.users); null = none. */
+  users: Users | null;
   /** Set: TLS is required, as nats-server with a certificate (INFO in plain, then the handshake). */
   tls?: ListenerTls | null;
 }
@@ -75,7 +78,7 @@ export class NatsServer {
     private readonly nextCid: () => number,
     readonly log: Logger,
   ) {
-    this.authRequired = opts.authToken !== "" || opts.user !== "";
+    this.authRequired = opts.authToken !== "" || opts.user !== "" || opts.users !== null;
     this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.upgrader =
       opts.tls?.server(

@@ -5,8 +5,10 @@
 import { readFileSync } from "node:fs";
 import { ConfigError, ErrorCode, Mq9Error } from "../errors.js";
 import { nameError } from "../mq9/subjects.js";
+import { isValidSubject } from "../nats/sublist.js";
+import type { UserSpec } from "../router/users.js";
 
-type Kind = "string" | "int" | "size" | "seconds" | "level" | "enum" | "mailboxes";
+type Kind = "string" | "int" | "size" | "seconds" | "level" | "enum" | "mailboxes" | "users";
 
 interface Spec {
   kind: Kind;
@@ -36,6 +38,12 @@ const SPECS = {
   authToken: { kind: "string", default: "", secret: true, help: "token clients must present (CONNECT auth_token)" },
   user: { kind: "string", default: "", help: "user name clients must present (with --password)" },
   password: { kind: "string", default: "", secret: true, help: "password for --user" },
+  users: {
+    kind: "users",
+    default: "",
+    secret: true,
+    help: 'users, each with its own password and permissions (nats-server\'s authorization.users): a JSON array of {"user", "password" (plain or a bcrypt hash), "permissions": {"publish": {"allow": [...], "deny": [...]}, "subscribe": {...}, "allow_responses": true}}',
+  },
   logLevel: { kind: "level", default: "info", help: `log level: ${LEVELS.join(", ")}` },
   maxSubscriptions: { kind: "int", default: 10_000, min: 0, help: "subscriptions one connection may hold (NATS SUBs, MQTT filters); past it: -ERR 'maximum subscriptions exceeded' / SUBACK 0x97; 0 = no limit" },
   tlsCert: { kind: "string", default: "", help: "certificate file (PEM) for the NATS listener (TLS then required) and the MQTTS listener" },
@@ -90,6 +98,8 @@ export interface Config {
   authToken: string;
   user: string;
   password: string;
+  /** JSON text of UserSpec[] (validated), or "". */
+  users: string;
   logLevel: (typeof LEVELS)[number];
   maxSubscriptions: number;
   tlsCert: string;
@@ -141,6 +151,64 @@ export interface DeclaredMailbox {
   ttl?: number;
   public?: boolean;
   desc?: string;
+}
+
+/** The users of a validated config. */
+export function userSpecs(c: Config): UserSpec[] {
+  return c.users === "" ? [] : (JSON.parse(c.users) as UserSpec[]);
+}
+
+/** Validates the users setting (a JSON array, or its text) into normalized JSON text. */
+function usersValue(key: string, raw: unknown): string {
+  const bad = (why: string): never => {
+    throw new ConfigError(key, why);
+  };
+  let v: unknown = raw;
+  if (typeof raw === "string") {
+    if (raw.trim() === "") return "";
+    try {
+      v = JSON.parse(raw);
+    } catch (err) {
+      bad(`must be a JSON array of users: ${(err as Error).message}`);
+    }
+  }
+  if (!Array.isArray(v)) return bad('must be an array of {"user", "password", "permissions"}');
+  const names = new Set<string>();
+  const subjects = (at: string, x: unknown): string[] => {
+    if (!Array.isArray(x) || !x.every((s) => typeof s === "string" && isValidSubject(s))) return bad(`${at} must be an array of subjects`);
+    return x as string[];
+  };
+  const rule = (at: string, x: unknown): { allow?: string[]; deny?: string[] } | undefined => {
+    if (x === undefined) return undefined;
+    if (Array.isArray(x)) return { allow: subjects(at, x) }; // nats-server's short form: the allow list
+    if (typeof x !== "object" || x === null) return bad(`${at} must be a list of subjects or {"allow", "deny"}`);
+    const o = x as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (k !== "allow" && k !== "deny") bad(`${at}: unknown field ${JSON.stringify(k)}`);
+    return { ...(o["allow"] !== undefined ? { allow: subjects(`${at}.allow`, o["allow"]) } : {}), ...(o["deny"] !== undefined ? { deny: subjects(`${at}.deny`, o["deny"]) } : {}) };
+  };
+  const out = v.map((u: unknown, i: number): UserSpec => {
+    const at = `user ${i + 1}`;
+    if (typeof u !== "object" || u === null || Array.isArray(u)) return bad(`${at} must be an object`);
+    const o = u as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (!["user", "password", "permissions"].includes(k)) bad(`${at}: unknown field ${JSON.stringify(k)}`);
+    if (typeof o["user"] !== "string" || o["user"] === "") return bad(`${at} needs a "user"`);
+    if (names.has(o["user"])) bad(`${at}: user ${JSON.stringify(o["user"])} is listed twice`);
+    names.add(o["user"]);
+    if (typeof o["password"] !== "string" || o["password"] === "") return bad(`${at} needs a "password" (plain or a bcrypt hash)`);
+    const spec: UserSpec = { user: o["user"], password: o["password"] };
+    const p = o["permissions"];
+    if (p !== undefined) {
+      if (typeof p !== "object" || p === null || Array.isArray(p)) return bad(`${at}: "permissions" must be an object`);
+      const po = p as Record<string, unknown>;
+      for (const k of Object.keys(po)) if (!["publish", "subscribe", "allow_responses"].includes(k)) bad(`${at}.permissions: unknown field ${JSON.stringify(k)}`);
+      if (po["allow_responses"] !== undefined && typeof po["allow_responses"] !== "boolean") bad(`${at}.permissions.allow_responses must be true or false`);
+      const pub = rule(`${at}.permissions.publish`, po["publish"]);
+      const sub = rule(`${at}.permissions.subscribe`, po["subscribe"]);
+      spec.permissions = { ...(pub ? { publish: pub } : {}), ...(sub ? { subscribe: sub } : {}), ...(po["allow_responses"] === true ? { allow_responses: true } : {}) };
+    }
+    return spec;
+  });
+  return JSON.stringify(out);
 }
 
 /** The declared mailboxes of a validated config. */
@@ -218,6 +286,8 @@ function coerce(key: string, spec: Spec, raw: unknown): string | number {
       });
       return JSON.stringify(out);
     }
+    case "users":
+      return usersValue(key, raw);
     case "seconds": {
       const m = typeof raw === "number" ? null : typeof raw === "string" ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(raw) : null;
       let secs: number;
@@ -315,6 +385,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const c = config as unknown as Config;
   if ((c.user === "") !== (c.password === "")) throw new ConfigError(c.user === "" ? flagName("user") : flagName("password"), "--user and --password go together");
   if (c.authToken !== "" && c.user !== "") throw new ConfigError(flagName("authToken"), "use either a token or user/password, not both");
+  if (c.users !== "" && (c.authToken !== "" || c.user !== "")) throw new ConfigError(flagName("users"), "use either users or a token or user/password, not more than one");
   if ((c.tlsCert === "") !== (c.tlsKey === "")) throw new ConfigError(flagName("tlsKey"), "--tls-cert and --tls-key go together");
   if (c.tlsCa !== "" && c.tlsCert === "") throw new ConfigError(flagName("tlsCa"), "needs --tls-cert and --tls-key");
   if (c.uplinkUrl !== "") {
