@@ -824,13 +824,18 @@ function conformance(name: string, factory: Factory): void {
       await Promise.all([
         store.putRecord("mqtt-session", "b", Buffer.from("two")),
         store.putRecord("mqtt-session", "a", Buffer.from("one")),
-        store.putRecord("mqtt-out", "a\u0000000000000000001", Buffer.from([0, 1, 2])),
+        store.putRecord("mqtt-out", "a\u0001000000000000001", Buffer.from([0, 1, 2])),
       ]);
       const text = (rs: Array<[string, Uint8Array]>) => rs.map(([k, v]) => [k, Buffer.from(v).toString()]);
       assert.deepEqual(text(store.records("mqtt-session")), [["a", "one"], ["b", "two"]]);
       await store.putRecord("mqtt-session", "a", null);
       await store.putRecord("mqtt-session", "b", Buffer.from("2"));
       assert.deepEqual(text(store.records("mqtt-session")), [["b", "2"]]);
+      // A key LMDB could not hold is refused alone, before it could fail a batch of others' writes.
+      await assert.rejects(store.putRecord("mqtt-session", "x".repeat(5000), Buffer.from("big")), /longer than/);
+      await store.putRecord("mqtt-session", "c", Buffer.from("3"));
+      assert.deepEqual(text(store.records("mqtt-session")), [["b", "2"], ["c", "3"]]);
+      await store.putRecord("mqtt-session", "c", null);
       if (subject.reopen) {
         store = await subject.reopen();
         assert.deepEqual(text(store.records("mqtt-session")), [["b", "2"]]);

@@ -43,6 +43,8 @@ export interface ConnectionEvents {
   /** The parser refused the input; the connection is of no further use. */
   malformed(c: MqttConnection, message: string): void;
   tooLarge(c: MqttConnection, length: number): void;
+  /** Handling its input failed unexpectedly (a bug): log it and disconnect this client. */
+  failed(c: MqttConnection, err: unknown): void;
   closed(c: MqttConnection): void;
   /** Output is waiting: flush it after the current read. */
   dirty(c: MqttConnection): void;
@@ -61,6 +63,8 @@ export class MqttConnection {
   maxPacketOut = 268_435_455;
   receiveMaximum = 65_535;
   topicAliasMaximumOut = 0;
+  /** Closes it if no CONNECT comes in time. */
+  connectTimer: NodeJS.Timeout | null = null;
   /** What its user may publish and subscribe to; null = everything. */
   permissions: Permissions | null = null;
   /** Response topics (as subjects) it may answer once (its user has allow_responses). */
@@ -106,8 +110,10 @@ export class MqttConnection {
     try {
       this.parser.parse(chunk);
     } catch (err) {
-      if (!(err instanceof mqtt.InvalidUtf8)) throw err;
-      if (!this.closed) this.events.malformed(this, err.message);
+      if (this.closed) return;
+      if (err instanceof mqtt.InvalidUtf8) this.events.malformed(this, err.message);
+      // A bug met by this client's input: it alone is disconnected, everyone else goes on.
+      else this.events.failed(this, err);
       return;
     }
     // A packet announced bigger than allowed is refused before its body is buffered.
@@ -163,6 +169,9 @@ export class MqttConnection {
     }
     this.flush();
     this.closed = true;
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    this.backlog.length = 0;
     this.socket.end();
     // A peer that never reads must not hold the socket open.
     setTimeout(() => this.socket.destroy(), 2000).unref();

@@ -4,6 +4,7 @@
 // (until the client acknowledges it) and each retained message. Records are a JSON
 // head and the payload: [u32 head length][head][payload].
 
+import { createHash } from "node:crypto";
 import type { MailboxStore } from "../store/types.js";
 import type { HeaderProps } from "./props.js";
 import type { RetainedMessage, RetainedPersistence } from "./retained.js";
@@ -47,8 +48,14 @@ function unpack<T>(v: Uint8Array): { head: T; payload: Buffer } {
   return { head: JSON.parse(b.toString("utf8", 4, 4 + n)) as T, payload: Buffer.from(b.subarray(4 + n)) };
 }
 
-/** Keys sort by client id, then sequence. */
-const outKey = (clientId: string, seq: number): string => `${clientId}\u0000${String(seq).padStart(15, "0")}`;
+/** Keys sort by client id, then sequence (client ids hold no control characters: server.ts). */
+const OUT_SEP = "\u0001";
+const outKey = (clientId: string, seq: number): string => `${clientId}${OUT_SEP}${String(seq).padStart(15, "0")}`;
+
+/** A retained message's key: its topic, or for a long one (topics go to 64 KiB) a hash of it. */
+function retainedKey(topic: string): string {
+  return Buffer.byteLength(topic) <= 512 ? topic : `#sha256:${createHash("sha256").update(topic).digest("hex")}`;
+}
 
 type OutHead = Omit<Outgoing, "payload" | "props"> & { props: Omit<HeaderProps, "correlationData"> & { correlationData?: string } };
 
@@ -61,7 +68,7 @@ export class MqttPersistence implements RetainedPersistence {
 
   async deleteSession(clientId: string): Promise<void> {
     const writes: Promise<void>[] = [this.store.putRecord(SESSION, clientId, null)];
-    const prefix = `${clientId}\u0000`;
+    const prefix = `${clientId}${OUT_SEP}`;
     for (const [k] of this.store.records(OUTGOING)) if (k.startsWith(prefix)) writes.push(this.store.putRecord(OUTGOING, k, null));
     await Promise.all(writes);
   }
@@ -85,7 +92,7 @@ export class MqttPersistence implements RetainedPersistence {
   outgoing(): Map<string, Outgoing[]> {
     const out = new Map<string, Outgoing[]>();
     for (const [k, v] of this.store.records(OUTGOING)) {
-      const clientId = k.slice(0, k.lastIndexOf("\u0000"));
+      const clientId = k.slice(0, k.lastIndexOf(OUT_SEP));
       const { head, payload } = unpack<OutHead>(v);
       const { correlationData, ...props } = head.props;
       const o: Outgoing = { ...head, payload, props: { ...props, ...(correlationData !== undefined ? { correlationData: Buffer.from(correlationData, "base64") } : {}) } };
@@ -105,10 +112,10 @@ export class MqttPersistence implements RetainedPersistence {
 
   put(m: RetainedMessage): Promise<void> {
     const { payload, headers, ...rest } = m;
-    return this.store.putRecord(RETAINED, m.topic, pack({ ...rest, headers: headers === null ? null : headers.toString("base64") }, payload));
+    return this.store.putRecord(RETAINED, retainedKey(m.topic), pack({ ...rest, headers: headers === null ? null : headers.toString("base64") }, payload));
   }
 
   remove(topic: string): Promise<void> {
-    return this.store.putRecord(RETAINED, topic, null);
+    return this.store.putRecord(RETAINED, retainedKey(topic), null);
   }
 }

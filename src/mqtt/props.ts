@@ -41,21 +41,22 @@ function headerSafe(s: string): boolean {
 export function headersFromProps(p: PublishProps | undefined, withCorrelation: boolean): Buffer | null {
   if (p === undefined) return null;
   let text = "";
-  const add = (k: string, v: string): void => {
-    if (k.length > 0 && !k.includes(":") && headerSafe(k) && headerSafe(v)) text += `${k}: ${v}\r\n`;
+  // mqtt-packet leaves null where a property string did not parse: such a property is dropped.
+  const add = (k: unknown, v: unknown): void => {
+    if (typeof k === "string" && typeof v === "string" && k.length > 0 && !k.includes(":") && headerSafe(k) && headerSafe(v)) text += `${k}: ${v}\r\n`;
   };
   const up = p.userProperties;
-  if (up !== undefined) {
+  if (up !== undefined && up !== null && typeof up === "object") {
     for (const k of Object.keys(up)) {
       const v = up[k]!;
-      if (Array.isArray(v)) for (const x of v) add(k, x);
+      if (Array.isArray(v)) for (const x of v as unknown[]) add(k, x);
       else add(k, v);
     }
   }
   if (p.contentType !== undefined) add(H_CONTENT_TYPE, p.contentType);
   if (p.payloadFormatIndicator === true) add(H_PAYLOAD_FORMAT, "1");
-  if (p.messageExpiryInterval !== undefined) add(H_MESSAGE_EXPIRY, String(p.messageExpiryInterval));
-  if (withCorrelation && p.correlationData !== undefined) add(H_CORRELATION, p.correlationData.toString("base64"));
+  if (typeof p.messageExpiryInterval === "number") add(H_MESSAGE_EXPIRY, String(p.messageExpiryInterval));
+  if (withCorrelation && Buffer.isBuffer(p.correlationData)) add(H_CORRELATION, p.correlationData.toString("base64"));
   if (text === "") return null;
   return Buffer.from(`NATS/1.0\r\n${text}\r\n`, "utf8");
 }

@@ -49,6 +49,7 @@ const TOPIC_ALIAS_MAXIMUM = 64;
 /** Unacknowledged QoS 1/2 publishes a client may have towards us (MQTT 5 Receive Maximum). */
 const RECEIVE_MAXIMUM = 1024;
 const PACKET_SLACK = 8 * 1024;
+const MAX_CLIENT_ID_BYTES = 256;
 /** Where a 3.1.1 client (no Response Topic) gets the replies to its mq9 commands. */
 export const REPLY_TOPIC_PREFIX = "$mq9/AI/REPLY/";
 
@@ -113,6 +114,11 @@ export class MqttServer {
         this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, `malformed packet: ${message}`);
       },
       tooLarge: (c, length) => this.protocolFailure(c, ErrorCode.MQTT_PACKET_TOO_LARGE, Reason.PACKET_TOO_LARGE, `packet of ${length} bytes over the maximum of ${this.maxPacketIn}`),
+      failed: (c, err) => {
+        countError(ErrorCode.INTERNAL);
+        c.log.error({ err }, "internal error while handling this client's input; it is disconnected");
+        c.close(Reason.IMPLEMENTATION_SPECIFIC);
+      },
       closed: (c) => this.onClosed(c),
       // A session's output is flushed with everyone's after the read; a connection's
       // before it has a session (a refused CONNECT) on the next turn.
@@ -243,14 +249,15 @@ export class MqttServer {
     });
     socket.on("close", () => c.close());
     socket.on("data", (chunk: Buffer) => this.router.read(() => c.read(chunk)));
-    const t = setTimeout(() => {
+    c.connectTimer = setTimeout(() => {
+      c.connectTimer = null;
       if (!c.connected) {
         countError(ErrorCode.MQTT_PROTOCOL);
         log.debug("no CONNECT in time");
         c.close();
       }
     }, this.opts.connectTimeoutMs);
-    t.unref();
+    c.connectTimer.unref();
   }
 
   private protocolFailure(c: MqttConnection, code: ErrorCode, reason: number, message: string): void {
@@ -280,8 +287,13 @@ export class MqttServer {
       case "pubcomp":
         return s.pubcomp(p.messageId ?? 0);
       case "subscribe":
+        // [MQTT-3.8.3-3], [MQTT-3.10.3-2]: at least one filter.
+        if (p.subscriptions.length === 0) return this.protocolFailure(c, ErrorCode.MQTT_PROTOCOL, Reason.PROTOCOL_ERROR, "SUBSCRIBE without a topic filter");
+        if (p.subscriptions.some((x) => typeof x.topic !== "string")) return this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, "SUBSCRIBE with a filter that does not parse");
         return this.subscribe(c, s, p);
       case "unsubscribe":
+        if (p.unsubscriptions.length === 0) return this.protocolFailure(c, ErrorCode.MQTT_PROTOCOL, Reason.PROTOCOL_ERROR, "UNSUBSCRIBE without a topic filter");
+        if (p.unsubscriptions.some((x) => typeof x !== "string")) return this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, "UNSUBSCRIBE with a filter that does not parse");
         return this.unsubscribe(c, s, p);
       case "pingreq":
         c.send({ cmd: "pingresp" });
@@ -353,6 +365,11 @@ export class MqttServer {
     let clientId = p.clientId;
     let assigned: string | undefined;
     const clean = p.clean !== false;
+    // MQTT lets a server restrict client ids [MQTT-3.1.3-5]; this one keeps them to what it
+    // can store as a session key.
+    if (Buffer.byteLength(clientId) > MAX_CLIENT_ID_BYTES || /[\u0000-\u001f\u007f]/.test(clientId)) {
+      return refuse(Reason.CLIENT_ID_NOT_VALID, 2, ErrorCode.MQTT_PROTOCOL, `a client id is at most ${MAX_CLIENT_ID_BYTES} bytes, without control characters`);
+    }
     if (clientId === "") {
       if (!clean && !v5) return refuse(Reason.CLIENT_ID_NOT_VALID, 2, ErrorCode.MQTT_PROTOCOL, "an empty client id needs a clean session");
       clientId = assigned = `mq9-${randomBytes(9).toString("base64url")}`;
@@ -393,6 +410,8 @@ export class MqttServer {
       this.persistence?.deleteSession(clientId).catch((err: unknown) => c.log.error({ err }, "cannot remove an MQTT session from the store"));
     }
     c.connected = true;
+    if (c.connectTimer !== null) clearTimeout(c.connectTimer);
+    c.connectTimer = null;
     c.log = c.log.child({ clientId });
     c.idleLimitMs = (p.keepalive ?? 0) * 1500;
     if (v5) {
@@ -442,6 +461,7 @@ export class MqttServer {
     const qos = p.qos;
     const id = p.messageId ?? 0;
     let topic = p.topic;
+    if (typeof topic !== "string") return this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, "PUBLISH without a topic");
     const alias = p.properties?.topicAlias;
     if (alias !== undefined) {
       if (!v5 || alias === 0 || alias > TOPIC_ALIAS_MAXIMUM) {
@@ -483,15 +503,15 @@ export class MqttServer {
     // A request with correlation data: the reply subject is the response topic, and the
     // correlation data rides with a private reply subject a NATS responder need not know of (reply-bridge.ts).
     let reply: string | null = null;
-    if (v5 && props?.responseTopic !== undefined) {
+    if (v5 && typeof props?.responseTopic === "string") {
       const r = publishSubject(props.responseTopic);
       if ("error" in r) return this.protocolFailure(c, ErrorCode.MQTT_INVALID_TOPIC, Reason.TOPIC_NAME_INVALID, `invalid response topic: ${r.error}`);
-      reply = props.correlationData !== undefined ? this.replies.open(s, props.responseTopic, props.correlationData) : r.subject;
+      reply = Buffer.isBuffer(props.correlationData) ? this.replies.open(s, props.responseTopic, props.correlationData) : r.subject;
     } else if (!v5 && mapped.subject.startsWith("$mq9.AI.")) {
       reply = this.replySubjectFor311(s);
     }
     const headers = v5 ? headersFromProps(props, reply === null) : null;
-    const expiresAt = v5 && props?.messageExpiryInterval !== undefined ? Date.now() + props.messageExpiryInterval * 1000 : 0;
+    const expiresAt = v5 && typeof props?.messageExpiryInterval === "number" ? Date.now() + props.messageExpiryInterval * 1000 : 0;
     ctx.expiresAt = expiresAt;
     const frame = frameOf(Buffer.from(mapped.subject, "latin1"), reply === null ? null : Buffer.from(reply, "latin1"), headers, payload);
     if (qos === 1) c.inflightIn++;
@@ -524,7 +544,11 @@ export class MqttServer {
         }
       });
     });
-    if (handled) return;
+    if (handled) {
+      // A mailbox send is acknowledged by the store; what else it started is only logged.
+      if (ctx.pending.length > 0) Promise.all(ctx.pending).catch((err: unknown) => c.log.error({ err, topic }, "cannot keep the session's state"));
+      return;
+    }
     if (ctx.congested !== null) this.hold(c, ctx.congested);
     if (p.retain && !topic.startsWith("$mq9/")) {
       const m: RetainedMessage = { topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt };
@@ -692,9 +716,7 @@ export class MqttServer {
   /** A session without a connection ends after `sec` (0xffffffff: never, as 3.1.1 and MQTT 5 say). */
   private scheduleExpiry(s: MqttSession, sec: number): void {
     if (s.expirySec >= 0xffffffff) return;
-    const t = setTimeout(() => this.endSession(s), sec * 1000);
-    t.unref();
-    this.expiryTimers.set(s, t);
+    this.expiryTimers.set(s, longTimeout(sec * 1000, () => this.endSession(s), (t) => this.expiryTimers.set(s, t)));
   }
 
   private startWill(s: MqttSession): void {
@@ -702,8 +724,7 @@ export class MqttServer {
     if (w === undefined) return;
     const delay = Math.min(w.packet.properties?.willDelayInterval ?? 0, s.expirySec);
     if (delay <= 0) return this.sendWill(s);
-    w.timer = setTimeout(() => this.sendWill(s), delay * 1000);
-    w.timer.unref();
+    w.timer = longTimeout(delay * 1000, () => this.sendWill(s), (t) => (w.timer = t));
   }
 
   private dropWill(s: MqttSession): void {
@@ -717,13 +738,18 @@ export class MqttServer {
     if (w === undefined) return;
     this.wills.delete(s);
     const wp = w.packet;
+    if (typeof wp.topic !== "string") return;
     const mapped = publishSubject(wp.topic);
     if ("error" in mapped) return;
     const payload = typeof wp.payload === "string" ? Buffer.from(wp.payload) : wp.payload;
     const headers = headersFromProps(wp.properties, true);
-    const expiresAt = wp.properties?.messageExpiryInterval !== undefined ? Date.now() + wp.properties.messageExpiryInterval * 1000 : 0;
+    const expiresAt = typeof wp.properties?.messageExpiryInterval === "number" ? Date.now() + wp.properties.messageExpiryInterval * 1000 : 0;
     const qos = (wp.qos ?? 0) as QoS;
-    if (wp.retain) this.retained.set({ topic: wp.topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt });
+    if (wp.retain) {
+      const kept = this.retained.set({ topic: wp.topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt });
+      if (kept === false) this.log.warn({ topic: wp.topic, max: this.opts.maxRetained }, "retained message limit reached: a will not retained");
+      else kept.catch((err: unknown) => this.log.error({ err, topic: wp.topic }, "cannot keep a retained will"));
+    }
     withPublish({ qos, retain: wp.retain === true, expiresAt, refused: 0, pending: [], congested: null }, () => this.router.publish(mapped.subject, headers, payload));
     this.router.flushDirty();
   }
@@ -762,6 +788,18 @@ class RetainedView extends MqttSub {
     super(of.conn as MqttSession, of.subject, of.queue, of.sid, of.filter, of.qos, false, true, of.subscriptionId);
   }
 }
+
+/**
+ * setTimeout for any delay (MQTT's session expiry and will delay go to 2^32 s; setTimeout
+ * fires at once past 2^31 ms): re-armed in steps, each new timer handed to `rearmed`.
+ */
+function longTimeout(ms: number, fn: () => void, rearmed: (t: NodeJS.Timeout) => void): NodeJS.Timeout {
+  const step = Math.min(ms, MAX_TIMER_MS);
+  const t = setTimeout(() => (ms > MAX_TIMER_MS ? rearmed(longTimeout(ms - MAX_TIMER_MS, fn, rearmed)) : fn()), step);
+  t.unref();
+  return t;
+}
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The MQTT 5 reason code for a refused mq9 publish. */
 function mq9Reason(err: unknown): number {

@@ -123,6 +123,7 @@ export class MqttSession implements Conn {
   /** Per mailbox subscription (by key), the last msg_id given per priority. */
   private readonly mailboxGiven = new Map<string, [number, number, number]>();
   private saveScheduled = false;
+  private drainArmed = false;
   private lastSubject = "";
   private lastTopic = "";
   private lastPropsFrame: Frame | null = null;
@@ -163,7 +164,14 @@ export class MqttSession implements Conn {
     if (c === null || c.closed) return; // attach() wakes it
     c.flush();
     if (this.hasRoom()) setImmediate(() => this.wake());
-    else if (c.socket.writableNeedDrain) c.socket.once("drain", () => this.wake());
+    else if (c.socket.writableNeedDrain && !this.drainArmed) {
+      // One listener for all its waiting readers.
+      this.drainArmed = true;
+      c.socket.once("drain", () => {
+        this.drainArmed = false;
+        this.wake();
+      });
+    }
     // else its in-flight window is full: an acknowledgement wakes it (afterAck)
   }
 
@@ -417,6 +425,7 @@ export class MqttSession implements Conn {
   /** A (new or returning) connection serves this session: resend what is unacknowledged. */
   attach(conn: MqttConnection): void {
     this.conn = conn;
+    this.drainArmed = false;
     this.log = conn.log;
     for (const o of this.inflight.values()) {
       if (o.released) conn.send({ cmd: "pubrel", messageId: o.packetId });

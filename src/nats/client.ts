@@ -41,7 +41,8 @@ export type CloseReason =
   | "authentication timeout"
   | "maximum connections exceeded"
   | "maximum payload violation"
-  | "socket error";
+  | "socket error"
+  | "internal error";
 
 export class ClientConn implements ParserHandler, Conn {
   readonly parser: Parser;
@@ -473,7 +474,7 @@ export class ClientConn implements ParserHandler, Conn {
     this.parser.close();
     if (this.authTimer) clearTimeout(this.authTimer);
     this.server.removeClient(this, reason, detail);
-    if (reason === "slow consumer" || reason === "socket error") this.socket.destroy();
+    if (reason === "slow consumer" || reason === "socket error" || reason === "internal error") this.socket.destroy();
     else this.socket.end();
   }
 }

@@ -10,7 +10,7 @@ import { isValidLiteralSubject } from "./sublist.js";
 import { NatsErr, errCode, type NatsErrText, type ServerInfo } from "./protocol.js";
 import type { Router } from "../router/router.js";
 import { MailboxFrames } from "./mailbox-frames.js";
-import { countError } from "../errors.js";
+import { ErrorCode, countError } from "../errors.js";
 import type { ListenerTls } from "../ops/tls.js";
 import type { Users } from "../router/users.js";
 
@@ -215,7 +215,16 @@ export class NatsServer {
     socket.on("data", (chunk: Buffer) => {
       client.active = true;
       this.router.stats.bytesIn += chunk.length;
-      this.router.read(() => client.parser.parse(chunk));
+      this.router.read(() => {
+        try {
+          client.parser.parse(chunk);
+        } catch (err) {
+          // A bug met by this client's input: it alone is disconnected, everyone else goes on.
+          countError(ErrorCode.INTERNAL);
+          client.log.error({ err }, "internal error while handling this client's input; it is disconnected");
+          client.close("internal error");
+        }
+      });
     });
     this.router.flushDirty();
   }

@@ -70,6 +70,8 @@ export const MAX_TAG_BYTES = 1024;
 export const MAX_TAGS = 256;
 export const MAX_GROUP_BYTES = 256;
 export const MAX_META_KEY_BYTES = 256;
+/** Kind and key of a record together (LMDB keys are at most 1978 bytes). */
+export const MAX_RECORD_KEY_BYTES = 1024;
 export const MAX_ORIGIN_ID_BYTES = 1024;
 export const MAX_ORIGIN_CHECK_BYTES = 256;
 

@@ -55,6 +55,7 @@ import {
   mailboxNotFound,
   MAX_GROUP_BYTES,
   MAX_META_KEY_BYTES,
+  MAX_RECORD_KEY_BYTES,
   MAX_ORIGIN_ID_BYTES,
   newToken,
   originConflict,
@@ -641,6 +642,12 @@ export class LmdbMailboxStore implements MailboxStore {
   }
 
   putRecord(kind: string, key: string, value: Uint8Array | null): Promise<void> {
+    try {
+      // Checked here: one key LMDB refuses would fail every write of its batch.
+      checkKeyString("record key", `${kind}/${key}`, MAX_RECORD_KEY_BYTES);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const copy = value === null ? null : Buffer.from(value);
     return this.write(copy?.length ?? 0, () => {
       if (copy === null) this.recordsDb.remove([kind, key]);

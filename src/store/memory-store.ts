@@ -17,6 +17,7 @@ import {
   extendedLife,
   mailboxNotFound,
   MAX_META_KEY_BYTES,
+  MAX_RECORD_KEY_BYTES,
   MAX_ORIGIN_ID_BYTES,
   newToken,
   originConflict,
@@ -360,6 +361,7 @@ export class MemoryMailboxStore implements MailboxStore {
 
   async putRecord(kind: string, key: string, value: Uint8Array | null): Promise<void> {
     this.open();
+    checkKeyString("record key", `${kind}/${key}`, MAX_RECORD_KEY_BYTES);
     let m = this.recordsByKind.get(kind);
     if (m === undefined) this.recordsByKind.set(kind, (m = new Map()));
     if (value === null) m.delete(key);
