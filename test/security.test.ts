@@ -171,3 +171,30 @@ describe('max_subscriptions', () => {
     }
   });
 });
+
+describe('MQTT input found by the fuzz run', () => {
+  test('a client id over 256 bytes or with a control character is refused (CONNACK 0x85); a session expiry near 2^32 s does not end the session at once', async () => {
+    const tmp = makeTemp('mq9-sec-');
+    const broker = await startMq9(path.join(tmp.dir, 'data'), { mqttPort: -1 });
+    try {
+      for (const clientId of ['L'.repeat(300), 'a\u0001b']) {
+        const code = await mqtt
+          .connectAsync(`mqtt://127.0.0.1:${broker.mqttPort}`, { protocolVersion: 5, clientId, reconnectPeriod: 0 })
+          .then(() => 'connected', (e: Error & { code?: number }) => e.code);
+        assert.equal(code, 0x85, `client id of ${clientId.length} characters`);
+      }
+      const opts = { protocolVersion: 5 as const, clientId: 'long-lived', clean: false, reconnectPeriod: 0, properties: { sessionExpiryInterval: 0xfffffffe } };
+      const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.mqttPort}`, opts);
+      await c.subscribeAsync('kept/t', { qos: 1 });
+      await c.endAsync();
+      await sleep(300);
+      const again = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.mqttPort}`, opts);
+      const present = (again as unknown as { connackPacket?: { sessionPresent?: boolean } }).connackPacket?.sessionPresent;
+      await again.endAsync();
+      assert.equal(present, true, 'the session is still there');
+    } finally {
+      await broker.stop();
+      tmp.remove();
+    }
+  });
+});
