@@ -14,8 +14,8 @@ import { H_CORRELATION } from "./props.js";
 import { publishSubject } from "./topics.js";
 
 export interface PendingReply {
-  /** The requester. */
-  owner: { readonly closed: boolean };
+  /** The requester, held weakly: a session that ended is not kept alive by its requests. */
+  owner: WeakRef<{ readonly closed: boolean }>;
   topic: string;
   correlation: Buffer;
 }
@@ -43,7 +43,7 @@ export class ReplyBridge {
         if (this.pending.size < REMEMBERED * 0.9) break;
       }
     }
-    this.pending.set(subject, { owner: s, topic, correlation: Buffer.from(correlation) });
+    this.pending.set(subject, { owner: new WeakRef(s), topic, correlation: Buffer.from(correlation) });
     if (!this.subscribed) {
       this.subscribed = true;
       this.router.subscribe(new Sub(new BridgeConn(this.log, (subj, h, p) => this.forward(subj, h, p)), `${this.prefix}*`, null, "bridge", 0, false));
@@ -58,7 +58,8 @@ export class ReplyBridge {
 
   private forward(subject: string, headers: Buffer | null, payload: Buffer): void {
     const b = this.pending.get(subject);
-    if (b === undefined || b.owner.closed) return;
+    const owner = b?.owner.deref();
+    if (b === undefined || owner === undefined || owner.closed) return;
     const r = publishSubject(b.topic);
     if ("error" in r) return;
     this.router.publish(r.subject, withCorrelation(headers, b.correlation), payload);

@@ -273,6 +273,10 @@ export class MqttServer {
     }
     const s = this.sessionOf.get(c);
     if (!c.connected || s === undefined) return this.protocolFailure(c, ErrorCode.MQTT_PROTOCOL, Reason.PROTOCOL_ERROR, `${p.cmd} before CONNECT`);
+    // mqtt-packet leaves -1 (or nothing) where a packet id did not parse.
+    if (p.messageId !== undefined && !(Number.isInteger(p.messageId) && p.messageId >= 1 && p.messageId <= 65_535)) {
+      return this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, `${p.cmd} with packet id ${p.messageId}`);
+    }
     switch (p.cmd) {
       case "publish":
         return this.publish(c, s, p);

@@ -181,7 +181,7 @@ export class MqttSession implements Conn {
 
   ownReply(subject: string): { subject: string; headers: Uint8Array | null } | null {
     const p = this.replies.lookup(subject);
-    if (p === undefined || p.owner !== this) return null;
+    if (p === undefined || p.owner.deref() !== this) return null;
     const r = publishSubject(p.topic);
     return "error" in r ? null : { subject: r.subject, headers: withCorrelation(null, p.correlation) };
   }
