@@ -38,11 +38,16 @@ export const Reason = {
   SHARED_SUB_NOT_SUPPORTED: 0x9e,
 } as const;
 
+/** Publishes a held publisher may have waiting before it is let through (bounding memory). */
+const MAX_BACKLOG_BYTES = 4 * 1024 * 1024;
+
 export interface ConnectionEvents {
   packet(c: MqttConnection, p: Packet): void;
   /** The parser refused the input; the connection is of no further use. */
   malformed(c: MqttConnection, message: string): void;
   tooLarge(c: MqttConnection, length: number): void;
+  /** Held too long: its publishes waiting passed MAX_BACKLOG_BYTES. */
+  backlogFull(c: MqttConnection): void;
   /** Handling its input failed unexpectedly (a bug): log it and disconnect this client. */
   failed(c: MqttConnection, err: unknown): void;
   closed(c: MqttConnection): void;
@@ -69,10 +74,15 @@ export class MqttConnection {
   permissions: Permissions | null = null;
   /** Response topics (as subjects) it may answer once (its user has allow_responses). */
   responses: PendingResponses | null = null;
-  /** Subscribers' queues this publisher is held for (its socket is paused while > 0). */
+  /** Subscribers' queues this publisher is held for (its publishes wait while > 0). */
   holds = 0;
+  /** Bumped when a hold is given up: the releases of that hold no longer count. */
+  holdGeneration = 0;
   /** Packets read while held, handled in order once released. */
   readonly backlog: Packet[] = [];
+  backlogBytes = 0;
+  /** Its CONNECT's password is being checked: every packet waits. */
+  authPending = false;
   /** QoS 1 publishes from the client not yet acknowledged (a mailbox write in progress). */
   inflightIn = 0;
   /** Client → server topic aliases. */
@@ -95,9 +105,14 @@ export class MqttConnection {
         this.events.tooLarge(this, p.length ?? 0);
         return;
       }
-      // Held: the rest of this read waits too (the socket is paused for what follows).
-      if (this.holds > 0) this.backlog.push(p);
-      else this.events.packet(this, p);
+      // While its password is checked everything waits; while it is held for a subscriber
+      // only its publishes (and a DISCONNECT after them) wait: its acknowledgements, as a
+      // subscriber itself, must go on, or two clients holding each other would never drain.
+      if (this.authPending || (this.holds > 0 && (p.cmd === "publish" || p.cmd === "disconnect"))) {
+        this.backlog.push(p);
+        this.backlogBytes += p.length ?? 0;
+        if (!this.authPending && this.backlogBytes > MAX_BACKLOG_BYTES) this.events.backlogFull(this);
+      } else this.events.packet(this, p);
     });
     this.parser.on("error", (err: Error) => {
       if (!this.closed) this.events.malformed(this, err.message);
@@ -172,6 +187,7 @@ export class MqttConnection {
     if (this.connectTimer !== null) clearTimeout(this.connectTimer);
     this.connectTimer = null;
     this.backlog.length = 0;
+    this.backlogBytes = 0;
     this.socket.end();
     // A peer that never reads must not hold the socket open.
     setTimeout(() => this.socket.destroy(), 2000).unref();

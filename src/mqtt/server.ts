@@ -113,6 +113,7 @@ export class MqttServer {
         }
         this.protocolFailure(c, ErrorCode.MQTT_MALFORMED, Reason.MALFORMED, `malformed packet: ${message}`);
       },
+      backlogFull: (c) => this.letThrough(c),
       tooLarge: (c, length) => this.protocolFailure(c, ErrorCode.MQTT_PACKET_TOO_LARGE, Reason.PACKET_TOO_LARGE, `packet of ${length} bytes over the maximum of ${this.maxPacketIn}`),
       failed: (c, err) => {
         countError(ErrorCode.INTERNAL);
@@ -341,20 +342,20 @@ export class MqttServer {
     }
     // A password may be a bcrypt hash, checked off this turn: what the client sends
     // meanwhile waits in its backlog (the socket paused), and runs once it passed.
-    c.holds++;
+    c.authPending = true;
     c.socket.pause();
     users.authenticate(p.username, p.password?.toString("utf8")).then(
       (perms) => {
         this.router.read(() => {
-          c.holds--;
+          c.authPending = false;
           if (c.closed) return;
           if (perms === undefined) return unauthorized();
           c.permissions = perms;
           if (perms?.allowResponses) c.responses = new PendingResponses();
           this.accepted(c, p, refuse);
-          while (c.holds === 0 && !c.closed && c.backlog.length > 0) this.onPacket(c, c.backlog.shift()!);
+          this.runBacklog(c);
         });
-        if (c.holds === 0 && !c.closed) c.socket.resume();
+        if (!c.closed) c.socket.resume();
       },
       (err: unknown) => {
         c.log.error({ err }, "cannot check the password");
@@ -581,20 +582,34 @@ export class MqttServer {
    * of losing messages it was told were delivered.
    */
   private hold(c: MqttConnection, sessions: Set<MqttSession>): void {
+    const gen = c.holdGeneration;
     const release = (): void => {
-      if (--c.holds > 0) return;
-      c.lastRead = Date.now(); // its keepalive did not run while it was held
+      if (gen !== c.holdGeneration || --c.holds > 0) return;
       // On a turn of its own: a release comes from inside another client's acknowledgement.
-      setImmediate(() => {
-        this.router.read(() => {
-          while (c.holds === 0 && !c.closed && c.backlog.length > 0) this.onPacket(c, c.backlog.shift()!);
-        });
-        if (c.holds === 0 && !c.closed) c.socket.resume();
-      });
+      setImmediate(() => this.router.read(() => this.runBacklog(c)));
     };
-    if (c.holds === 0) c.socket.pause();
     c.holds += sessions.size;
     for (const s of sessions) s.onDrained(release);
+  }
+
+  /**
+   * A held publisher with more waiting than MAX_BACKLOG_BYTES goes on: its subscribers'
+   * queue limits (and their 0x97, their log line) apply from here, not more memory.
+   */
+  private letThrough(c: MqttConnection): void {
+    c.holdGeneration++;
+    c.holds = 0;
+    c.log.warn({ waiting: c.backlog.length }, "publisher held too long for a slow subscriber: let through");
+    setImmediate(() => this.router.read(() => this.runBacklog(c)));
+  }
+
+  /** Handles what a connection read while it waited, in order, until it must wait again. */
+  private runBacklog(c: MqttConnection): void {
+    while (c.holds === 0 && !c.authPending && !c.closed && c.backlog.length > 0) {
+      const p = c.backlog.shift()!;
+      c.backlogBytes -= p.length ?? 0;
+      this.onPacket(c, p);
+    }
   }
 
   /** 3.1.1 has no Response Topic: mq9 replies go to `$mq9/AI/REPLY/{client id}`. */
@@ -773,7 +788,7 @@ export class MqttServer {
   private checkKeepalive(): void {
     const now = Date.now();
     for (const c of this.connections) {
-      if (c.connected && c.holds === 0 && c.idleLimitMs > 0 && now - c.lastRead > c.idleLimitMs) {
+      if (c.connected && !c.authPending && c.idleLimitMs > 0 && now - c.lastRead > c.idleLimitMs) {
         countError(ErrorCode.MQTT_KEEPALIVE);
         c.log.info({ idleMs: now - c.lastRead }, "keepalive timeout");
         c.close(Reason.KEEPALIVE_TIMEOUT);
