@@ -158,21 +158,29 @@ export function userSpecs(c: Config): UserSpec[] {
   return c.users === "" ? [] : (JSON.parse(c.users) as UserSpec[]);
 }
 
+/** A setting that is a JSON array (in the file) or its text (a flag, the environment); null when empty. */
+function jsonArray(raw: unknown, bad: (why: string) => never, of: string, secret = false): unknown[] | null {
+  let v: unknown = raw;
+  if (typeof raw === "string") {
+    if (raw.trim() === "") return null;
+    try {
+      v = JSON.parse(raw);
+    } catch (err) {
+      // JSON.parse quotes the text it could not read: not for one that holds passwords.
+      return bad(`must be a JSON array of ${of}: ${secret ? "it is not valid JSON" : (err as Error).message}`);
+    }
+  }
+  if (!Array.isArray(v)) return bad(`must be an array of ${of}`);
+  return v;
+}
+
 /** Validates the users setting (a JSON array, or its text) into normalized JSON text. */
 function usersValue(key: string, raw: unknown): string {
   const bad = (why: string): never => {
     throw new ConfigError(key, why);
   };
-  let v: unknown = raw;
-  if (typeof raw === "string") {
-    if (raw.trim() === "") return "";
-    try {
-      v = JSON.parse(raw);
-    } catch (err) {
-      bad(`must be a JSON array of users: ${(err as Error).message}`);
-    }
-  }
-  if (!Array.isArray(v)) return bad('must be an array of {"user", "password", "permissions"}');
+  const v = jsonArray(raw, bad, 'users: {"user", "password", "permissions"}', true);
+  if (v === null) return "";
   const names = new Set<string>();
   const subjects = (at: string, x: unknown): string[] => {
     if (!Array.isArray(x) || !x.every((s) => typeof s === "string" && isValidSubject(s))) return bad(`${at} must be an array of subjects`);
@@ -261,16 +269,8 @@ function coerce(key: string, spec: Spec, raw: unknown): string | number {
       return range(Math.floor(Number(m![1]) * unit!));
     }
     case "mailboxes": {
-      let v: unknown = raw;
-      if (typeof raw === "string") {
-        if (raw.trim() === "") return "";
-        try {
-          v = JSON.parse(raw);
-        } catch (err) {
-          bad(`must be a JSON array of mailboxes: ${(err as Error).message}`);
-        }
-      }
-      if (!Array.isArray(v)) return bad('must be an array of {"name", "ttl", "public", "desc"}');
+      const v = jsonArray(raw, bad, 'mailboxes: {"name", "ttl", "public", "desc"}');
+      if (v === null) return "";
       const out = v.map((m: unknown, i: number) => {
         const at = `mailbox ${i + 1}`;
         if (typeof m !== "object" || m === null || Array.isArray(m)) return bad(`${at} must be an object`);
