@@ -12,6 +12,7 @@ import type { Server as HttpServer } from "node:http";
 import { VERSION } from "./ops/version.js";
 import { NatsServer } from "./nats/server.js";
 import { Router } from "./router/router.js";
+import { AuthFailures } from "./router/auth-failures.js";
 import type { MqttServer } from "./mqtt/server.js";
 import { openLmdbStore } from "./store/lmdb-store.js";
 import type { MailboxStore } from "./store/types.js";
@@ -30,6 +31,7 @@ export interface Broker {
   mqtt: MqttServer | null;
   store: MailboxStore;
   service: Mq9Service;
+  delivery: Delivery;
   expiry: Expiry;
   uplink: Uplink | null;
   address: { host: string; port: number };
@@ -54,6 +56,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
     const { Users } = require("./router/users.js") as typeof import("./router/users.js");
     users = new Users(specs);
   }
+  const authFailures = new AuthFailures(c.authFailureDelay);
   const clock = new TimelineClock(loadCheckpoint(store), time);
   if (clock.downtimeMs > 0) log.info({ downtimeMs: clock.downtimeMs }, "counting the time the broker was down towards TTLs");
   const router = new Router();
@@ -76,6 +79,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
       version: VERSION,
       maxSubscriptions: c.maxSubscriptions,
       users,
+      authFailures,
       tls,
     },
     router,
@@ -118,10 +122,12 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
         password: c.password,
         maxSessions: c.mqttMaxSessions,
         maxQueued: c.mqttMaxQueued,
+        maxQueuedBytes: c.mqttMaxQueuedBytes,
         maxInflight: c.mqttMaxInflight,
         maxRetained: c.mqttMaxRetained,
         maxSubscriptions: c.maxSubscriptions,
         users,
+        authFailures,
         connectTimeoutMs: Math.max(c.authTimeout, 10_000),
       },
       router,
@@ -154,6 +160,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
     tls,
     store,
     service,
+    delivery,
     expiry,
     uplink,
     address,
@@ -197,7 +204,7 @@ export async function runBroker({ config: c, sources }: LoadedConfig): Promise<n
     try {
       // Loaded only when configured, as the uplink.
       const { startHttp } = require("./ops/http.js") as typeof import("./ops/http.js");
-      ops = await startHttp(c.httpHost, c.httpPort, { router: broker.router, nats: broker.nats, mqtt: broker.mqtt, store, uplink: broker.uplink, maxStoreBytes: c.maxStoreBytes, ready: () => !stopping }, log);
+      ops = await startHttp(c.httpHost, c.httpPort, { router: broker.router, nats: broker.nats, mqtt: broker.mqtt, store, replays: () => broker.delivery.replayCounts(), uplink: broker.uplink, maxStoreBytes: c.maxStoreBytes, ready: () => !stopping }, log);
     } catch (err) {
       // Metrics are for operators; their port being taken must not stop the broker.
       log.error({ err, host: c.httpHost, port: c.httpPort }, "cannot start the operator endpoint; the broker runs without it");

@@ -77,3 +77,32 @@ describe('MQTT flow control and session limits', () => {
     assert.match(metrics, /^mq9_edge_mqtt_sessions [1-9]/m);
   });
 });
+
+describe('MQTT session queue in bytes', () => {
+  test('a persistent session that is away keeps at most --mqtt-max-queued-bytes of payload; the rest get 0x97', async () => {
+    const fx = new BrokerFixture({ mqttPort: -1, extra: ['--mqtt-max-queued-bytes', '64KiB'] });
+    await fx.start();
+    const clients: MqttClient[] = [];
+    try {
+      const away = await open(fx.broker.mqttPort, { protocolVersion: 5, clientId: 'away-bytes', clean: false, properties: { sessionExpiryInterval: 600 } });
+      await away.subscribeAsync('flow/big', { qos: 1 });
+      await away.endAsync();
+      const pub = await open(fx.broker.mqttPort, { protocolVersion: 5, clientId: 'pub-bytes' });
+      clients.push(pub);
+      const codes: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        const payload = `${String(i).padStart(2, '0')}${'x'.repeat(8 * 1024 - 2)}`;
+        codes.push(await pub.publishAsync('flow/big', payload, { qos: 1 }).then(() => 0, (e: Error & { code?: number }) => e.code ?? -1));
+      }
+      assert.deepEqual(codes, [...Array(8).fill(0), ...Array(4).fill(0x97)], '8 × 8 KiB kept, then refused');
+      const got: string[] = [];
+      const back = await open(fx.broker.mqttPort, { protocolVersion: 5, clientId: 'away-bytes', clean: false, properties: { sessionExpiryInterval: 600 } }, got);
+      clients.push(back);
+      await waitFor(() => got.length >= 8, 5000, 'the 8 kept messages');
+      assert.deepEqual(got.map((p) => p.slice(0, 2)), ['00', '01', '02', '03', '04', '05', '06', '07']);
+    } finally {
+      await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));
+      await fx.close();
+    }
+  });
+});

@@ -17,6 +17,8 @@ const USERS = [
   { user: 'fw', password: 'fw-pw', permissions: { publish: { allow: ['pump.cmd', 'fw.>'] }, subscribe: { allow: ['_INBOX.>', 'fw.>'] } } },
   { user: 'agent', password: AGENT_HASH, permissions: { publish: { deny: ['secret.>'] }, subscribe: { deny: ['secret.>'] } } },
   { user: 'svc', password: 'svc-pw', permissions: { publish: { allow: ['svc.status'] }, subscribe: { allow: ['svc.req'] }, allow_responses: true } },
+  // Queue-group entries ("subject queue") and a deny inside an allowed wildcard.
+  { user: 'wk', password: 'wk-pw', permissions: { subscribe: { allow: ['jobs.* workers', 'feed.>', 'feed.*'], deny: ['feed.secret', 'feed.> spies'] } } },
 ];
 
 /** The same users as nats-server config (its format takes JSON values). */
@@ -91,6 +93,40 @@ for (const kind of serverKinds()) {
       agent.close();
     });
 
+    test('queue groups in permissions: "jobs.* workers" lets only that group subscribe; a deny naming a group refuses that group', async () => {
+      const wk = await raw(server, 'wk', 'wk-pw');
+      await exchange(wk, 'SUB jobs.a 1\r\nSUB jobs.a workers 2\r\nSUB jobs.a other 3\r\nSUB feed.x spies 4\r\nSUB feed.x readers 5\r\nSUB feed.secret 6\r\n');
+      assert.deepEqual(wk.errors(), [
+        `-ERR 'Permissions Violation for Subscription to "jobs.a"'`,
+        `-ERR 'Permissions Violation for Subscription to "jobs.a" using queue "other"'`,
+        `-ERR 'Permissions Violation for Subscription to "feed.x" using queue "spies"'`,
+        `-ERR 'Permissions Violation for Subscription to "feed.secret"'`,
+      ]);
+      const agent = await raw(server, 'agent', 'agent-pw');
+      await exchange(agent, 'PUB jobs.a 3\r\njob\r\nPUB feed.x 4\r\nnews\r\n');
+      await exchange(wk, '');
+      assert.equal(wk.count('MSG jobs.a 2 3'), 1, 'the allowed group gets the job');
+      assert.equal(wk.count('MSG feed.x 5 4'), 1, 'an allowed group on feed.x gets the news');
+      assert.equal(wk.closed, false);
+      wk.close();
+      agent.close();
+    });
+
+    test('a wildcard subscription covering a denied subject is allowed, but messages on the denied subject are not delivered to it', async () => {
+      const wk = await raw(server, 'wk', 'wk-pw');
+      await exchange(wk, 'SUB feed.* 1\r\nSUB feed.> 2\r\n');
+      assert.deepEqual(wk.errors(), []);
+      const agent = await raw(server, 'agent', 'agent-pw');
+      await exchange(agent, 'PUB feed.news 4\r\nnews\r\nPUB feed.secret 6\r\nsecret\r\nPUB feed.secret.deep 4\r\ndeep\r\n');
+      await exchange(wk, '');
+      assert.equal(wk.count('MSG feed.news 1 4'), 1);
+      assert.equal(wk.count('MSG feed.news 2 4'), 1);
+      assert.equal(wk.count('MSG feed.secret '), 0, 'feed.secret is filtered out');
+      assert.equal(wk.count('MSG feed.secret.deep 2 4'), 1, 'feed.secret.deep is not denied');
+      wk.close();
+      agent.close();
+    });
+
     test('allow_responses: a service may answer a request it received (once), though it may not publish there otherwise', async () => {
       const svc = await raw(server, 'svc', 'svc-pw');
       await exchange(svc, 'SUB svc.req 1\r\n');
@@ -149,6 +185,32 @@ describe('users and permissions over MQTT [mq9-edge]', () => {
       assert.ok(c.connected);
     } finally {
       await c.endAsync();
+    }
+  });
+
+  test('MQTT 5: a shared subscription is checked with its group as the queue; a wildcard filter covering a denied topic does not receive it', async () => {
+    const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.mqttPort}`, { protocolVersion: 5, username: 'wk', password: 'wk-pw', reconnectPeriod: 0 });
+    const agent = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.mqttPort}`, { protocolVersion: 5, username: 'agent', password: 'agent-pw', reconnectPeriod: 0 });
+    try {
+      const got: string[] = [];
+      c.on('message', (t, p) => got.push(`${t} ${p.toString()}`));
+      const grant = async (filter: string): Promise<string | number> =>
+        c.subscribeAsync(filter, { qos: 1 }).then(
+          (g) => g[0]!.qos,
+          (e: Error) => e.message,
+        );
+      assert.equal(await grant('$share/workers/jobs/a'), 1);
+      assert.match(String(await grant('$share/other/jobs/a')), /Not authorized/i);
+      assert.match(String(await grant('jobs/a')), /Not authorized/i);
+      assert.equal(await grant('feed/+'), 1);
+      await agent.publishAsync('feed/secret', 'secret', { qos: 1 });
+      await agent.publishAsync('jobs/a', 'job', { qos: 1 });
+      await agent.publishAsync('feed/news', 'news', { qos: 1 });
+      await waitFor(() => got.includes('feed/news news'), 3000, 'the news');
+      assert.deepEqual(got.sort(), ['feed/news news', 'jobs/a job']);
+    } finally {
+      await c.endAsync();
+      await agent.endAsync();
     }
   });
 

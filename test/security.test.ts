@@ -5,10 +5,12 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
 import type { Msg, NatsConnection } from 'nats';
-import { BrokerFixture, MQ9, connectTo, createMailbox, req, sendMsg, waitFor, sleep, text, makeTemp, startMq9 } from './mq9-helpers';
+import { BrokerFixture, MQ9, PRIORITIES, checkNoDuplicates, checkPriorityOrder, connectTo, createMailbox, req, sendMany, sendMsg, waitFor, sleep, text, makeTemp, startMq9 } from './mq9-helpers';
+import { freePort } from './mqtt-helpers';
 import { closedPort } from './uplink-helpers';
 import { RawClient, serverKinds, startServer } from './harness';
 import * as net from 'node:net';
+import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 
 async function openMqtt(port: number, opts: IClientOptions, got: Array<{ topic: string; payload: string }> = []): Promise<MqttClient> {
@@ -195,6 +197,122 @@ describe('MQTT input found by the fuzz run', () => {
     } finally {
       await broker.stop();
       tmp.remove();
+    }
+  });
+});
+
+describe('a password guesser', () => {
+  // A wrong password is answered late, the wait doubling per failure from one address, while
+  // the right password is let in at once, on both protocols.
+  async function refusedAfter(port: number, connect: string): Promise<{ ms: number; text: string }> {
+    const t0 = Date.now();
+    const s = net.connect(port, '127.0.0.1');
+    let got = '';
+    s.on('data', (d) => (got += d.toString('latin1')));
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write(connect);
+    await new Promise<void>((r) => s.once('close', () => r()));
+    return { ms: Date.now() - t0, text: got };
+  }
+
+  test('NATS: each wrong password waits for its Authorization Violation, longer each time; meanwhile the right one connects', async () => {
+    const tmp = makeTemp('mq9-sec-');
+    const broker = await startMq9(path.join(tmp.dir, 'data'), { extra: ['--user', 'app', '--password', 'right-pw', '--auth-failure-delay', '0.4'] });
+    try {
+      const bad = 'CONNECT {"verbose":false,"user":"app","pass":"wrong"}\r\nPING\r\n';
+      const first = refusedAfter(broker.port, bad);
+      // The right password, asked while the wrong one waits, is answered first.
+      const good = await RawClient.connect(broker.port);
+      await good.write('CONNECT {"verbose":false,"user":"app","pass":"right-pw"}\r\nPING\r\n');
+      await good.waitFor(() => good.count('PONG') === 1, 2000, 'PONG for the right password');
+      const r1 = await first;
+      assert.match(r1.text, /-ERR 'Authorization Violation'/);
+      assert.equal(r1.text.includes('PONG'), false, 'nothing after the refused CONNECT is answered');
+      assert.ok(r1.ms >= 400, `first refusal after ${r1.ms} ms`);
+      const r2 = await refusedAfter(broker.port, bad);
+      assert.ok(r2.ms >= 800, `second refusal after ${r2.ms} ms (doubled)`);
+      good.close();
+    } finally {
+      await broker.stop();
+      tmp.remove();
+    }
+  });
+
+  test('MQTT: a wrong password gets CONNACK 0x86 (5.0) only after the wait; the default wait is 0.5 s', async () => {
+    const tmp = makeTemp('mq9-sec-');
+    const broker = await startMq9(path.join(tmp.dir, 'data'), { mqttPort: -1, extra: ['--user', 'app', '--password', 'right-pw'] });
+    try {
+      const t0 = Date.now();
+      const err = await openMqtt(broker.mqttPort, { protocolVersion: 5, username: 'app', password: 'wrong' }).then(
+        (c) => {
+          void c.endAsync(true);
+          return 'connected';
+        },
+        (e: Error) => e.message,
+      );
+      const ms = Date.now() - t0;
+      assert.match(err, /Bad User Name or Password/i);
+      assert.ok(ms >= 500, `refused after ${ms} ms`);
+      const ok = await openMqtt(broker.mqttPort, { protocolVersion: 5, username: 'app', password: 'right-pw' });
+      await ok.endAsync();
+    } finally {
+      await broker.stop();
+      tmp.remove();
+    }
+  });
+});
+
+describe('many replays from one connection', () => {
+  test('20 subscriptions to a 4.8 MiB mailbox: at most 8 replay at once, the rest wait their turn; each gets the whole mailbox in order', async () => {
+    const httpPort = await freePort();
+    const fx = new BrokerFixture({ extra: ['--http-port', String(httpPort)] });
+    await fx.start();
+    try {
+      const nc = await fx.connect();
+      const { mail_address: box } = await createMailbox(nc, { ttl: 600 });
+      const filler = 'x'.repeat(16 * 1024);
+      const items = Array.from({ length: 300 }, (_, i) => ({ priority: PRIORITIES[i % 3]!, payload: `${i} ${filler}` }));
+      await sendMany(nc, String(box), items, 50);
+      const reader = await fx.connect();
+      const SUBS = 20;
+      // The order messages arrived in, over all subscriptions: [subscription, msg_id, priority].
+      const arrivals: Array<[number, number, string]> = [];
+      for (let s = 0; s < SUBS; s++) {
+        reader.subscribe(`${MQ9}MAILBOX.MSG.${box}`, {
+          callback: (_e, m) => arrivals.push([s, Number(m.headers?.get('mq9-msg-id')), m.headers?.get('mq9-priority') ?? '']),
+        });
+      }
+      await reader.flush();
+      // This process stops reading for a second (its event loop blocked) while another reads
+      // the broker's metrics: the socket fills, and the replays wait with what they hold.
+      const metricsUrl = `http://127.0.0.1:${httpPort}/metrics`;
+      const during = spawnSync(process.execPath, ['-e', `setTimeout(() => fetch(${JSON.stringify(metricsUrl)}).then((r) => r.text()).then((t) => process.stdout.write(t)), 1000)`], { encoding: 'utf8' }).stdout;
+      const running = Number(/^mq9_edge_mailbox_replays\{state="running"\} (\d+)$/m.exec(during)?.[1]);
+      const waiting = Number(/^mq9_edge_mailbox_replays\{state="waiting"\} (\d+)$/m.exec(during)?.[1]);
+      assert.equal(running, 8, 'eight replays run');
+      assert.ok(waiting >= 1 && waiting <= SUBS - 8, `the others wait (${waiting})`);
+      await waitFor(() => arrivals.length === SUBS * items.length, 30_000, 'every subscription given the whole mailbox');
+      // Replays "open" at each point of the stream: started (a first message seen), not finished.
+      const seen = new Array<number>(SUBS).fill(0);
+      let open = 0;
+      let maxOpen = 0;
+      for (const [s] of arrivals) {
+        if (seen[s] === 0) open++;
+        seen[s]!++;
+        if (seen[s] === items.length) open--;
+        maxOpen = Math.max(maxOpen, open);
+      }
+      assert.ok(maxOpen <= 8, `at most eight replays interleave (${maxOpen})`);
+      for (let s = 0; s < SUBS; s++) {
+        const mine = arrivals.filter((a) => a[0] === s).map(([, id, priority]) => ({ id, priority }));
+        checkPriorityOrder(mine, `subscription ${s}`);
+        checkNoDuplicates(mine.map((m) => m.id), `subscription ${s}`);
+      }
+      const after = await fetch(metricsUrl).then((r) => r.text());
+      assert.match(after, /^mq9_edge_mailbox_replays\{state="running"\} 0$/m);
+      assert.match(after, /^mq9_edge_mailbox_replays\{state="waiting"\} 0$/m);
+    } finally {
+      await fx.close();
     }
   });
 });

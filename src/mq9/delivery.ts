@@ -15,7 +15,7 @@
 // it again after a restart.
 
 import type { Logger } from "pino";
-import type { Dialect, Sub } from "../router/conn.js";
+import type { Conn, Dialect, Sub } from "../router/conn.js";
 import type { Router } from "../router/router.js";
 import { ErrorCode, Mq9Error } from "../errors.js";
 import {
@@ -26,11 +26,18 @@ import {
   type MailboxStore,
   type PriorityRank,
   type StoredMessage,
+  messageBytes,
 } from "../store/types.js";
 import type { Clock } from "./clock.js";
 
-/** Messages read from the store per batch. */
+/** Messages read from the store per batch, and their bytes at most (one message may pass it). */
 const BATCH = 256;
+const BATCH_BYTES = 1024 * 1024;
+/**
+ * Replays one connection runs at once; its further new subscriptions wait their turn (each
+ * replay reads the store in batches, so many at once multiply what is held in memory).
+ */
+export const MAX_REPLAYS_PER_CONN = 8;
 
 export type { Dialect };
 
@@ -43,6 +50,10 @@ abstract class Reader {
   caughtUp = false;
   pumping = false;
   closed = false;
+  /** Waiting for a replay slot of `replayOf` (see MAX_REPLAYS_PER_CONN). */
+  queued = false;
+  /** The connection whose replay slot this reader holds (or waits for) until it first catches up. */
+  replayOf: Conn | null = null;
   constructor(
     readonly delivery: Delivery,
     readonly address: string,
@@ -59,7 +70,7 @@ abstract class Reader {
    * the pump waits for a drain and goes on from its position.
    */
   pump(): void {
-    if (this.pumping || this.closed) return;
+    if (this.pumping || this.closed || this.queued) return;
     this.pumping = true;
     this.caughtUp = false;
     for (;;) {
@@ -85,22 +96,25 @@ abstract class Reader {
         return;
       }
       let full = false;
+      let bytes = 0;
       for (const m of batch) {
         if (this.blockedOn() !== null || !this.give(m)) {
           full = true;
           break;
         }
+        bytes += messageBytes(m);
         if (this.closed) {
           this.pumping = false;
           this.afterPump();
           return;
         }
       }
-      if (!full && batch.length < BATCH) break;
+      if (!full && batch.length < BATCH && bytes < BATCH_BYTES) break;
     }
     this.pumping = false;
     this.caughtUp = true;
     this.afterPump();
+    if (this.replayOf !== null) this.delivery.replayEnded(this);
   }
 
   /** A message just became durable. */
@@ -280,6 +294,8 @@ export class Delivery {
   private readonly watches = new Map<string, Watch>();
   private readonly readerOf = new Map<Sub, Reader>();
   private readonly groups = new Map<string, GroupReader>();
+  /** Per connection: its replays running, and its readers waiting to start one. */
+  private readonly replays = new Map<Conn, { running: number; waiting: Reader[] }>();
 
   constructor(
     readonly store: MailboxStore,
@@ -295,6 +311,7 @@ export class Delivery {
     if (sub.queue === null) {
       reader = new PlainReader(this, address, priorities, member);
       this.watch(address).readers.push(reader);
+      this.replayFor(sub.conn, reader);
     } else {
       // One group per mailbox, queue name and priority filter.
       const storeName = priorities.length === 3 ? `q:${sub.queue}` : `q:${sub.queue}#${priorities.join("")}`;
@@ -305,13 +322,61 @@ export class Delivery {
         group = new GroupReader(this, address, priorities, storeName, state);
         this.groups.set(key, group);
         this.watch(address).readers.push(group);
-      }
+        this.replayFor(sub.conn, group);
+      } else setImmediate(() => group!.pump());
       group.members.push(member);
       reader = group;
     }
     this.readerOf.set(sub, reader);
-    // Replay on the next turn, so the subscription's +OK (verbose) goes out first.
-    setImmediate(() => reader.pump());
+  }
+
+  /** Starts the replay of a new reader, or queues it behind the connection's running ones. */
+  private replayFor(conn: Conn, reader: Reader): void {
+    let r = this.replays.get(conn);
+    if (r === undefined) this.replays.set(conn, (r = { running: 0, waiting: [] }));
+    reader.replayOf = conn;
+    if (r.running < MAX_REPLAYS_PER_CONN) {
+      r.running++;
+      // On the next turn, so the subscription's +OK (verbose) goes out first.
+      setImmediate(() => reader.pump());
+    } else {
+      reader.queued = true;
+      r.waiting.push(reader);
+    }
+  }
+
+  /** A reader caught up for the first time, or closed: its connection's next replay may start. */
+  replayEnded(reader: Reader): void {
+    const conn = reader.replayOf;
+    if (conn === null) return;
+    reader.replayOf = null;
+    const r = this.replays.get(conn);
+    if (r === undefined) return;
+    if (reader.queued) {
+      reader.queued = false;
+      const i = r.waiting.indexOf(reader);
+      if (i >= 0) r.waiting.splice(i, 1);
+    } else {
+      r.running--;
+    }
+    while (r.running < MAX_REPLAYS_PER_CONN && r.waiting.length > 0) {
+      const next = r.waiting.shift()!;
+      next.queued = false;
+      r.running++;
+      setImmediate(() => next.pump());
+    }
+    if (r.running === 0 && r.waiting.length === 0) this.replays.delete(conn);
+  }
+
+  /** Replays running and waiting, over all connections (for metrics and tests). */
+  replayCounts(): { running: number; waiting: number } {
+    let running = 0;
+    let waiting = 0;
+    for (const r of this.replays.values()) {
+      running += r.running;
+      waiting += r.waiting.length;
+    }
+    return { running, waiting };
   }
 
   unsubscribe(sub: Sub): void {
@@ -334,6 +399,7 @@ export class Delivery {
 
   private dropReader(reader: Reader): void {
     reader.closed = true;
+    this.replayEnded(reader);
     const w = this.watches.get(reader.address);
     if (w === undefined) return;
     const i = w.readers.indexOf(reader);
@@ -368,7 +434,7 @@ export class Delivery {
 
   readBatch(reader: Reader): StoredMessage[] {
     try {
-      return this.store.read(reader.address, { now: this.clock.now(), priorities: reader.priorities, limit: BATCH, ...reader.position() });
+      return this.store.read(reader.address, { now: this.clock.now(), priorities: reader.priorities, limit: BATCH, maxBytes: BATCH_BYTES, ...reader.position() });
     } catch (err) {
       if (err instanceof Mq9Error && err.code === ErrorCode.MAILBOX_NOT_FOUND) return [];
       throw err;

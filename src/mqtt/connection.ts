@@ -56,7 +56,8 @@ export interface ConnectionEvents {
 }
 
 export class MqttConnection {
-  readonly parser = mqtt.parser();
+  /** Dropped on close, with the part of a packet it may hold (the socket may linger). */
+  private parser: ReturnType<typeof mqtt.parser> | null = mqtt.parser();
   /** 3 (3.1), 4 (3.1.1) or 5, from CONNECT. */
   version: 3 | 4 | 5 = 4;
   connected = false;
@@ -99,7 +100,8 @@ export class MqttConnection {
     private readonly maxPacketIn: number,
     private readonly events: ConnectionEvents,
   ) {
-    this.parser.on("packet", (p: Packet) => {
+    const parser = this.parser!;
+    parser.on("packet", (p: Packet) => {
       if (this.closed) return;
       if ((p.length ?? 0) > this.maxPacketIn) {
         this.events.tooLarge(this, p.length ?? 0);
@@ -114,16 +116,18 @@ export class MqttConnection {
         if (!this.authPending && this.backlogBytes > MAX_BACKLOG_BYTES) this.events.backlogFull(this);
       } else this.events.packet(this, p);
     });
-    this.parser.on("error", (err: Error) => {
+    parser.on("error", (err: Error) => {
       if (!this.closed) this.events.malformed(this, err.message);
     });
   }
 
   /** Parses one socket read. */
   read(chunk: Buffer): void {
+    const parser = this.parser;
+    if (parser === null) return;
     this.lastRead = Date.now();
     try {
-      this.parser.parse(chunk);
+      parser.parse(chunk);
     } catch (err) {
       if (this.closed) return;
       if (err instanceof mqtt.InvalidUtf8) this.events.malformed(this, err.message);
@@ -132,7 +136,7 @@ export class MqttConnection {
       return;
     }
     // A packet announced bigger than allowed is refused before its body is buffered.
-    const pending = (this.parser as unknown as { packet: { length: number } }).packet.length;
+    const pending = (parser as unknown as { packet: { length: number } }).packet.length;
     if (!this.closed && pending > this.maxPacketIn) this.events.tooLarge(this, pending);
   }
 
@@ -184,6 +188,7 @@ export class MqttConnection {
     }
     this.flush();
     this.closed = true;
+    this.parser = null;
     if (this.connectTimer !== null) clearTimeout(this.connectTimer);
     this.connectTimer = null;
     this.backlog.length = 0;

@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { Sub, type Conn } from "../router/conn.js";
-import type { Frame } from "../router/frame.js";
+import { keepCopy, type Frame } from "../router/frame.js";
 import type { Router } from "../router/router.js";
 import { H_CORRELATION } from "./props.js";
 import { publishSubject } from "./topics.js";
@@ -43,7 +43,7 @@ export class ReplyBridge {
         if (this.pending.size < REMEMBERED * 0.9) break;
       }
     }
-    this.pending.set(subject, { owner: new WeakRef(s), topic, correlation: Buffer.from(correlation) });
+    this.pending.set(subject, { owner: new WeakRef(s), topic, correlation: keepCopy(correlation) });
     if (!this.subscribed) {
       this.subscribed = true;
       this.router.subscribe(new Sub(new BridgeConn(this.log, (subj, h, p) => this.forward(subj, h, p)), `${this.prefix}*`, null, "bridge", 0, false));

@@ -10,10 +10,11 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import type { ListenerTls } from "../ops/tls.js";
 import type { Users } from "../router/users.js";
+import type { AuthFailures } from "../router/auth-failures.js";
 import { PendingResponses, type Permissions } from "../router/permissions.js";
 import type { IConnectPacket, IPublishPacket, ISubscribePacket, IUnsubscribePacket, Packet } from "./packet.js";
 import type { Router } from "../router/router.js";
-import { frameOf } from "../router/frame.js";
+import { frameOf, keepCopy } from "../router/frame.js";
 import { ErrorCode, Mq9Error, countError } from "../errors.js";
 import { MqttConnection, Reason, type ConnectionEvents } from "./connection.js";
 import { MqttSession, MqttSub, withPublish, type PublishContext, type QoS } from "./session.js";
@@ -34,12 +35,15 @@ export interface MqttOptions {
   password: string;
   maxSessions: number;
   maxQueued: number;
+  maxQueuedBytes: number;
   maxInflight: number;
   maxRetained: number;
   /** Subscriptions (filters) one session may hold; 0 = no limit. */
   maxSubscriptions: number;
   /** Users with passwords and permissions; null = none. */
   users: Users | null;
+  /** Delays the answer to a failed authentication. */
+  authFailures: AuthFailures;
   /** Milliseconds a client has to send CONNECT. */
   connectTimeoutMs: number;
 }
@@ -153,7 +157,7 @@ export class MqttServer {
   }
 
   private newSession(clientId: string, log: Logger): MqttSession {
-    const s = new MqttSession(this.nextCid(), clientId, log, { maxQueued: this.opts.maxQueued, maxInflight: this.opts.maxInflight }, this.stats, this.replies);
+    const s = new MqttSession(this.nextCid(), clientId, log, { maxQueued: this.opts.maxQueued, maxQueuedBytes: this.opts.maxQueuedBytes, maxInflight: this.opts.maxInflight }, this.stats, this.replies);
     this.sessions.set(clientId, s);
     this.stats.sessions = this.sessions.size;
     return s;
@@ -331,9 +335,19 @@ export class MqttServer {
       c.send(v5 ? { cmd: "connack", sessionPresent: false, reasonCode: reason5, properties: { reasonString: message } } : { cmd: "connack", sessionPresent: false, returnCode: code311 });
       c.close();
     };
+    // Refused late (see AuthFailures): meanwhile nothing it sends is read or acted on.
     const unauthorized = (): void => {
       const none = p.username === undefined && p.password === undefined;
-      refuse(none ? Reason.NOT_AUTHORIZED : Reason.BAD_CREDENTIALS, none ? 5 : 4, ErrorCode.MQTT_AUTH, "not authorized");
+      const answer = (): void => {
+        c.connectTimer = null;
+        refuse(none ? Reason.NOT_AUTHORIZED : Reason.BAD_CREDENTIALS, none ? 5 : 4, ErrorCode.MQTT_AUTH, "not authorized");
+      };
+      c.authPending = true;
+      c.socket.pause();
+      const ms = this.opts.authFailures.failed(c.socket.remoteAddress);
+      if (c.connectTimer !== null) clearTimeout(c.connectTimer);
+      if (ms === 0) answer();
+      else c.connectTimer = setTimeout(() => this.router.read(answer), ms);
     };
     const users = this.opts.users;
     if (users === null) {
@@ -355,7 +369,7 @@ export class MqttServer {
           this.accepted(c, p, refuse);
           this.runBacklog(c);
         });
-        if (!c.closed) c.socket.resume();
+        if (perms !== undefined && !c.closed) c.socket.resume();
       },
       (err: unknown) => {
         c.log.error({ err }, "cannot check the password");
@@ -556,7 +570,7 @@ export class MqttServer {
     }
     if (ctx.congested !== null) this.hold(c, ctx.congested);
     if (p.retain && !topic.startsWith("$mq9/")) {
-      const m: RetainedMessage = { topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt };
+      const m: RetainedMessage = { topic, subject: mapped.subject, headers: headers && keepCopy(headers), payload: keepCopy(payload), qos, expiresAt };
       const kept = this.retained.set(m);
       if (kept === false) {
         countError(ErrorCode.MQTT_QUOTA);
@@ -677,7 +691,8 @@ export class MqttServer {
       const pr = target.priorities;
       subjects = [`$mq9.AI.MAILBOX.MSG.${target.address}.${pr.length === 3 ? "*" : pr[0]!}`];
     } else subjects = target.subjects;
-    if (perms !== null && !subjects.every((subject) => perms.canSubscribe(subject))) return { refused: "not permitted", invalid: false, denied: true };
+    if (perms !== null && !subjects.every((subject) => perms.canSubscribe(subject, target.queue))) return { refused: "not permitted", invalid: false, denied: true };
+    if (perms !== null && subjects.some((subject) => perms.coversDenied(subject))) s.denyFilter = perms;
     const made: MqttSub[] = [];
     for (let i = 0; i < subjects.length; i++) {
       const sub = new MqttSub(s, subjects[i]!, target.queue, `${filter}\n${i}`, bare, qos, noLocal, rap, subId);
@@ -765,7 +780,7 @@ export class MqttServer {
     const expiresAt = typeof wp.properties?.messageExpiryInterval === "number" ? Date.now() + wp.properties.messageExpiryInterval * 1000 : 0;
     const qos = (wp.qos ?? 0) as QoS;
     if (wp.retain) {
-      const kept = this.retained.set({ topic: wp.topic, subject: mapped.subject, headers, payload: Buffer.from(payload), qos, expiresAt });
+      const kept = this.retained.set({ topic: wp.topic, subject: mapped.subject, headers: headers && keepCopy(headers), payload: keepCopy(payload), qos, expiresAt });
       if (kept === false) this.log.warn({ topic: wp.topic, max: this.opts.maxRetained }, "retained message limit reached: a will not retained");
       else kept.catch((err: unknown) => this.log.error({ err, topic: wp.topic }, "cannot keep a retained will"));
     }

@@ -7,7 +7,8 @@
 import type { Logger } from "pino";
 import type { IPublishPacket } from "./packet.js";
 import { Sub, type Conn, type Dialect } from "../router/conn.js";
-import type { Frame } from "../router/frame.js";
+import { keepCopy, type Frame } from "../router/frame.js";
+import type { Permissions } from "../router/permissions.js";
 import { PRIORITY_NAMES, type PriorityRank, type StoredMessage } from "../store/types.js";
 import { ErrorCode, countError } from "../errors.js";
 import type { MqttConnection } from "./connection.js";
@@ -89,6 +90,8 @@ export interface Outgoing {
 export interface SessionLimits {
   /** QoS 1/2 messages kept for a client that cannot take them now. */
   maxQueued: number;
+  /** Their payload bytes, at most (one message over it is still kept when nothing else is). */
+  maxQueuedBytes: number;
   /** QoS 1/2 messages sent and not yet acknowledged, at most (and no more than the client's Receive Maximum). */
   maxInflight: number;
 }
@@ -103,6 +106,7 @@ export class MqttSession implements Conn {
   dirty = false;
   closed = false;
   readonly noResponders = false;
+  denyFilter: Permissions | null = null;
   conn: MqttConnection | null = null;
   /** Seconds the session outlives its connection (MQTT 5 session expiry; 3.1.1 clean session 0 = forever). */
   expirySec = 0;
@@ -110,6 +114,8 @@ export class MqttSession implements Conn {
   readonly incomingQos2 = new Set<number>();
   readonly inflight = new Map<number, Outgoing>();
   readonly queue = new Fifo<Outgoing>();
+  /** Payload bytes in `queue`. */
+  private queuedBytes = 0;
   /** Publishers held until this session's queue drains. */
   private drained: Array<() => void> = [];
   private dropsUnlogged = 0;
@@ -244,11 +250,11 @@ export class MqttSession implements Conn {
     }
     o.qos = qos;
     if (this.online && this.queue.length === 0 && this.inflight.size < this.inflightLimit()) this.sendTracked(o);
-    else if (this.queue.length + this.inflight.size < this.limits.maxQueued) {
+    else if (this.queue.length + this.inflight.size < this.limits.maxQueued && (this.queue.length === 0 || this.queuedBytes + payload.length <= this.limits.maxQueuedBytes)) {
       // The frame's buffers belong to the publisher's read: a message kept for later is copied.
-      o.payload = Buffer.from(payload);
-      this.queue.push(o);
-      if (ctx !== FROM_ELSEWHERE && this.online && this.queue.length >= this.highWater()) (ctx.congested ??= new Set()).add(this);
+      o.payload = keepCopy(payload);
+      this.enqueue(o);
+      if (ctx !== FROM_ELSEWHERE && this.online && this.congested()) (ctx.congested ??= new Set()).add(this);
     } else {
       this.drop(ctx, topic);
       return;
@@ -269,19 +275,33 @@ export class MqttSession implements Conn {
     this.dropsUnlogged++;
     const now = Date.now();
     if (now - this.lastDropLog >= 10_000) {
-      this.log.warn({ topic, queued: this.queue.length, dropped: this.dropsUnlogged, maxQueued: this.limits.maxQueued }, "session queue full: messages not kept for this client");
+      this.log.warn(
+        { topic, queued: this.queue.length, queuedBytes: this.queuedBytes, dropped: this.dropsUnlogged, maxQueued: this.limits.maxQueued, maxQueuedBytes: this.limits.maxQueuedBytes },
+        "session queue full: messages not kept for this client",
+      );
       this.lastDropLog = now;
       this.dropsUnlogged = 0;
     }
   }
 
-  private highWater(): number {
-    return Math.max(1, Math.floor(this.limits.maxQueued / 2));
+  private enqueue(o: Outgoing): void {
+    this.queue.push(o);
+    this.queuedBytes += o.payload.length;
   }
 
-  /** Calls `cb` once its queue is down to a quarter of the limit, or it is no longer connected. */
+  /** Its queue is half full (messages or bytes): its publishers are held. */
+  private congested(): boolean {
+    return this.queue.length >= Math.max(1, Math.floor(this.limits.maxQueued / 2)) || this.queuedBytes >= this.limits.maxQueuedBytes / 2;
+  }
+
+  /** Its queue is down to a quarter of its limits: held publishers go on. */
+  private drainedEnough(): boolean {
+    return this.queue.length <= this.limits.maxQueued / 4 && this.queuedBytes <= this.limits.maxQueuedBytes / 4;
+  }
+
+  /** Calls `cb` once its queue is down to a quarter of the limits, or it is no longer connected. */
   onDrained(cb: () => void): void {
-    if (!this.online || this.queue.length <= this.limits.maxQueued / 4) cb();
+    if (!this.online || this.drainedEnough()) cb();
     else this.drained.push(cb);
   }
 
@@ -298,7 +318,7 @@ export class MqttSession implements Conn {
       if (o.packetId !== 0 && !this.inflight.has(o.packetId)) this.inflight.set(o.packetId, o);
       else {
         o.packetId = 0;
-        this.queue.push(o);
+        this.enqueue(o);
       }
     }
   }
@@ -469,13 +489,14 @@ export class MqttSession implements Conn {
     const now = Date.now();
     while (this.online && this.queue.length > 0 && this.inflight.size < this.inflightLimit()) {
       const o = this.queue.shift()!;
+      this.queuedBytes -= o.payload.length;
       if (o.expiresAt !== 0 && o.expiresAt <= now) {
         this.forget(o);
         continue;
       }
       this.sendTracked(o);
     }
-    if (this.drained.length > 0 && this.queue.length <= this.limits.maxQueued / 4) this.releaseHeld();
+    if (this.drained.length > 0 && this.drainedEnough()) this.releaseHeld();
   }
 
   private wake(): void {

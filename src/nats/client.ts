@@ -64,6 +64,7 @@ export class ClientConn implements ParserHandler, Conn {
   authTimer: NodeJS.Timeout | null = null;
   /** What its user may publish and subscribe to; null = everything. */
   private permissions: Permissions | null = null;
+  denyFilter: Permissions | null = null;
   /** Reply subjects it may answer (its user has allow_responses). */
   private responses: PendingResponses | null = null;
   /** Operations read while its CONNECT's password is checked (bcrypt), run once it passed. */
@@ -132,7 +133,7 @@ export class ClientConn implements ParserHandler, Conn {
       return;
     }
     if (!this.server.authorize(o)) {
-      this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
+      this.authViolation();
       return;
     }
     this.connected();
@@ -154,8 +155,7 @@ export class ClientConn implements ParserHandler, Conn {
         this.deferred = null;
         this.server.router.read(() => {
           if (perms === undefined) {
-            this.log.info({ user }, "authorization violation");
-            this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
+            this.authViolation(user);
             return;
           }
           this.permissions = perms;
@@ -163,14 +163,34 @@ export class ClientConn implements ParserHandler, Conn {
           this.connected();
           for (const run of waiting) if (!this.closed) run();
         });
-        if (!this.closed) this.socket.resume();
+        if (perms !== undefined && !this.closed) this.socket.resume();
       },
       (err: unknown) => {
         this.log.error({ err }, "cannot check the password");
-        this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
+        this.authViolation();
         this.server.router.flushDirty();
       },
     );
+  }
+
+  /**
+   * Refuses the client's credentials, late (see AuthFailures): meanwhile nothing it sends is
+   * read or acted on.
+   */
+  private authViolation(user?: string): void {
+    if (this.closed) return;
+    this.parser.close();
+    this.deferred = null;
+    this.socket.pause();
+    const ms = this.server.opts.authFailures.failed(this.socket.remoteAddress);
+    this.log.info({ user, delayMs: ms }, "authorization violation");
+    if (this.authTimer) clearTimeout(this.authTimer);
+    const refuse = (): void => {
+      this.authTimer = null;
+      this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
+    };
+    if (ms === 0) refuse();
+    else this.authTimer = setTimeout(refuse, ms);
   }
 
   private connected(): void {
@@ -217,9 +237,10 @@ export class ClientConn implements ParserHandler, Conn {
     if (!this.mayOperate()) return;
     const q = queue === null ? null : latin1(queue);
     const sub = new NatsSub(this, latin1(subject), q, latin1(sid));
-    if (this.permissions !== null && !this.permissions.canSubscribe(sub.subject)) {
-      this.log.debug({ subject: sub.subject }, "subscription not permitted");
-      this.sendErr(permissionViolationSub(sub.subject));
+    const perms = this.permissions;
+    if (perms !== null && !perms.canSubscribe(sub.subject, q)) {
+      this.log.debug({ subject: sub.subject, queue: q }, "subscription not permitted");
+      this.sendErr(permissionViolationSub(sub.subject, q));
       return;
     }
     const max = this.server.opts.maxSubscriptions;
@@ -238,6 +259,7 @@ export class ClientConn implements ParserHandler, Conn {
       }
       return;
     }
+    if (perms !== null && this.denyFilter === null && perms.coversDenied(sub.subject)) this.denyFilter = perms;
     if (this.verbose) this.sendRaw(OK);
   }
 
@@ -286,14 +308,14 @@ export class ClientConn implements ParserHandler, Conn {
         // calls an Unknown Protocol Operation; before CONNECT on a server with auth, an
         // Authorization Violation.
         if (this.connectReceived || !this.server.authRequired) this.sendErrAndClose(NatsErr.UNKNOWN_OP, "protocol violation");
-        else this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
+        else this.authViolation();
     }
   }
 
   /** Before CONNECT, a server with auth accepts nothing else. */
   private mayOperate(): boolean {
     if (this.connectReceived || !this.server.authRequired) return true;
-    this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
+    this.authViolation();
     return false;
   }
 

@@ -23,7 +23,8 @@ export type NatsErrText = (typeof NatsErr)[keyof typeof NatsErr] | `Permissions 
 
 // nats-server's exact form: nats.js hands it to the subscription it names, and nats.go
 // treats it as transient rather than closing the connection as it does for other -ERRs.
-export const permissionViolationSub = (subject: string): NatsErrText => `Permissions Violation for Subscription to "${subject}"`;
+export const permissionViolationSub = (subject: string, queue: string | null = null): NatsErrText =>
+  queue === null ? `Permissions Violation for Subscription to "${subject}"` : `Permissions Violation for Subscription to "${subject}" using queue "${queue}"`;
 export const permissionViolationPub = (subject: string): NatsErrText => `Permissions Violation for Publish to "${subject}"`;
 
 export interface ServerInfo {

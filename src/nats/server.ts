@@ -13,6 +13,7 @@ import { MailboxFrames } from "./mailbox-frames.js";
 import { ErrorCode, countError } from "../errors.js";
 import type { ListenerTls } from "../ops/tls.js";
 import type { Users } from "../router/users.js";
+import type { AuthFailures } from "../router/auth-failures.js";
 
 export interface NatsServerOptions {
   host: string;
@@ -33,6 +34,8 @@ export interface NatsServerOptions {
   maxSubscriptions: number;
   /** Users with passwords and permissions (nats-server's authorization.users); null = none. */
   users: Users | null;
+  /** Delays the answer to a failed authentication. */
+  authFailures: AuthFailures;
   /** Set: TLS is required, as nats-server with a certificate (INFO in plain, then the handshake). */
   tls?: ListenerTls | null;
 }

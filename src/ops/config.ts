@@ -35,6 +35,7 @@ const SPECS = {
   pingInterval: { kind: "seconds", default: 120, min: 0.05, help: "seconds between server pings to an idle client" },
   maxPingsOut: { kind: "int", default: 2, min: 1, help: "unanswered pings before a client is closed as stale" },
   authTimeout: { kind: "seconds", default: 2, min: 0.05, help: "seconds a client has to send CONNECT when auth is on" },
+  authFailureDelay: { kind: "seconds", default: 0.5, min: 0, help: "seconds a client that failed authentication waits for its refusal (doubling for repeated failures from one address within a minute, up to 1.5 s); 0 = at once" },
   authToken: { kind: "string", default: "", secret: true, help: "token clients must present (CONNECT auth_token)" },
   user: { kind: "string", default: "", help: "user name clients must present (with --password)" },
   password: { kind: "string", default: "", secret: true, help: "password for --user" },
@@ -76,6 +77,7 @@ const SPECS = {
   mqttPort: { kind: "int", default: 1883, min: -1, max: 65535, help: "MQTT 3.1.1/5 port on --host (0 = off, -1 = any free port)" },
   mqttMaxSessions: { kind: "int", default: 10_000, min: 1, help: "MQTT sessions (connected or kept for a persistent client) at once; past it CONNECT is refused with 0x97" },
   mqttMaxQueued: { kind: "int", default: 10_000, min: 1, help: "QoS 1/2 messages kept per MQTT session that cannot take them now; past it the message is not kept for that session and its publisher gets 0x97" },
+  mqttMaxQueuedBytes: { kind: "size", default: 16 * 1024 * 1024, min: 1024, help: "payload bytes of the QoS 1/2 messages kept per MQTT session, at most (as mqtt_max_queued: past it a message is not kept for that session)" },
   mqttMaxInflight: { kind: "int", default: 256, min: 1, max: 65_535, help: "QoS 1/2 messages sent to an MQTT client and not yet acknowledged, at most (and no more than its Receive Maximum)" },
   mqttMaxRetained: { kind: "int", default: 10_000, min: 0, help: "retained MQTT messages (topics); past it a new retained topic is refused with 0x97" },
   mailboxes: { kind: "mailboxes", default: "", help: 'mailboxes created at start if missing: a JSON array of {"name", "ttl" (seconds), "public", "desc"}' },
@@ -95,6 +97,7 @@ export interface Config {
   maxPingsOut: number;
   /** Milliseconds. */
   authTimeout: number;
+  authFailureDelay: number;
   authToken: string;
   user: string;
   password: string;
@@ -137,6 +140,7 @@ export interface Config {
   mqttPort: number;
   mqttMaxSessions: number;
   mqttMaxQueued: number;
+  mqttMaxQueuedBytes: number;
   mqttMaxInflight: number;
   mqttMaxRetained: number;
   /** JSON text of DeclaredMailbox[] (validated), or "". */
@@ -182,17 +186,26 @@ function usersValue(key: string, raw: unknown): string {
   const v = jsonArray(raw, bad, 'users: {"user", "password", "permissions"}', true);
   if (v === null) return "";
   const names = new Set<string>();
-  const subjects = (at: string, x: unknown): string[] => {
-    if (!Array.isArray(x) || !x.every((s) => typeof s === "string" && isValidSubject(s))) return bad(`${at} must be an array of subjects`);
+  // A subscribe entry may name a queue group after the subject ("orders.* workers"), as in nats-server.
+  const subjects = (at: string, x: unknown, queues: boolean): string[] => {
+    const valid = (s: unknown): boolean => {
+      if (typeof s !== "string") return false;
+      const parts = s.trim().split(/\s+/);
+      return isValidSubject(parts[0]!) && (parts.length === 1 || (queues && parts.length === 2));
+    };
+    if (!Array.isArray(x) || !x.every(valid)) return bad(`${at} must be an array of subjects${queues ? ' (each optionally followed by a queue group: "subject queue")' : ""}`);
     return x as string[];
   };
-  const rule = (at: string, x: unknown): { allow?: string[]; deny?: string[] } | undefined => {
+  const rule = (at: string, x: unknown, queues: boolean): { allow?: string[]; deny?: string[] } | undefined => {
     if (x === undefined) return undefined;
-    if (Array.isArray(x)) return { allow: subjects(at, x) }; // nats-server's short form: the allow list
+    if (Array.isArray(x)) return { allow: subjects(at, x, queues) }; // nats-server's short form: the allow list
     if (typeof x !== "object" || x === null) return bad(`${at} must be a list of subjects or {"allow", "deny"}`);
     const o = x as Record<string, unknown>;
     for (const k of Object.keys(o)) if (k !== "allow" && k !== "deny") bad(`${at}: unknown field ${JSON.stringify(k)}`);
-    return { ...(o["allow"] !== undefined ? { allow: subjects(`${at}.allow`, o["allow"]) } : {}), ...(o["deny"] !== undefined ? { deny: subjects(`${at}.deny`, o["deny"]) } : {}) };
+    return {
+      ...(o["allow"] !== undefined ? { allow: subjects(`${at}.allow`, o["allow"], queues) } : {}),
+      ...(o["deny"] !== undefined ? { deny: subjects(`${at}.deny`, o["deny"], queues) } : {}),
+    };
   };
   const out = v.map((u: unknown, i: number): UserSpec => {
     const at = `user ${i + 1}`;
@@ -210,8 +223,8 @@ function usersValue(key: string, raw: unknown): string {
       const po = p as Record<string, unknown>;
       for (const k of Object.keys(po)) if (!["publish", "subscribe", "allow_responses"].includes(k)) bad(`${at}.permissions: unknown field ${JSON.stringify(k)}`);
       if (po["allow_responses"] !== undefined && typeof po["allow_responses"] !== "boolean") bad(`${at}.permissions.allow_responses must be true or false`);
-      const pub = rule(`${at}.permissions.publish`, po["publish"]);
-      const sub = rule(`${at}.permissions.subscribe`, po["subscribe"]);
+      const pub = rule(`${at}.permissions.publish`, po["publish"], false);
+      const sub = rule(`${at}.permissions.subscribe`, po["subscribe"], true);
       spec.permissions = { ...(pub ? { publish: pub } : {}), ...(sub ? { subscribe: sub } : {}), ...(po["allow_responses"] === true ? { allow_responses: true } : {}) };
     }
     return spec;

@@ -21,6 +21,8 @@ export interface StatusSources {
   /** The MQTT listener's counters; null when it is off. */
   mqtt: { stats: MqttStats; retained: { size: number } } | null;
   store: MailboxStore;
+  /** Mailbox replays running and waiting for a slot. */
+  replays(): { running: number; waiting: number };
   uplink: Uplink | null;
   maxStoreBytes: number;
   /** False once the broker is stopping. */
@@ -43,6 +45,7 @@ export interface Status {
   storedBytes: Record<string, number>;
   storeFileBytes: number;
   storeLimitBytes: number;
+  replays: { running: number; waiting: number };
   errors: Record<string, number>;
   mqtt: (MqttStats & { retained: number }) | null;
   uplink: UplinkStatus | null;
@@ -69,6 +72,7 @@ export function status(s: StatusSources): Status {
     storedBytes: Object.fromEntries(PRIORITY_NAMES.map((p, i) => [p, st.perPriority[i]!.bytes])),
     storeFileBytes: st.storeBytes,
     storeLimitBytes: s.maxStoreBytes,
+    replays: s.replays(),
     errors: Object.fromEntries(errorCounts),
     mqtt: s.mqtt === null ? null : { ...s.mqtt.stats, retained: s.mqtt.retained.size },
     uplink: s.uplink?.status() ?? null,
@@ -124,6 +128,10 @@ function registry(s: StatusSources): Registry {
   });
   gauge("mq9_edge_store_file_bytes", "bytes the LMDB store occupies", [], (g, st) => g.set(st.storeFileBytes));
   gauge("mq9_edge_store_limit_bytes", "max_store_bytes (0 = no limit)", [], (g, st) => g.set(st.storeLimitBytes));
+  gauge("mq9_edge_mailbox_replays", "mailbox replays to subscribers: running, or waiting for one of their connection's slots", ["state"], (g, st) => {
+    g.set({ state: "running" }, st.replays.running);
+    g.set({ state: "waiting" }, st.replays.waiting);
+  });
   gauge("mq9_edge_uplink_up", "1 when the uplink to the cloud is connected", [], (g, st) => g.set(st.uplink?.state === "up" ? 1 : 0));
   gauge("mq9_edge_uplink_state", "the uplink's state (1 for the current one)", ["state"], (g, st) => {
     if (st.uplink === null) return;

@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import type { StoredMessage } from "../store/types.js";
 import type { Subscription } from "../nats/sublist.js";
 import type { Frame } from "./frame.js";
+import type { Permissions } from "./permissions.js";
 
 /** How a mailbox reader names what it delivers: mq9's push subjects or the first-draft inbox ones. */
 export type Dialect = "push" | "inbox";
@@ -38,6 +39,9 @@ export interface Conn {
    * topic with correlation data) → the subject and headers its reply is really given on.
    */
   ownReply?(subject: string): { subject: string; headers: Uint8Array | null } | null;
+  /** Set once it holds a wildcard subscription covering a subject its user may not subscribe to:
+   *  each routed message is then checked against that user's deny list (Permissions.deniesDelivery). */
+  denyFilter?: Permissions | null;
 }
 
 /** Set on a subscription a subject handler (such as mq9) serves instead of plain routing. */

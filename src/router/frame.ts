@@ -41,3 +41,13 @@ export function frameOf(subject: Buffer, reply: Buffer | null, headers: Uint8Arr
     msgEnd: msg.length,
   };
 }
+
+/**
+ * A copy of bytes kept long (a queued or retained message, a correlation id) in memory of its
+ * own: a small Buffer.from() copy is cut from an 8 KiB pool slab it would keep alive whole.
+ */
+export function keepCopy(b: Uint8Array): Buffer {
+  const copy = Buffer.allocUnsafeSlow(b.length);
+  copy.set(b);
+  return copy;
+}

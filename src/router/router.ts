@@ -154,8 +154,7 @@ export class Router {
     for (let i = 0; i < plain.length; i++) {
       const sub = plain[i]!;
       if (sub.noLocal && sub.conn === from) continue;
-      this.deliverTo(sub, f);
-      n++;
+      if (this.deliverTo(sub, f)) n++;
     }
     const queues = r.queues;
     for (let q = 0; q < queues.length; q++) {
@@ -165,7 +164,7 @@ export class Router {
       for (let k = 0; k < members.length; k++) {
         const sub = members[(start + k) % members.length]!;
         if (sub.noLocal && sub.conn === from) continue;
-        this.deliverTo(sub, f);
+        if (!this.deliverTo(sub, f)) continue;
         n++;
         break;
       }
@@ -173,11 +172,15 @@ export class Router {
     return n;
   }
 
-  deliverTo(sub: Sub, f: Frame): void {
+  /** False if the subscriber's user may not receive that subject (see Conn.denyFilter). */
+  deliverTo(sub: Sub, f: Frame): boolean {
+    const deny = sub.conn.denyFilter;
+    if (deny != null && deny.deniesDelivery(f.args.toString("latin1", f.subjectStart, f.subjectEnd))) return false;
     this.stats.msgsOut++;
     this.stats.bytesOut += f.msgEnd - f.msgStart;
     sub.conn.sendMsg(sub, f);
     if (sub.max > 0 && ++sub.delivered >= sub.max) this.unsubscribe(sub);
+    return true;
   }
 
   /** A stored mailbox message for a subscription the mq9 handler serves. */

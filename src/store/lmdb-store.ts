@@ -86,7 +86,7 @@ import {
   view,
 } from "./lmdb-record.js";
 import type { Box, Counts, GroupRecord, MailboxRecord, Origin, OriginRecord, RecordInfo } from "./lmdb-record.js";
-import { compactProgress, isDone, markDone, MailboxType, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
+import { compactProgress, isDone, markDone, MailboxType, messageBytes, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
 import type {
   AppendedMessage,
   ExpireResult,
@@ -433,6 +433,8 @@ export class LmdbMailboxStore implements MailboxStore {
     if (Number.isFinite(opts.now)) this.lastNow = opts.now;
     const after = afterPositions(opts.after);
     const limit = opts.limit ?? Infinity;
+    const maxBytes = opts.maxBytes ?? Infinity;
+    let bytes = 0;
     const out: StoredMessage[] = [];
     if (limit <= 0) return out;
     for (const rank of PRIORITY_RANKS) {
@@ -443,8 +445,10 @@ export class LmdbMailboxStore implements MailboxStore {
         if (opts.group && isDone(opts.group, rank, msgId)) continue;
         const info = decodeInfo(value);
         if (!readable(info, opts.now, opts.key, opts.tags)) continue;
-        out.push(toMessage(address, rank, msgId, value, info));
-        if (out.length >= limit) return out;
+        const m = toMessage(address, rank, msgId, value, info);
+        out.push(m);
+        bytes += messageBytes(m);
+        if (out.length >= limit || bytes >= maxBytes) return out;
       }
     }
     return out;

@@ -29,7 +29,7 @@ import {
   validKeyString,
 } from "./limits.js";
 import type { StoreLimits } from "./limits.js";
-import { compactProgress, isDone, markDone, MailboxType, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
+import { compactProgress, isDone, markDone, MailboxType, messageBytes, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
 import type {
   AppendedMessage,
   ExpireResult,
@@ -197,15 +197,19 @@ export class MemoryMailboxStore implements MailboxStore {
     if (Number.isFinite(opts.now)) this.lastNow = opts.now;
     const after = afterPositions(opts.after);
     const limit = opts.limit ?? Infinity;
+    const maxBytes = opts.maxBytes ?? Infinity;
+    let bytes = 0;
     const out: StoredMessage[] = [];
     for (const rank of PRIORITY_RANKS) {
       if (opts.priorities && !opts.priorities.includes(rank)) continue;
       const from = Math.max(after[rank], opts.group ? opts.group[rank].floor : 0);
       for (const m of box.byRank[rank]) {
-        if (out.length >= limit) return out;
+        if (out.length >= limit || bytes >= maxBytes) return out;
         if (m.msgId <= from) continue;
         if (opts.group && isDone(opts.group, rank, m.msgId)) continue;
-        if (readable(m, opts.now, opts.key, opts.tags)) out.push(copy(m));
+        if (!readable(m, opts.now, opts.key, opts.tags)) continue;
+        out.push(copy(m));
+        bytes += messageBytes(m);
       }
     }
     return out;

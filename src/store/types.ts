@@ -112,6 +112,11 @@ export interface StoredMessage {
   readonly originId: string | null;
 }
 
+/** A message's size as reads count it (ReadOptions.maxBytes): headers and payload. */
+export function messageBytes(m: StoredMessage): number {
+  return m.payload.length + (m.headers === null ? 0 : m.headers.length);
+}
+
 /** What `append` resolves with: the message it stored, or a `DuplicateAppend` when nothing
  *  was stored because the mailbox already knew that originId. `r.msgId` and `r.duplicate`
  *  work on both arms; narrow with `if (r.duplicate)`. */
@@ -144,6 +149,9 @@ export interface ReadOptions {
   readonly after?: number | readonly [number, number, number];
   /** At most this many messages (default: no limit). */
   readonly limit?: number;
+  /** Stops after the message that brings the bytes read (see `messageBytes`) to this many;
+   *  so a read returns at least one message when any is readable. */
+  readonly maxBytes?: number;
   /** Skip what this group has done (starts after its floors, skips its `done` ids). */
   readonly group?: GroupState;
   /** Only messages with this mq9-key. */
