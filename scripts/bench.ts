@@ -2319,10 +2319,18 @@ const mqttDurable = mqttScenario({
     const rp = await new Loadgen("replay", { port: s.port, subject: `$mq9.AI.MAILBOX.MSG.${MQTT_BOX}`, count: Math.max(1, acked), order: "mq9", "idle-ms": 5000, "linger-ms": 500 }).result(300_000);
     const stored = num(rp.received, "received") + (rp.extra ?? 0);
     if (stored !== acked) ctx.warn(`mqtt-durable: ${acked} PUBLISHes acknowledged, ${stored} messages replayed from ${MQTT_BOX}`);
+    // and replayed again to an MQTT QoS 1 subscriber: each PUBACK frees one of its in-flight slots
+    const mr = await new Mqttgen("sub", { port, topic: `$mq9/AI/MAILBOX/MSG/${MQTT_BOX}`, count: Math.max(1, stored), qos: 1, "idle-ms": 5000, "max-seconds": 600 }).result(700_000);
+    const mqttReplayed = num(mr.received, "received");
+    const mqttReplayRate = num(mr.rate, "rate");
+    if (mqttReplayed !== stored || mr.dups || mr.out_of_order) {
+      ctx.warn(`mqtt-durable: the MQTT QoS 1 replay got ${mqttReplayed} of ${stored} (duplicates ${mr.dups}, out of order ${mr.out_of_order})`);
+    }
     ctx.log(
       `${fmtInt(rate)} acknowledged PUBLISH/s into mailbox ${MQTT_BOX} (${acked} of ${n}, ${cfg.window} in flight, ${num(p.elapsed_s, "elapsed_s").toFixed(2)} s), ` +
         `PUBACK p50 ${p.p50_us} µs, p99 ${p.p99_us}, max ${p.max_us}; broker CPU ${cpuPct.toFixed(0)}%, mqttgen CPU ${((p.cpu_s / wall) * 100).toFixed(0)}%; ` +
-        `disk writes ${ioPer.toFixed(2)} KiB per message (device-wide, after sync); replayed afterwards over NATS: ${stored}`,
+        `disk writes ${ioPer.toFixed(2)} KiB per message (device-wide, after sync); replayed afterwards over NATS: ${stored}; ` +
+        `then to an MQTT QoS 1 subscriber: ${mqttReplayed} at ${fmtInt(mqttReplayRate)} msg/s`,
     );
     return [
       fig("mqtt.durable.rate", `MQTT QoS 1 PUBLISH ${cfg.size} B into an mq9 mailbox, ${cfg.window} in flight (${fmtInt(n)})`, "msgs/s", rate, "higher", "int"),
@@ -2331,6 +2339,7 @@ const mqttDurable = mqttScenario({
       fig("mqtt.durable.missing", `  acknowledged but not in the mailbox (replayed over NATS)`, "msgs", acked - stored, "lower", "int"),
       fig("mqtt.durable.cpu", `  broker CPU`, "% of 1 core", cpuPct, "none", "pct"),
       fig("mqtt.durable.io", `  disk writes per message (device, after sync)`, "KiB", ioPer, "lower", "f2"),
+      fig("mqtt.durable.replay", `  the mailbox replayed to an MQTT QoS 1 subscriber (mqtt_max_inflight 256)`, "msgs/s", mqttReplayRate, "higher", "int"),
     ];
   },
 });

@@ -85,8 +85,11 @@ abstract class Reader {
         return;
       }
       let batch: StoredMessage[];
+      // No more than the clients can take now: an MQTT reader freed one in-flight slot by one
+      // acknowledgement reads one message, not a batch it would mostly throw away.
+      const limit = Math.max(1, Math.min(BATCH, this.room()));
       try {
-        batch = this.delivery.readBatch(this);
+        batch = this.delivery.readBatch(this, limit);
       } catch (err) {
         this.delivery.log.error({ err, address: this.address }, "mailbox read failed; retrying");
         setTimeout(() => {
@@ -109,7 +112,7 @@ abstract class Reader {
           return;
         }
       }
-      if (!full && batch.length < BATCH && bytes < BATCH_BYTES) break;
+      if (!full && batch.length < limit && bytes < BATCH_BYTES) break;
     }
     this.pumping = false;
     this.caughtUp = true;
@@ -142,6 +145,8 @@ abstract class Reader {
 
   /** A member whose client must drain before anything can be sent, or null. */
   protected abstract blockedOn(): Sub | null;
+  /** Messages its members may be given now (Infinity when room is counted in bytes only). */
+  protected abstract room(): number;
   /** Whether `m` is past this reader's position. */
   protected abstract accepts(m: StoredMessage): boolean;
   /** Sends `m` and moves the position past it; false if nobody could take it. */
@@ -167,6 +172,11 @@ class PlainReader extends Reader {
 
   protected blockedOn(): Sub | null {
     return this.member.sub.conn.hasRoom() ? null : this.member.sub;
+  }
+
+  protected room(): number {
+    const sub = this.member.sub;
+    return sub.conn.roomFor?.(sub) ?? Infinity;
   }
 
   protected accepts(m: StoredMessage): boolean {
@@ -226,6 +236,12 @@ class GroupReader extends Reader {
     let best = this.members[0]!;
     for (const m of this.members) if (m.sub.conn.pendingBytes() < best.sub.conn.pendingBytes()) best = m;
     return best.sub;
+  }
+
+  protected room(): number {
+    let n = 0;
+    for (const m of this.members) if (m.sub.conn.hasRoom()) n += m.sub.conn.roomFor?.(m.sub) ?? Infinity;
+    return n;
   }
 
   protected accepts(m: StoredMessage): boolean {
@@ -432,9 +448,9 @@ export class Delivery {
     return this.watches.get(address)?.readers.length ?? 0;
   }
 
-  readBatch(reader: Reader): StoredMessage[] {
+  readBatch(reader: Reader, limit: number): StoredMessage[] {
     try {
-      return this.store.read(reader.address, { now: this.clock.now(), priorities: reader.priorities, limit: BATCH, maxBytes: BATCH_BYTES, ...reader.position() });
+      return this.store.read(reader.address, { now: this.clock.now(), priorities: reader.priorities, limit, maxBytes: BATCH_BYTES, ...reader.position() });
     } catch (err) {
       if (err instanceof Mq9Error && err.code === ErrorCode.MAILBOX_NOT_FOUND) return [];
       throw err;

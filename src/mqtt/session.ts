@@ -130,6 +130,7 @@ export class MqttSession implements Conn {
   private readonly mailboxGiven = new Map<string, [number, number, number]>();
   private saveScheduled = false;
   private drainArmed = false;
+  private wakeScheduled = false;
   private lastSubject = "";
   private lastTopic = "";
   private lastPropsFrame: Frame | null = null;
@@ -161,6 +162,10 @@ export class MqttSession implements Conn {
 
   hasRoom(): boolean {
     return this.online && this.inflight.size < this.inflightLimit() && this.queue.length === 0 && this.conn!.pendingBytes() <= ROOM_BYTES;
+  }
+
+  roomFor(sub: Sub): number {
+    return (sub as MqttSub).qos === 0 ? Infinity : Math.max(0, this.inflightLimit() - this.inflight.size);
   }
 
   whenWritable(resume: () => void): void {
@@ -482,7 +487,15 @@ export class MqttSession implements Conn {
 
   private afterAck(): void {
     this.drainQueue();
-    if (this.waiters.length > 0 && this.hasRoom()) this.wake();
+    // Once for all the acknowledgements of one read: its mailbox readers then read one batch
+    // for the slots they freed, not one message per slot.
+    if (this.waiters.length > 0 && !this.wakeScheduled) {
+      this.wakeScheduled = true;
+      queueMicrotask(() => {
+        this.wakeScheduled = false;
+        if (this.waiters.length > 0 && this.hasRoom()) this.wake();
+      });
+    }
   }
 
   private drainQueue(): void {

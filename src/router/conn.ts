@@ -30,6 +30,9 @@ export interface Conn {
   pendingBytes(): number;
   /** Whether a mailbox reader may give it another message now. */
   hasRoom(): boolean;
+  /** How many messages a mailbox reader may give this subscription now, if counted in messages
+   *  (MQTT's in-flight window); absent: room is counted in bytes only. */
+  roomFor?(sub: Sub): number;
   /** Calls `resume` once it has room again; never once the connection closed. */
   whenWritable(resume: () => void): void;
   /** A publish a subject handler refused, with no one else to tell (no reply, no acknowledgement). */
