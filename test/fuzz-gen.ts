@@ -31,6 +31,7 @@ import * as mqttPacket from 'mqtt-packet';
 import * as mqtt from 'mqtt';
 import type { NatsConnection } from 'nats';
 import { MQ9, closeQuietly, connectTo, makeTemp, req, startMq9, withTimeout, type Mq9Broker } from './mq9-helpers';
+import { freePort } from './mqtt-helpers';
 
 // ===========================================================================
 // PRNG
@@ -515,19 +516,11 @@ export function mutateNats(r: Rng, f: Frame, g: NatsGen): Frame {
   let out: Buffer;
   switch (m) {
     case 'flip':
-      out = flip(r, d);
-      break;
     case 'truncate':
-      out = d.subarray(0, r.int(Math.max(1, d.length)));
-      break;
     case 'insert':
-      out = insertBytes(r, d);
-      break;
     case 'dupSlice':
-      out = dupSlice(r, d);
-      break;
     case 'garbage':
-      out = garbage(r);
+      out = byteMutation(r, d, m);
       break;
     case 'hugeSize': {
       // The declared size: too big, absurd, or not a number; the body as it was (or cut).
@@ -950,19 +943,11 @@ export function mutateMqtt(r: Rng, f: Frame): Frame {
   let out: Buffer;
   switch (m) {
     case 'flip':
-      out = flip(r, d);
-      break;
     case 'truncate':
-      out = d.subarray(0, r.int(Math.max(1, d.length)));
-      break;
     case 'insert':
-      out = insertBytes(r, d);
-      break;
     case 'dupSlice':
-      out = dupSlice(r, d);
-      break;
     case 'garbage':
-      out = garbage(r);
+      out = byteMutation(r, d, m);
       break;
     case 'remLen': {
       const v = vi?.value ?? body.length;
@@ -1805,15 +1790,20 @@ function latency(xs: readonly number[]): Latency {
   return { count: s.length, p50: q(0.5), p99: q(0.99), max: Math.round(s[s.length - 1]! * 10) / 10 };
 }
 
-export function freeTcpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(a.port));
-    });
-  });
+/** The mutations both protocols share: they know nothing of the frame. */
+function byteMutation(r: Rng, d: Buffer, m: 'flip' | 'truncate' | 'insert' | 'dupSlice' | 'garbage'): Buffer {
+  switch (m) {
+    case 'flip':
+      return flip(r, d);
+    case 'truncate':
+      return d.subarray(0, r.int(Math.max(1, d.length)));
+    case 'insert':
+      return insertBytes(r, d);
+    case 'dupSlice':
+      return dupSlice(r, d);
+    case 'garbage':
+      return garbage(r);
+  }
 }
 
 function httpText(port: number, p: string, ms = 3000): Promise<string | null> {
@@ -2211,7 +2201,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
   const tmp = makeTemp('mq9-fuzz-');
   const snapDir = path.join(tmp.dir, 'snapshots');
   fs.mkdirSync(snapDir);
-  const httpPort = await freeTcpPort();
+  const httpPort = await freePort();
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
   // The broker reads NODE_OPTIONS at its start (startMq9 spawns before its first await).
