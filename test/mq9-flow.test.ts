@@ -9,13 +9,22 @@ import { connect, StringCodec } from "nats";
 import { waitFor } from "./harness.js";
 import { makeTemp, startMq9 } from "./mq9-helpers.js";
 
-/** A raw NATS subscriber whose reading can be paused; collects mq9-msg-ids. */
-async function rawSubscriber(port: number, subject: string, queue: string | null): Promise<{ ids: number[]; socket: net.Socket; closed: () => boolean }> {
+interface RawSubscriber {
+  ids: number[];
+  socket: net.Socket;
+  closed: () => boolean;
+  /** PONGs read so far (one answers the PING sent with the SUB). */
+  pongs: () => number;
+}
+
+/** A raw NATS subscriber whose reading can be paused; collects mq9-msg-ids. `subject` null: connected, not subscribed. */
+async function rawSubscriber(port: number, subject: string | null, queue: string | null): Promise<RawSubscriber> {
   const socket = net.connect(port, "127.0.0.1");
   await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
   const ids: number[] = [];
   let tail = "";
   let closed = false;
+  let pongs = 0;
   socket.on("close", () => (closed = true));
   socket.on("data", (d: Buffer) => {
     const text = tail + d.toString("latin1");
@@ -26,10 +35,32 @@ async function rawSubscriber(port: number, subject: string, queue: string | null
       ids.push(Number(m[1]));
       last = re.lastIndex;
     }
+    // Payloads here are never "PONG": a PONG line is the server's.
+    const count = (x: string): number => x.match(/(^|\n)PONG\r\n/g)?.length ?? 0;
+    pongs += count(text) - count(tail); // a PONG wholly in the tail was counted with the last read
     tail = text.slice(Math.max(last, text.length - 64)); // a header split across reads
   });
-  socket.write(`CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\nSUB ${subject} ${queue ?? ""} 1\r\nPING\r\n`);
-  return { ids, socket, closed: () => closed };
+  socket.write(`CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n${subject === null ? "" : `SUB ${subject} ${queue ?? ""} 1\r\n`}PING\r\n`);
+  return { ids, socket, closed: () => closed, pongs: () => pongs };
+}
+
+/** UNSUB, then read to the PONG after it: everything the broker gave this member has been read. */
+async function leaveCleanly(s: RawSubscriber): Promise<void> {
+  const before = s.pongs();
+  s.socket.resume();
+  s.socket.write("UNSUB 1\r\nPING\r\n");
+  await waitFor(() => s.pongs() > before || s.closed(), 10_000, "the PONG after UNSUB");
+  s.socket.destroy();
+}
+
+function duplicates(ids: number[]): number[] {
+  const seen = new Set<number>();
+  const dups: number[] = [];
+  for (const id of ids) {
+    if (seen.has(id)) dups.push(id);
+    seen.add(id);
+  }
+  return dups;
 }
 
 test("mq9 flow - queue-group members that all stop reading mid-replay get the rest when they resume", async (t) => {
@@ -84,4 +115,117 @@ test("mq9 flow - a plain subscriber that stops reading is paused, not cut off, e
   assert.deepEqual(s.ids, [...s.ids].sort((x, y) => x - y));
   assert.equal(new Set(s.ids).size, n);
   s.socket.destroy();
+});
+
+test("mq9 flow - a queue group waiting on a full member that dies goes on with the others", async (t) => {
+  const tmp = makeTemp();
+  t.after(() => tmp.remove());
+  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(4 * 1024 * 1024)] });
+  t.after(() => broker.kill());
+  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
+  t.after(() => nc.close());
+  const sc = StringCodec();
+  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.dies","ttl":0}'));
+  const payload = Buffer.alloc(64 * 1024, 0x78);
+  const n = 640; // 40 MiB: both members really fill up
+  const sent = await Promise.all(Array.from({ length: n }, () => nc.request("$mq9.AI.MAILBOX.MSG.flow.dies", payload, { timeout: 10_000 })));
+  const lastId = Math.max(...sent.map((m) => (JSON.parse(sc.decode(m.data)) as { msg_id: number }).msg_id));
+  // The group waits on one of its two full members; which one is the broker's choice, so
+  // each of them dies once, in a group of its own.
+  for (const [group, dies] of [["g1", 0], ["g2", 1]] as const) {
+    const members = [
+      await rawSubscriber(broker.port, "$mq9.AI.MAILBOX.MSG.flow.dies", group),
+      await rawSubscriber(broker.port, "$mq9.AI.MAILBOX.MSG.flow.dies", group),
+    ];
+    for (const m of members) m.socket.pause();
+    await new Promise((r) => setTimeout(r, 1000)); // both full: the group waits on one
+    const victim = members[dies]!;
+    const survivor = members[1 - dies]!;
+    victim.socket.destroy();
+    survivor.socket.resume();
+    await waitFor(() => survivor.ids.includes(lastId), 20_000, `${group}: the survivor gets to the last message (got ${survivor.ids.length})`);
+    assert.deepEqual(duplicates([...victim.ids, ...survivor.ids]), [], `${group}: nothing given twice`);
+    survivor.socket.destroy();
+  }
+});
+
+test("mq9 flow - a queue group's member leaving and another joining at once: nothing given twice, nothing lost", async (t) => {
+  const tmp = makeTemp();
+  t.after(() => tmp.remove());
+  const broker = await startMq9(path.join(tmp.dir, "data"));
+  t.after(() => broker.kill());
+  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
+  t.after(() => nc.close());
+  const sc = StringCodec();
+  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.rejoin","ttl":0}'));
+  const payload = Buffer.alloc(1024, 0x78);
+  const n = 3000;
+  await Promise.all(Array.from({ length: n }, () => nc.request("$mq9.AI.MAILBOX.MSG.flow.rejoin", payload, { timeout: 10_000 })));
+  for (let round = 0; round < 5; round++) {
+    const group = `r${round}`;
+    const next = await rawSubscriber(broker.port, null, null); // connected beforehand: joins at once
+    await waitFor(() => next.pongs() >= 1, 5000, "the second member connected");
+    const first = await rawSubscriber(broker.port, "$mq9.AI.MAILBOX.MSG.flow.rejoin", group);
+    await waitFor(() => first.ids.length >= 300 * (round + 1), 10_000, `${group}: the first member got some`);
+    await leaveCleanly(first);
+    next.socket.write(`SUB $mq9.AI.MAILBOX.MSG.flow.rejoin ${group} 1\r\nPING\r\n`);
+    await waitFor(() => first.ids.length + next.ids.length >= n, 10_000, `${group}: all ${n} (got ${first.ids.length}+${next.ids.length})`);
+    await new Promise((r) => setTimeout(r, 200)); // anything more would be a duplicate
+    assert.deepEqual(duplicates([...first.ids, ...next.ids]), [], `${group}: nothing given twice`);
+    assert.equal(new Set([...first.ids, ...next.ids]).size, n, `${group}: nothing lost`);
+    next.socket.destroy();
+  }
+});
+
+test("mq9 flow - a queue group of three whose members stall, leave and rejoin in a loop while 50k messages flow: each delivered once, none stuck", async (t) => {
+  const tmp = makeTemp();
+  t.after(() => tmp.remove());
+  const broker = await startMq9(path.join(tmp.dir, "data"));
+  t.after(() => broker.kill());
+  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
+  t.after(() => nc.close());
+  const sc = StringCodec();
+  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.chaos","ttl":0}'));
+  const subject = "$mq9.AI.MAILBOX.MSG.flow.chaos";
+  const seen: number[] = [];
+  let publishing = true;
+  // A fixed PRNG: the same schedule each run.
+  let seed = 20261201;
+  const rnd = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const slot = async (): Promise<RawSubscriber> => {
+    let m = await rawSubscriber(broker.port, subject, "workers");
+    let cycles = 0;
+    while (publishing) {
+      await new Promise((r) => setTimeout(r, 50 + rnd() * 250)); // reads a while
+      if (rnd() < 0.5) {
+        m.socket.pause(); // stalls
+        await new Promise((r) => setTimeout(r, 100 + rnd() * 400));
+        m.socket.resume();
+      }
+      if (rnd() < 0.6 && publishing) {
+        await leaveCleanly(m); // leaves, and is replaced at once
+        seen.push(...m.ids);
+        m = await rawSubscriber(broker.port, subject, "workers");
+        cycles++;
+      }
+    }
+    assert.ok(cycles > 0, "the member left and rejoined at least once");
+    return m;
+  };
+  const slots = [slot(), slot(), slot()];
+  const n = 50_000;
+  const body = Buffer.alloc(100, 0x61);
+  for (let i = 0; i < n; i += 1000) {
+    await Promise.all(Array.from({ length: 1000 }, () => nc.request(subject, body, { timeout: 30_000 })));
+  }
+  publishing = false;
+  const last = await Promise.all(slots);
+  await waitFor(() => seen.length + last.reduce((k, m) => k + m.ids.length, 0) >= n, 30_000, `all ${n} delivered`);
+  await new Promise((r) => setTimeout(r, 300)); // anything more would be a duplicate
+  for (const m of last) {
+    seen.push(...m.ids);
+    m.socket.destroy();
+  }
+  assert.deepEqual(duplicates(seen).slice(0, 10), [], "nothing given twice");
+  assert.equal(new Set(seen).size, n, "nothing lost, nothing stuck");
 });

@@ -11,8 +11,11 @@
 //
 // Plain readers keep their position in memory (a new SUB replays again; a persistent
 // MQTT session restored from the store starts where its client had acknowledged). Queue
-// groups keep theirs in the store, so a message a group was given is not given to
-// it again after a restart.
+// groups keep theirs in the store, and a message is written to a member only once the store
+// has it as given: a group is never given a message twice, across member changes, restarts
+// and power cuts. The price is the other way round: a message the store has as given whose
+// member left before it could be written goes to another member, or, if none is left, to
+// the next one to join; a restart in that window loses it for the group (never twice).
 
 import type { Logger } from "pino";
 import type { Conn, Dialect, Sub } from "../router/conn.js";
@@ -54,6 +57,11 @@ abstract class Reader {
   queued = false;
   /** The connection whose replay slot this reader holds (or waits for) until it first catches up. */
   replayOf: Conn | null = null;
+  /** The member whose drain the pump waits for, and the wait's number (a newer wait voids an older one). */
+  private waitingOn: Sub | null = null;
+  private waits = 0;
+  /** The pump waits for the store to record what it gave (queue groups). */
+  protected storeWait = false;
   constructor(
     readonly delivery: Delivery,
     readonly address: string,
@@ -78,10 +86,19 @@ abstract class Reader {
       if (waitOn !== null) {
         // Stays `pumping`: live messages wait in the store until the pump resumes.
         this.afterPump();
+        const wait = ++this.waits;
+        this.waitingOn = waitOn;
         waitOn.conn.whenWritable(() => {
+          if (wait !== this.waits) return;
+          this.waitingOn = null;
           this.pumping = false;
           this.pump();
         });
+        return;
+      }
+      if (this.room() <= 0) {
+        // Nobody to give to (a queue group with no member left): a joining member pumps again.
+        this.pumping = false;
         return;
       }
       let batch: StoredMessage[];
@@ -112,6 +129,12 @@ abstract class Reader {
           return;
         }
       }
+      if (this.mustSaveFirst()) {
+        // Stays `pumping` until the store has what was given (see GroupReader.save).
+        this.storeWait = true;
+        this.afterPump();
+        return;
+      }
       if (!full && batch.length < limit && bytes < BATCH_BYTES) break;
     }
     this.pumping = false;
@@ -141,6 +164,28 @@ abstract class Reader {
     }
     this.giveLate(m);
     this.afterPump();
+  }
+
+  /** The member the pump waits on left: wait no more (its drain would never come). */
+  memberLeft(sub: Sub): void {
+    if (this.waitingOn !== sub) return;
+    this.waits++;
+    this.waitingOn = null;
+    this.pumping = false;
+    setImmediate(() => this.pump());
+  }
+
+  /** The store recorded what the pump gave: it goes on. */
+  protected resumeAfterSave(): void {
+    if (!this.storeWait) return;
+    this.storeWait = false;
+    this.pumping = false;
+    this.pump();
+  }
+
+  /** Whether the pump must wait for the store before reading more (what it gave is not recorded yet). */
+  protected mustSaveFirst(): boolean {
+    return false;
   }
 
   /** A member whose client must drain before anything can be sent, or null. */
@@ -202,7 +247,12 @@ class PlainReader extends Reader {
 class GroupReader extends Reader {
   readonly members: Member[] = [];
   private next = 0;
+  /** Ids given and not yet saved in the store. */
   private unsaved: number[] = [];
+  /** What was given, each with its member, written once the store has it as given. */
+  private unsent: Array<{ member: Member; m: StoredMessage }> = [];
+  /** Given and saved, but every member left before it could be written: for the next to join. */
+  private orphans: StoredMessage[] = [];
   private saving = false;
 
   constructor(
@@ -216,12 +266,12 @@ class GroupReader extends Reader {
     super(delivery, address, priorities);
   }
 
-  /** The member to give the next message to, round robin among those with room. */
-  private pick(): Member | null {
+  /** The member to give the next message to, round robin among those with room (or all of them). */
+  private pick(needRoom = true): Member | null {
     const n = this.members.length;
     for (let k = 0; k < n; k++) {
       const m = this.members[(this.next + k) % n]!;
-      if (m.sub.conn.hasRoom()) {
+      if (!needRoom || m.sub.conn.hasRoom()) {
         this.next = (this.next + k + 1) % n;
         return m;
       }
@@ -253,7 +303,7 @@ class GroupReader extends Reader {
     if (member === null) return false;
     this.state = markDone(this.state, m.priority, m.msgId);
     this.unsaved.push(m.msgId);
-    this.delivery.send(member, m); // an UNSUB max reached here takes the member out of the group
+    this.unsent.push({ member, m });
     return true;
   }
 
@@ -261,31 +311,64 @@ class GroupReader extends Reader {
     if (!isDone(this.state, m.priority, m.msgId)) this.give(m);
   }
 
+  protected override mustSaveFirst(): boolean {
+    return this.unsent.length > 0;
+  }
+
   protected override afterPump(): void {
     this.save();
   }
 
-  /** Persists what was given; one store write per batch, never two at once. */
+  /** Whether it still holds messages given and not written (it must outlive its last member). */
+  holding(): boolean {
+    return this.saving || this.unsaved.length > 0 || this.unsent.length > 0 || this.orphans.length > 0;
+  }
+
+  /** A member joined: what no member could take so far goes to it. */
+  joined(member: Member): void {
+    this.members.push(member);
+    const orphans = this.orphans;
+    this.orphans = [];
+    for (const m of orphans) this.delivery.send(member, m);
+  }
+
+  /** Records what was given in the store (one write per batch, never two at once), then writes it. */
   save(): void {
     if (this.saving || this.unsaved.length === 0) return;
     const ids = this.unsaved;
+    const given = this.unsent;
     this.unsaved = [];
+    this.unsent = [];
     this.saving = true;
     this.delivery.store.ackGroup(this.address, this.storeName, ids).then(
       (compacted) => {
         this.saving = false;
         this.state = mergeProgress(this.state, compacted);
+        this.write(given);
         this.save();
+        if (this.members.length === 0 && !this.holding()) this.delivery.dropGroup(this);
+        else this.resumeAfterSave();
       },
       (err: unknown) => {
         this.saving = false;
-        // The mailbox is gone (expired or deleted): nothing left to keep progress for.
-        if (!(err instanceof Mq9Error && err.code === ErrorCode.MAILBOX_NOT_FOUND)) {
-          this.unsaved.unshift(...ids);
-          this.delivery.log.error({ err, address: this.address, group: this.storeName }, "cannot save queue group progress");
-        }
+        // The mailbox is gone (expired or deleted): nothing left to deliver or keep progress for.
+        if (err instanceof Mq9Error && err.code === ErrorCode.MAILBOX_NOT_FOUND) return;
+        // Not recorded, so not written: both wait for the next attempt.
+        this.unsaved.unshift(...ids);
+        this.unsent.unshift(...given);
+        this.delivery.log.error({ err, address: this.address, group: this.storeName }, "cannot save queue group progress; retrying");
+        setTimeout(() => this.save(), 1000).unref();
       },
     );
+  }
+
+  /** Writes each message to its member, or to another if it left, or keeps it for the next to join. */
+  private write(given: Array<{ member: Member; m: StoredMessage }>): void {
+    for (const { member, m } of given) {
+      const to = this.members.includes(member) && !member.sub.conn.closed ? member : this.pick(false);
+      if (to === null) this.orphans.push(m);
+      else this.delivery.send(to, m); // an UNSUB max reached here takes the member out of the group
+    }
   }
 
   position(): { group: GroupState } {
@@ -340,7 +423,7 @@ export class Delivery {
         this.watch(address).readers.push(group);
         this.replayFor(sub.conn, group);
       } else setImmediate(() => group!.pump());
-      group.members.push(member);
+      group.joined(member);
       reader = group;
     }
     this.readerOf.set(sub, reader);
@@ -407,9 +490,18 @@ export class Delivery {
     const i = group.members.findIndex((m) => m.sub === sub);
     if (i >= 0) group.members.splice(i, 1);
     this.readerOf.delete(sub);
+    if (group.replayOf === sub.conn) this.replayEnded(group);
+    group.memberLeft(sub);
     if (group.members.length > 0) return;
     group.save();
-    this.groups.delete(`${group.address}\n${group.storeName}`);
+    // What it gave and has not written yet goes to the next member to join this same group;
+    // a group read afresh from the store would not have it (given, so never given again).
+    if (!group.holding()) this.dropGroup(group);
+  }
+
+  dropGroup(group: GroupReader): void {
+    const key = `${group.address}\n${group.storeName}`;
+    if (this.groups.get(key) === group) this.groups.delete(key);
     this.dropReader(group);
   }
 
