@@ -543,6 +543,23 @@ describe('mq9 - sending and receiving', () => {
     assert.deepEqual(list.messages[0].headers['X-Multi'], ['one', 'two']);
   });
 
+  it('headers named like JavaScript object internals (constructor, __proto__, toString) come out in LIST as any other', async () => {
+    const nc = await fx.connect();
+    const a = (await createMailbox(nc)).mail_address as string;
+    const h = natsHeaders();
+    h.set('constructor', 'c1');
+    h.set('__proto__', 'p1');
+    h.append('toString', 't1');
+    h.append('toString', 't2');
+    const r = await req(nc, msgSubject(a), 'odd headers', { headers: h });
+    assert.equal(r.error, '');
+    const raw = await nc.request(`${MQ9}MAILBOX.LIST.${a}`, new TextEncoder().encode('{}'));
+    const text = new TextDecoder().decode(raw.data);
+    assert.match(text, /"constructor":"c1"/);
+    assert.match(text, /"__proto__":"p1"/);
+    assert.match(text, /"toString":\["t1","t2"\]/);
+  });
+
   it('mq9-key: a newer message with the same key replaces the older one', async () => {
     const nc = await fx.connect();
     const a = (await createMailbox(nc)).mail_address as string;

@@ -27,9 +27,10 @@ export function headerValue(pairs: Array<[string, string]>, name: string): strin
   return undefined;
 }
 
-/** Header pairs as a JSON object (repeated names joined into arrays). */
+/** Header pairs as a JSON object (repeated names joined into arrays). No prototype: a header
+ *  named `constructor` or `__proto__` is a key like any other. */
 export function headersObject(block: Uint8Array | null): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
+  const out: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
   if (block === null) return out;
   for (const [k, v] of parseHeaders(block)) {
     const prev = out[k];

@@ -87,7 +87,8 @@ export function propsFromHeaders(block: Uint8Array): HeaderProps {
       } else out.correlationData = Buffer.from(v, "base64");
       continue;
     }
-    const up = (out.userProperties ??= {});
+    // No prototype: a header named `constructor` or `__proto__` is a user property like any other.
+    const up = (out.userProperties ??= Object.create(null) as UserProperties);
     const prev = up[key];
     if (prev === undefined) up[key] = v;
     else if (Array.isArray(prev)) prev.push(v);
