@@ -57,8 +57,10 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
     users = new Users(specs);
   }
   const authFailures = new AuthFailures(c.authFailureDelay);
-  const clock = new TimelineClock(loadCheckpoint(store), time);
-  if (clock.downtimeMs > 0) log.info({ downtimeMs: clock.downtimeMs }, "counting the time the broker was down towards TTLs");
+  const clock = new TimelineClock(loadCheckpoint(store), time, c.maxDowntime === 0 ? Infinity : c.maxDowntime);
+  if (clock.claimedDowntimeMs > 0) {
+    log.warn({ claimedMs: clock.claimedDowntimeMs, countedMs: clock.downtimeMs }, "the wall clock claims a longer downtime than max_downtime: only max_downtime counts towards TTLs (a clock far ahead?)");
+  } else if (clock.downtimeMs > 0) log.info({ downtimeMs: clock.downtimeMs }, "counting the time the broker was down towards TTLs");
   const router = new Router();
   let cid = 0;
   const nextCid = (): number => ++cid;

@@ -76,6 +76,28 @@ test("clock - a boot with an unset clock (1970) or a clock that went back counts
   assert.equal(new TimelineClock(cpUnset, t).downtimeMs, 0);
 });
 
+test("clock - a boot with the clock far ahead counts at most max_downtime (30 days by default); from 2100 on the clock is not believed", () => {
+  const t = new FakeTime();
+  const cp = new TimelineClock(undefined, t).checkpoint();
+  const DAY = 24 * HOUR;
+  const { config } = loadConfig([], {});
+  assert.equal(config.maxDowntime, 30 * DAY, "the default max_downtime");
+  t.wall += 20 * 365 * DAY; // a bad NTP answer: 20 years ahead
+  t.mono = 50;
+  const c = new TimelineClock(cp, t, config.maxDowntime);
+  assert.equal(c.downtimeMs, 30 * DAY);
+  assert.equal(c.claimedDowntimeMs, 20 * 365 * DAY);
+  assert.equal(c.now(), cp.timelineMs + 30 * DAY);
+  // A real downtime under the cap counts whole.
+  t.wall = cp.wallMs + 3 * DAY;
+  assert.equal(new TimelineClock(cp, t, config.maxDowntime).downtimeMs, 3 * DAY);
+  // A 32-bit RTC that wrapped (2106): no downtime at all, and no checkpoint trusts it.
+  t.wall = Date.UTC(2106, 1, 7);
+  const wrapped = new TimelineClock(cp, t, config.maxDowntime);
+  assert.equal(wrapped.downtimeMs, 0);
+  assert.equal(wrapped.checkpoint().wallMs, 0);
+});
+
 test("clock - mailbox expiry over a running broker ignores wall-clock steps", async (t) => {
   const { time, broker, nc, sc } = await fakeTimeBroker(t);
   const req = async (subject: string, body: string): Promise<Record<string, unknown>> =>

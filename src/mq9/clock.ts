@@ -2,7 +2,10 @@
 // wall clock in 1970 and NTP steps it later, possibly by decades. Expiry must not
 // follow such steps, so while running the timeline advances with the monotonic
 // clock only; across a restart it advances by the wall-clock gap since the last
-// checkpoint, counted only when both ends are plausible and the gap is positive.
+// checkpoint, counted only when both ends are plausible and the gap is positive, and at most
+// `maxDowntimeMs`: a gateway that boots with its clock years ahead (a bad RTC, a wrong NTP
+// answer) must not expire every mailbox at once. Past the cap, mailboxes whose TTL is shorter
+// still expire; longer ones live on by the difference.
 
 export interface Clock {
   /** Milliseconds on the expiry timeline. */
@@ -20,6 +23,12 @@ export interface ClockCheckpoint {
 
 /** Before this the wall clock is taken as unset (no RTC, no NTP yet). */
 export const PLAUSIBLE_WALL_MS = Date.UTC(2024, 0, 1);
+/** From this on the wall clock is taken as wrong (such as a 32-bit RTC that wrapped to 2106). */
+export const IMPLAUSIBLE_WALL_MS = Date.UTC(2100, 0, 1);
+
+function plausible(wall: number): boolean {
+  return wall >= PLAUSIBLE_WALL_MS && wall < IMPLAUSIBLE_WALL_MS;
+}
 
 export interface TimeSources {
   monotonicMs(): number;
@@ -36,19 +45,24 @@ export class TimelineClock implements Clock {
   private readonly startMono: number;
   /** How far the timeline moved for the downtime before this start, for the log. */
   readonly downtimeMs: number;
+  /** The downtime the wall clocks claimed, when more than `maxDowntimeMs` (else 0), for the log. */
+  readonly claimedDowntimeMs: number;
 
   constructor(
     last: ClockCheckpoint | undefined,
     private readonly time: TimeSources = systemTime,
+    maxDowntimeMs = Infinity,
   ) {
     const wall = time.wallMs();
     if (last === undefined) {
       // A new store starts its timeline at the wall clock when plausible (readable in dumps).
-      this.startTimeline = wall >= PLAUSIBLE_WALL_MS ? wall : 0;
+      this.startTimeline = plausible(wall) ? wall : 0;
       this.downtimeMs = 0;
+      this.claimedDowntimeMs = 0;
     } else {
-      const gap = last.wallMs >= PLAUSIBLE_WALL_MS && wall >= PLAUSIBLE_WALL_MS ? wall - last.wallMs : 0;
-      this.downtimeMs = Math.max(0, gap);
+      const gap = Math.max(0, plausible(last.wallMs) && plausible(wall) ? wall - last.wallMs : 0);
+      this.downtimeMs = Math.min(gap, maxDowntimeMs);
+      this.claimedDowntimeMs = gap > maxDowntimeMs ? gap : 0;
       this.startTimeline = last.timelineMs + this.downtimeMs;
     }
     this.startMono = time.monotonicMs();
@@ -64,6 +78,6 @@ export class TimelineClock implements Clock {
 
   checkpoint(): ClockCheckpoint {
     const wall = this.time.wallMs();
-    return { timelineMs: this.now(), wallMs: wall >= PLAUSIBLE_WALL_MS ? wall : 0 };
+    return { timelineMs: this.now(), wallMs: plausible(wall) ? wall : 0 };
   }
 }

@@ -52,6 +52,7 @@ const SPECS = {
   tlsCa: { kind: "string", default: "", help: "CA file (PEM): clients must present a certificate it signed (verified client certificates)" },
   tlsTimeout: { kind: "seconds", default: 2, min: 0.05, help: "seconds a client has to complete the TLS handshake" },
   mqttTlsPort: { kind: "int", default: 8883, min: -1, max: 65535, help: "MQTT over TLS port on --host when --tls-cert is set (0 = off, -1 = any free port)" },
+  maxDowntime: { kind: "seconds", default: 30 * 86_400, min: 0, help: "most time the broker was down (by the wall clock) that counts towards TTLs at a restart, so that a clock booting far ahead does not expire every mailbox (0 = no limit)" },
   defaultTtl: { kind: "seconds", default: 86_400, min: 0, help: "seconds a mailbox lives when CREATE gives no ttl (0 = never expires)" },
   maxMailboxes: { kind: "int", default: 100_000, min: 0, help: "mailboxes in the store (0 = no limit)" },
   maxMailboxMessages: { kind: "int", default: 100_000, min: 0, help: "messages in one mailbox (0 = no limit)" },
@@ -98,6 +99,7 @@ export interface Config {
   /** Milliseconds. */
   authTimeout: number;
   authFailureDelay: number;
+  maxDowntime: number;
   authToken: string;
   user: string;
   password: string;
