@@ -32,6 +32,8 @@ import {
   type PriorityName,
   type Reply,
 } from './mq9-helpers';
+import { sleep } from './harness';
+import * as net from 'node:net';
 
 interface Acked {
   id: number;
@@ -199,5 +201,40 @@ describe('mq9 - durability', () => {
     assert.equal(afterStat.size, before.size);
     assert.equal(afterStat.mtimeMs, before.mtimeMs);
     assert.ok(afterStat.isFile());
+  });
+});
+
+describe('mq9 - shutdown', () => {
+  it('SIGTERM with a NATS client that stopped reading (16 MiB owed to it): the broker still exits cleanly, and what was acknowledged is kept', async () => {
+    const tmp = makeTemp();
+    after(() => tmp.remove());
+    const broker = await startMq9(path.join(tmp.dir, 'data'), { extra: ['--max-pending', String(64 * 1024 * 1024)] });
+    const nc = await connectTo(broker);
+    const { mail_address: box } = await createMailbox(nc, { ttl: 600 });
+    const id = await sendMsg(nc, String(box), 'acknowledged before the stop');
+    // A subscriber that never reads: what the broker owes it stays in its socket.
+    const stuck = net.connect(broker.port, '127.0.0.1');
+    await new Promise<void>((r) => stuck.once('connect', () => r()));
+    stuck.write('CONNECT {"verbose":false}\r\nSUB big 1\r\nPING\r\n');
+    await sleep(200);
+    stuck.pause();
+    const chunk = new Uint8Array(64 * 1024);
+    for (let i = 0; i < 256; i++) nc.publish('big', chunk);
+    await nc.flush();
+    await closeQuietly(nc);
+    await sleep(300);
+    const t0 = Date.now();
+    const r = await broker.stop(); // SIGTERM; SIGKILL after 5 s
+    assert.deepEqual(r, { code: 0, signal: null }, `exited by itself (after ${Date.now() - t0} ms)`);
+    stuck.destroy();
+    const again = await startMq9(path.join(tmp.dir, 'data'));
+    try {
+      const nc2 = await connectTo(again);
+      const list = await listMailbox(nc2, String(box));
+      assert.deepEqual(list.messages.map((m: { msg_id: number }) => m.msg_id), [id]);
+      await closeQuietly(nc2);
+    } finally {
+      await again.stop();
+    }
   });
 });

@@ -28,6 +28,8 @@ const OUT_SIZE = 32 * 1024;
 const PING = Buffer.from("PING\r\n");
 const PONG = Buffer.from("PONG\r\n");
 const OK = Buffer.from("+OK\r\n");
+/** How long a closed connection's last bytes may take to leave before the socket is destroyed. */
+const CLOSE_LINGER_MS = 2000;
 /** A mailbox reader gives a client more only while it has less than this pending. */
 const ROOM_BYTES = 512 * 1024;
 
@@ -497,7 +499,12 @@ export class ClientConn implements ParserHandler, Conn {
     if (this.authTimer) clearTimeout(this.authTimer);
     this.server.removeClient(this, reason, detail);
     if (reason === "slow consumer" || reason === "socket error" || reason === "internal error") this.socket.destroy();
-    else this.socket.end();
+    else {
+      this.socket.end();
+      // A peer that stopped reading never takes the rest: its socket (and a shutdown waiting
+      // for it) must not wait forever, as nats-server's write deadline.
+      setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+    }
   }
 }
 
