@@ -7,7 +7,7 @@ import net from "node:net";
 import path from "node:path";
 import { connect, StringCodec } from "nats";
 import { waitFor } from "./harness.js";
-import { makeTemp, startMq9 } from "./mq9-helpers.js";
+import { makeTemp, runMq9ToExit, startMq9 } from "./mq9-helpers.js";
 
 interface RawSubscriber {
   ids: number[];
@@ -96,8 +96,8 @@ test("mq9 flow - queue-group members that all stop reading mid-replay get the re
 test("mq9 flow - a plain subscriber that stops reading is paused, not cut off, even with large messages", async (t) => {
   const tmp = makeTemp();
   t.after(() => tmp.remove());
-  // max_pending just over what the replay may buffer (512 KiB + one message).
-  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(1024 * 1024)] });
+  // max_pending just over what the replay may buffer (512 KiB + one message of max_payload).
+  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(1024 * 1024), "--max-payload", String(256 * 1024)] });
   t.after(() => broker.kill());
   const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
   t.after(() => nc.close());
@@ -228,4 +228,30 @@ test("mq9 flow - a queue group of three whose members stall, leave and rejoin in
   }
   assert.deepEqual(duplicates(seen).slice(0, 10), [], "nothing given twice");
   assert.equal(new Set(seen).size, n, "nothing lost, nothing stuck");
+});
+
+test("mq9 flow - max_pending just over max_payload: a mailbox reader of max-size messages is paused, never cut off; below it the broker does not start", async (t) => {
+  const tmp = makeTemp();
+  t.after(() => tmp.remove());
+  const refused = await runMq9ToExit(["serve", "--port", "0", "--mqtt-port", "0", "--data-dir", path.join(tmp.dir, "x"), "--max-pending", "1MiB", "--max-payload", "1MiB"]);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.output, /max.pending.*must be at least max_payload \+ 8KiB/);
+  const maxPayload = 256 * 1024;
+  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(maxPayload + 8 * 1024), "--max-payload", String(maxPayload)] });
+  t.after(() => broker.kill());
+  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
+  t.after(() => nc.close());
+  const sc = StringCodec();
+  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.tight","ttl":0}'));
+  const payload = Buffer.alloc(maxPayload, 0x7a); // each message as big as allowed
+  const n = 24;
+  for (let i = 0; i < n; i++) await nc.request("$mq9.AI.MAILBOX.MSG.flow.tight", payload, { timeout: 10_000 });
+  const s = await rawSubscriber(broker.port, "$mq9.AI.MAILBOX.MSG.flow.tight", null);
+  s.socket.pause();
+  await new Promise((r) => setTimeout(r, 500));
+  s.socket.resume();
+  await waitFor(() => s.ids.length >= n || s.closed(), 20_000, `all ${n} replayed (got ${s.ids.length})`);
+  assert.ok(!s.closed(), "the reader was cut off as a slow consumer");
+  assert.equal(new Set(s.ids).size, n);
+  s.socket.destroy();
 });

@@ -769,7 +769,8 @@ describe('mq9 - more delivery rules', () => {
 
 describe('mq9 - flow control and clients', () => {
   it('a slow subscriber with a backlog far beyond --max-pending is paused, never cut off', async () => {
-    const slow = new BrokerFixture({ extra: ['--max-pending', '65536'] });
+    // max_pending must leave room for one more message of max_payload (the start checks it).
+    const slow = new BrokerFixture({ extra: ['--max-pending', '65536', '--max-payload', '32768'] });
     await slow.start();
     try {
       const nc = await slow.connect();

@@ -557,7 +557,7 @@ for (const kind of serverKinds()) {
       const SIZE = 1024;
       // nats-server stalls the publisher while the slow socket is blocked and cuts
       // the consumer off at its write deadline (default 10 s): shorten it to 1 s.
-      const s = await serverFor(t, kind, { maxPending: 1024 * 1024, natsWriteDeadline: 1 });
+      const s = await serverFor(t, kind, { maxPending: 1024 * 1024, maxPayload: 512 * 1024, natsWriteDeadline: 1 });
       const slow = await rawFor(t, s);
       await slow.handshake();
       await slow.write('SUB slow 1\r\n');

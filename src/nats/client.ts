@@ -30,8 +30,6 @@ const PONG = Buffer.from("PONG\r\n");
 const OK = Buffer.from("+OK\r\n");
 /** How long a closed connection's last bytes may take to leave before the socket is destroyed. */
 const CLOSE_LINGER_MS = 2000;
-/** A mailbox reader gives a client more only while it has less than this pending. */
-const ROOM_BYTES = 512 * 1024;
 
 export type CloseReason =
   | "client closed"
@@ -393,7 +391,9 @@ export class ClientConn implements ParserHandler, Conn {
   }
 
   hasRoom(): boolean {
-    return this.pendingBytes() <= ROOM_BYTES;
+    // Also refreshes what reserve() counts as queued: after a drain, the last flush's figure is stale.
+    this.queued = this.socket.destroyed ? 0 : this.socket.writableLength;
+    return this.pos + this.queued <= this.server.mailboxRoom;
   }
 
   publishRefused(subject: string, reason: string): void {

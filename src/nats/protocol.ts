@@ -74,3 +74,6 @@ export function errCode(text: NatsErrText): ErrorCode {
       return ErrorCode.PROTO_PERMISSION;
   }
 }
+
+/** What a mailbox delivery adds to a stored message at most: the MSG line and mq9's headers. */
+export const MAILBOX_DELIVERY_SLACK = 8 * 1024;

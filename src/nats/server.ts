@@ -13,6 +13,7 @@ import { MailboxFrames } from "./mailbox-frames.js";
 import { ErrorCode, countError } from "../errors.js";
 import type { ListenerTls } from "../ops/tls.js";
 import type { Users } from "../router/users.js";
+import { MAILBOX_DELIVERY_SLACK } from "./protocol.js";
 import type { AuthFailures } from "../router/auth-failures.js";
 
 export interface NatsServerOptions {
@@ -66,6 +67,11 @@ export class NatsServer {
   readonly mailboxFrames = new MailboxFrames();
   readonly serverId = randomBytes(16).toString("hex").toUpperCase();
   readonly authRequired: boolean;
+  /**
+   * A mailbox reader gives a client more only while it has at most this pending: 512 KiB, or
+   * less when max_pending leaves less room for one more message (the config ensures some).
+   */
+  readonly mailboxRoom: number;
   private readonly listener: net.Server;
   private pingTimer: NodeJS.Timeout | null = null;
   private address: { host: string; port: number } | null = null;
@@ -82,6 +88,7 @@ export class NatsServer {
     readonly log: Logger,
   ) {
     this.authRequired = opts.authToken !== "" || opts.user !== "" || opts.users !== null;
+    this.mailboxRoom = Math.max(0, Math.min(512 * 1024, opts.maxPending - opts.maxPayload - MAILBOX_DELIVERY_SLACK));
     this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.upgrader =
       opts.tls?.server(

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { ConfigError, ErrorCode, Mq9Error } from "../errors.js";
 import { nameError } from "../mq9/subjects.js";
 import { isValidSubject } from "../nats/sublist.js";
+import { MAILBOX_DELIVERY_SLACK } from "../nats/protocol.js";
 import type { UserSpec } from "../router/users.js";
 
 type Kind = "string" | "int" | "size" | "seconds" | "level" | "enum" | "mailboxes" | "users";
@@ -398,6 +399,12 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
   }
   const c = config as unknown as Config;
+  if (c.maxPending < c.maxPayload + MAILBOX_DELIVERY_SLACK) {
+    throw new ConfigError(
+      flagName("maxPending"),
+      `must be at least max_payload + 8KiB (${c.maxPayload + MAILBOX_DELIVERY_SLACK} bytes): a mailbox reader is given one more message while it has room, and is never cut off as a slow consumer`,
+    );
+  }
   if ((c.user === "") !== (c.password === "")) throw new ConfigError(c.user === "" ? flagName("user") : flagName("password"), "--user and --password go together");
   if (c.authToken !== "" && c.user !== "") throw new ConfigError(flagName("authToken"), "use either a token or user/password, not both");
   if (c.users !== "" && (c.authToken !== "" || c.user !== "")) throw new ConfigError(flagName("users"), "use either users or a token or user/password, not more than one");
