@@ -18,6 +18,7 @@ import { openLmdbStore } from "./store/lmdb-store.js";
 import type { MailboxStore } from "./store/types.js";
 import { TimelineClock, systemTime, type TimeSources } from "./mq9/clock.js";
 import { Delivery } from "./mq9/delivery.js";
+import { Delays } from "./mq9/delays.js";
 import { Expiry, loadCheckpoint } from "./mq9/expiry.js";
 import { Mq9Handler } from "./mq9/handler.js";
 import { PublicList } from "./mq9/public-list.js";
@@ -32,6 +33,7 @@ export interface Broker {
   store: MailboxStore;
   service: Mq9Service;
   delivery: Delivery;
+  delays: Delays;
   expiry: Expiry;
   uplink: Uplink | null;
   address: { host: string; port: number };
@@ -90,7 +92,8 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
   );
   const publicList = new PublicList(router);
   const delivery = new Delivery(store, router, clock, log);
-  const service = new Mq9Service(store, clock, delivery, publicList, { ...DEFAULT_MQ9_OPTIONS, defaultTtlSec: Math.round(c.defaultTtl / 1000) });
+  const delays = new Delays(store, clock, delivery, log);
+  const service = new Mq9Service(store, clock, delivery, publicList, { ...DEFAULT_MQ9_OPTIONS, defaultTtlSec: Math.round(c.defaultTtl / 1000) }, delays);
   router.addHandler(new Mq9Handler(router, service, delivery, publicList));
   const expiry = new Expiry(store, clock, publicList, log);
   // What ran out while the broker was down goes before anyone can see it.
@@ -148,6 +151,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
     }
   }
   expiry.start();
+  delays.start();
   // The uplink starts after the local broker serves: a cloud that is down or
   // misconfigured never keeps local agents waiting.
   // Loaded only when configured: the cloud client (nats.js, tls) costs memory an edge
@@ -163,6 +167,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
     store,
     service,
     delivery,
+    delays,
     expiry,
     uplink,
     address,
@@ -170,6 +175,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
       await uplink?.stop();
       await mqtt?.close();
       await nats.close();
+      delays.stop();
       await expiry.stop();
     },
   };

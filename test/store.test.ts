@@ -683,6 +683,28 @@ function conformance(name: string, factory: Factory): void {
       assert.equal(store.stats().messages, 1);
     });
 
+    test("store - the due index holds each stored delayed message, in due order, and loses it with the message (deleted, replaced by its key, expired with its mailbox)", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("a"), at());
+      await store.createMailbox({ ...box("b"), ttlSec: 100 }, at());
+      const later = live(await store.append("a", msg(1, "later", { delaySec: 50 }), at()));
+      const soon = live(await store.append("a", msg(1, "soon", { delaySec: 10 }), at()));
+      const deleted = live(await store.append("a", msg(1, "deleted", { delaySec: 20 }), at()));
+      const keyed = live(await store.append("a", msg(1, "keyed", { delaySec: 30, key: "k" }), at()));
+      const inB = live(await store.append("b", msg(1, "in b", { delaySec: 40 }), at()));
+      live(await store.append("a", msg(1, "plain"), at()));
+      const all = { visibleAt: 0, address: "", msgId: 0 };
+      const ids = (): number[] => store.dueMessages(all, Number.MAX_SAFE_INTEGER, 100).map((e) => e.msgId);
+      assert.deepEqual(ids(), [soon.msgId, deleted.msgId, keyed.msgId, inB.msgId, later.msgId]);
+      assert.deepEqual(store.dueMessages(all, soon.visibleAt, 100).map((e) => e.msgId), [soon.msgId], "only those due by then");
+      assert.deepEqual(store.dueMessages({ visibleAt: soon.visibleAt, address: "a", msgId: soon.msgId + 1 }, Number.MAX_SAFE_INTEGER, 2).map((e) => e.msgId), [deleted.msgId, keyed.msgId], "from a position, at most the limit");
+      assert.equal(store.nextDue({ visibleAt: soon.visibleAt + 1, address: "", msgId: 0 }), deleted.visibleAt);
+      await store.deleteMessage("a", deleted.msgId);
+      await store.append("a", msg(1, "replacement", { key: "k" }), at());
+      await store.expire(T0 + 100_000);
+      assert.deepEqual(ids(), [soon.msgId, later.msgId]);
+    });
+
     test("store - each limit refuses with its code and changes nothing", async () => {
       {
         const { store } = await fresh({ maxMailboxes: 2 });
@@ -997,6 +1019,7 @@ describe("store (lmdb only)", () => {
     raw.openDB({ name: "origins" }).dropSync();
     raw.openDB({ name: "tombstones" }).dropSync();
     raw.openDB({ name: "records" }).dropSync();
+    raw.openDB({ name: "due" }).dropSync();
     assert.deepEqual([...raw.getKeys()].map(String).sort(), ["expiry", "groups", "keys", "mailboxes", "messages", "meta"]);
     await raw.close();
     store = await openLmdbStore({ path: dir });
@@ -1006,6 +1029,27 @@ describe("store (lmdb only)", () => {
       const m = await store.append("old", msg(2, "new", { originId: "o" }), at());
       assert.equal((await store.append("old", msg(2, "retry", { originId: "o" }), at())).msgId, m.msgId);
       assert.equal(store.stats().messages, 2);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test("store - a store written before the due index opens and indexes its delayed messages", async () => {
+    const dir = newDir();
+    let store = await openLmdbStore({ path: dir });
+    await store.createMailbox(box("old"), at());
+    const d = live(await store.append("old", { ...msg(1, "later"), delaySec: 60 }, at()));
+    await store.close();
+    const lmdb = await import("lmdb");
+    const raw = lmdb.open({ path: dir });
+    raw.openDB({ name: "due" }).dropSync();
+    await raw.openDB({ name: "meta" }).remove("dueIndex");
+    await raw.close();
+    store = await openLmdbStore({ path: dir });
+    try {
+      const start = { visibleAt: 0, address: "", msgId: 0 };
+      assert.deepEqual(store.dueMessages(start, Number.MAX_SAFE_INTEGER, 10), [{ visibleAt: d.visibleAt, address: "old", msgId: d.msgId }]);
+      assert.equal(store.nextDue(start), d.visibleAt);
     } finally {
       await store.close();
     }
@@ -1026,6 +1070,7 @@ describe("store (lmdb only)", () => {
     await origins.put(["old", "o2"], [2, b.msgId]);
     raw.openDB({ name: "tombstones" }).dropSync();
     raw.openDB({ name: "records" }).dropSync();
+    raw.openDB({ name: "due" }).dropSync();
     assert.deepEqual([...raw.getKeys()].map(String).sort(), ["expiry", "groups", "keys", "mailboxes", "messages", "meta", "origins"]);
     await raw.close();
     store = await openLmdbStore({ path: dir, originRetentionMs: 10_000 });

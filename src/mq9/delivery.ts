@@ -33,6 +33,8 @@ import {
 } from "../store/types.js";
 import type { Clock } from "./clock.js";
 
+/** Late (delayed) messages a busy reader notes at most; past it they wait for the next SUB. */
+const MAX_LATE = 100_000;
 /** Messages read from the store per batch, and their bytes at most (one message may pass it). */
 const BATCH = 256;
 const BATCH_BYTES = 1024 * 1024;
@@ -62,6 +64,8 @@ abstract class Reader {
   private waits = 0;
   /** The pump waits for the store to record what it gave (queue groups). */
   protected storeWait = false;
+  /** Ids of delayed messages that came due behind its position while it was busy. */
+  private late: number[] = [];
   constructor(
     readonly delivery: Delivery,
     readonly address: string,
@@ -101,6 +105,7 @@ abstract class Reader {
         this.pumping = false;
         return;
       }
+      if (!this.giveNoted()) continue; // out of room: wait for it above
       let batch: StoredMessage[];
       // No more than the clients can take now: an MQTT reader freed one in-flight slot by one
       // acknowledgement reads one message, not a batch it would mostly throw away.
@@ -159,11 +164,29 @@ abstract class Reader {
   visible(m: StoredMessage): void {
     if (this.closed || !this.wants(m.priority)) return;
     if (!this.caughtUp || this.pumping || this.blockedOn() !== null) {
+      // Busy: a read from its position would pass it by, so it is noted (its id only) for the pump.
+      if (this.behind(m) && this.late.length < MAX_LATE) this.late.push(m.msgId);
       this.pump();
       return;
     }
     this.giveLate(m);
     this.afterPump();
+  }
+
+  /** Gives the noted late messages while there is room; false if it ran out of room first. */
+  private giveNoted(): boolean {
+    while (this.late.length > 0) {
+      if (this.blockedOn() !== null) return false;
+      const m = this.delivery.store.getMessage(this.address, this.late.shift()!);
+      // Deleted meanwhile, or not visible after all (a clock step): nothing to give.
+      if (m !== undefined && m.visibleAt <= this.delivery.now()) this.giveLate(m);
+    }
+    return true;
+  }
+
+  /** Whether a message is behind this reader's position (a read from there would not see it). */
+  protected behind(_m: StoredMessage): boolean {
+    return false;
   }
 
   /** The member the pump waits on left: wait no more (its drain would never come). */
@@ -226,6 +249,10 @@ class PlainReader extends Reader {
 
   protected accepts(m: StoredMessage): boolean {
     return m.msgId > this.after[m.priority];
+  }
+
+  protected override behind(m: StoredMessage): boolean {
+    return m.msgId <= this.after[m.priority];
   }
 
   protected give(m: StoredMessage): boolean {
@@ -538,6 +565,10 @@ export class Delivery {
   /** Has the mailbox any reader (for metrics and tests)? */
   readers(address: string): number {
     return this.watches.get(address)?.readers.length ?? 0;
+  }
+
+  now(): number {
+    return this.clock.now();
   }
 
   readBatch(reader: Reader, limit: number): StoredMessage[] {

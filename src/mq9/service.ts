@@ -3,6 +3,7 @@
 // Inputs are plain values (the payload as bytes, header pairs); outputs are reply
 // objects. It knows mq9, not NATS sockets: the handler adapts it to the wire.
 
+import type { Delays } from "./delays.js";
 import { randomBytes } from "node:crypto";
 import { isUtf8 } from "node:buffer";
 import { ErrorCode, Mq9Error } from "../errors.js";
@@ -130,6 +131,7 @@ export class Mq9Service {
     private readonly delivery: Delivery,
     private readonly publicList: PublicList,
     readonly opts: Mq9Options,
+    private readonly delays: Delays,
   ) {}
 
   private at(): { now: number; wallMs: number } {
@@ -236,11 +238,8 @@ export class Mq9Service {
   async append(address: string, msg: NewMessage): Promise<AppendedMessage> {
     const stored = await this.store.append(address, msg, this.at());
     if (stored.duplicate) return stored;
-    if (stored.visibleAt > 0) {
-      setTimeout(() => this.delivery.visible(stored), Math.max(0, stored.visibleAt - this.clock.now())).unref();
-    } else {
-      this.delivery.appended(stored);
-    }
+    if (stored.visibleAt > 0) this.delays.added(stored);
+    else this.delivery.appended(stored);
     return stored;
   }
 

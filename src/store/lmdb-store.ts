@@ -101,6 +101,7 @@ import type {
   PriorityRank,
   ReadOptions,
   StoredMessage,
+  DueEntry,
   StoreStats,
 } from "./types.js";
 
@@ -113,7 +114,7 @@ export interface LmdbStoreOptions extends Partial<StoreLimits> {
 
 /** On-disk format of this code; a store written by a newer format is refused. */
 const FORMAT = 1;
-const DB_NAMES = ["mailboxes", "messages", "keys", "origins", "tombstones", "expiry", "groups", "meta", "records"] as const;
+const DB_NAMES = ["mailboxes", "messages", "keys", "origins", "tombstones", "expiry", "groups", "meta", "records", "due"] as const;
 // The map is address space, not disk: the file grows only as pages are used. A map large
 // enough never to grow matters, because lmdb-js keeps the old mapping when it grows one,
 // and each stays resident (seen: four maps, 780 MiB RSS for a 287 MiB file).
@@ -203,6 +204,7 @@ export async function openLmdbStore(options: LmdbStoreOptions): Promise<LmdbMail
     if (format !== undefined && format !== FORMAT) throw openFailed(`${dir} holds store format ${String(format)}; this build reads format ${FORMAT}`);
     if (format === undefined) await store.initialise();
     store.load();
+    await store.indexDue();
     openPaths.add(dir);
     return store;
   } catch (err) {
@@ -231,6 +233,8 @@ export class LmdbMailboxStore implements MailboxStore {
   private readonly tombstonesDb: Database<number, Key>;
   private readonly recordsDb: Database<Uint8Array, Key>;
   private readonly expiryDb: Database<number, Key>;
+  /** [visibleAt, address, msgId] of each stored delayed message. */
+  private readonly dueDb: Database<number, Key>;
   private readonly groupsDb: Database<GroupRecord, Key>;
   private readonly metaDb: Database<unknown, string | Key>;
 
@@ -266,6 +270,7 @@ export class LmdbMailboxStore implements MailboxStore {
     this.originsDb = env.openDB({ name: "origins" });
     this.tombstonesDb = env.openDB({ name: "tombstones" });
     this.expiryDb = env.openDB({ name: "expiry" });
+    this.dueDb = env.openDB({ name: "due" });
     this.groupsDb = env.openDB({ name: "groups" });
     this.recordsDb = env.openDB({ name: "records", encoding: "binary" });
   }
@@ -280,6 +285,18 @@ export class LmdbMailboxStore implements MailboxStore {
     await this.metaDb.transaction(() => {
       this.metaDb.put("format", FORMAT);
       this.metaDb.put("nextMsgId", 1);
+    });
+  }
+
+  /** Builds the due index of a store written before it existed (once; the meta key marks it). */
+  async indexDue(): Promise<void> {
+    if (this.metaDb.get("dueIndex") !== undefined) return;
+    await this.metaDb.transaction(() => {
+      for (const { key, value } of this.messagesDb.getRange()) {
+        const info = decodeInfo(value);
+        if (info.visibleAt !== 0) this.dueDb.put([info.visibleAt, key[0] as string, key[2] as number], 1);
+      }
+      this.metaDb.put("dueIndex", 1);
     });
   }
 
@@ -419,6 +436,7 @@ export class LmdbMailboxStore implements MailboxStore {
         this.originsDb.put([address, m.originId], recordOfOrigin(o));
       }
       if (expiresAt !== 0) this.expiryDb.put([expiresAt, 1, address, m.priority, msgId], 1);
+      if (visibleAt !== 0) this.dueDb.put([visibleAt, address, msgId], 1);
       box.counts[m.priority]++;
       box.bytes[m.priority] += m.size;
       this.totalBytes += m.size;
@@ -461,6 +479,22 @@ export class LmdbMailboxStore implements MailboxStore {
       const buf = this.messagesDb.getBinary([address, rank, msgId]);
       if (buf) return toMessage(address, rank, msgId, buf);
     }
+    return undefined;
+  }
+
+  dueMessages(start: DueEntry, upTo: number, limit: number): DueEntry[] {
+    this.open();
+    const out: DueEntry[] = [];
+    for (const key of this.dueDb.getKeys({ start: [start.visibleAt, start.address, start.msgId], end: [upTo, KEY_MAX], limit })) {
+      const [visibleAt, address, msgId] = key as [number, string, number];
+      out.push({ visibleAt, address, msgId });
+    }
+    return out;
+  }
+
+  nextDue(start: DueEntry): number | undefined {
+    this.open();
+    for (const key of this.dueDb.getKeys({ start: [start.visibleAt, start.address, start.msgId], limit: 1 })) return (key as [number])[0];
     return undefined;
   }
 
@@ -717,6 +751,7 @@ export class LmdbMailboxStore implements MailboxStore {
       if (o && o.msgId === msgId && !(o.flags & O_GONE)) this.addTombstone(address, info.originId, o, now);
     }
     if (info.expiresAt !== 0) this.expiryDb.remove([info.expiresAt, 1, address, rank, msgId]);
+    if (info.visibleAt !== 0) this.dueDb.remove([info.visibleAt, address, msgId]);
     box.counts[rank]--;
     box.bytes[rank] -= info.size;
     this.totalBytes -= info.size;
@@ -733,6 +768,7 @@ export class LmdbMailboxStore implements MailboxStore {
       const info = decodeInfo(value);
       this.messagesDb.remove(key);
       if (info.expiresAt !== 0) this.expiryDb.remove([info.expiresAt, 1, ...key]);
+      if (info.visibleAt !== 0) this.dueDb.remove([info.visibleAt, address, key[2] as number]);
     }
     const prefix = { start: [address], end: [address, KEY_MAX] };
     for (const key of [...this.keysDb.getKeys(prefix)]) this.keysDb.remove(key);

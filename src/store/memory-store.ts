@@ -45,6 +45,7 @@ import type {
   ReadOptions,
   StoredMessage,
   StoreStats,
+  DueEntry,
 } from "./types.js";
 
 interface Box {
@@ -219,6 +220,28 @@ export class MemoryMailboxStore implements MailboxStore {
     this.open();
     const found = this.find(address, msgId);
     return found && copy(found.message);
+  }
+
+  /** A scan of every message: this store is for tests, not for big mailboxes. */
+  private due(start: DueEntry): DueEntry[] {
+    const all: DueEntry[] = [];
+    for (const [address, box] of this.boxes) {
+      for (const rank of PRIORITY_RANKS) for (const m of box.byRank[rank]) if (m.visibleAt !== 0) all.push({ visibleAt: m.visibleAt, address, msgId: m.msgId });
+    }
+    const cmp = (a: DueEntry, b: DueEntry): number => a.visibleAt - b.visibleAt || (a.address < b.address ? -1 : a.address > b.address ? 1 : 0) || a.msgId - b.msgId;
+    return all.filter((e) => cmp(e, start) >= 0).sort(cmp);
+  }
+
+  dueMessages(start: DueEntry, upTo: number, limit: number): DueEntry[] {
+    this.open();
+    return this.due(start)
+      .filter((e) => e.visibleAt <= upTo)
+      .slice(0, limit);
+  }
+
+  nextDue(start: DueEntry): number | undefined {
+    this.open();
+    return this.due(start)[0]?.visibleAt;
   }
 
   async deleteMessage(address: string, msgId: number, at?: Instant): Promise<boolean> {

@@ -112,6 +112,13 @@ export interface StoredMessage {
   readonly originId: string | null;
 }
 
+/** A delayed message in the store's due index (see MailboxStore.dueMessages). */
+export interface DueEntry {
+  readonly visibleAt: number;
+  readonly address: string;
+  readonly msgId: number;
+}
+
 /** A message's size as reads count it (ReadOptions.maxBytes): headers and payload. */
 export function messageBytes(m: StoredMessage): number {
   return m.payload.length + (m.headers === null ? 0 : m.headers.length);
@@ -238,6 +245,14 @@ export interface MailboxStore {
   read(address: string, opts: ReadOptions): StoredMessage[];
   /** One message of that mailbox by id, expired or not yet visible included. */
   getMessage(address: string, msgId: number): StoredMessage | undefined;
+  /**
+   * Delayed messages (appended with a delay, still stored) in (visibleAt, address, msgId)
+   * order from `start` (inclusive) whose visibleAt is at most `upTo`; at most `limit`. An index
+   * the store keeps with the messages: it survives restarts and costs no memory per message.
+   */
+  dueMessages(start: DueEntry, upTo: number, limit: number): DueEntry[];
+  /** The visibleAt of the first delayed message at or after `start`, or undefined. */
+  nextDue(start: DueEntry): number | undefined;
   /** Removes one message of that mailbox; false if that mailbox holds no such message.
    *  `at` times the tombstone its originId leaves (see `append`); without it the store uses
    *  the last `now` it was given by any call (createMailbox, append, read, deleteMessage,
