@@ -93,7 +93,7 @@ export async function startBroker(c: Config, store: MailboxStore, log: Logger, t
   const publicList = new PublicList(router);
   const delivery = new Delivery(store, router, clock, log);
   const delays = new Delays(store, clock, delivery, log);
-  const service = new Mq9Service(store, clock, delivery, publicList, { ...DEFAULT_MQ9_OPTIONS, defaultTtlSec: Math.round(c.defaultTtl / 1000) }, delays);
+  const service = new Mq9Service(store, clock, delivery, publicList, { ...DEFAULT_MQ9_OPTIONS, defaultTtlSec: Math.round(c.defaultTtl / 1000), replyBytes: Math.min(c.maxPayload, Math.floor(c.maxPending / 2)) }, delays);
   router.addHandler(new Mq9Handler(router, service, delivery, publicList));
   const expiry = new Expiry(store, clock, publicList, log);
   // What ran out while the broker was down goes before anyone can see it.

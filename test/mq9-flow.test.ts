@@ -255,3 +255,53 @@ test("mq9 flow - max_pending just over max_payload: a mailbox reader of max-size
   assert.equal(new Set(s.ids).size, n);
   s.socket.destroy();
 });
+
+test("mq9 flow - replies bigger than the reply limit are cut, say more, and page on: the requester is never cut off", async (t) => {
+  const tmp = makeTemp();
+  t.after(() => tmp.remove());
+  // Replies are kept under min(max_payload, max_pending / 2) = 256 KiB here.
+  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(1024 * 1024), "--max-payload", String(256 * 1024)] });
+  t.after(() => broker.kill());
+  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
+  t.after(() => nc.close());
+  const sc = StringCodec();
+  const ask = async (subject: string, body: unknown): Promise<Record<string, any>> =>
+    JSON.parse(sc.decode((await nc.request(subject, sc.encode(JSON.stringify(body)), { timeout: 10_000 })).data)) as Record<string, any>;
+  await ask("$mq9.AI.MAILBOX.CREATE", { name: "flow.big", ttl: 0 });
+  const pad = "p".repeat(16 * 1024);
+  const sent: Array<{ id: number; priority: string }> = [];
+  for (let i = 0; i < 120; i++) {
+    const priority = ["critical", "urgent", "normal"][i % 3]!;
+    const r = await ask(`$mq9.AI.MAILBOX.MSG.flow.big.${priority}`, `${i} ${pad}`);
+    sent.push({ id: r["msg_id"] as number, priority });
+  }
+  // 120 × 16 KiB = 1.9 MiB: one LIST of all would pass max_pending and cut this client off.
+  const listed: Array<{ id: number; priority: string }> = [];
+  let body: Record<string, unknown> = { limit: 1000 };
+  let pages = 0;
+  for (;;) {
+    const r = await ask("$mq9.AI.MAILBOX.LIST.flow.big", body);
+    assert.equal(r["error"], "");
+    pages++;
+    for (const m of r["messages"] as Array<{ msg_id: number; priority: string }>) listed.push({ id: m.msg_id, priority: m.priority });
+    if (r["more"] !== true) break;
+    body = { limit: 1000, after: r["next"]["after"] };
+  }
+  assert.ok(pages >= 8, `paged (${pages} pages)`);
+  const order = { critical: 0, urgent: 1, normal: 2 } as Record<string, number>;
+  const expected = [...sent].sort((a, b) => order[a.priority]! - order[b.priority]! || a.id - b.id);
+  assert.deepEqual(listed, expected, "every message once, in delivery order, across the pages");
+  // QUERY reads only what it returns; FETCH says more when cut.
+  const q = await ask("$mq9.AI.MSG.QUERY.flow.big", { limit: 3 });
+  assert.equal((q["messages"] as unknown[]).length, 3);
+  const f = await ask("$mq9.AI.MSG.FETCH.flow.big", { deliver: "earliest", config: { num_msgs: 1000 } });
+  assert.equal(f["more"], true);
+  assert.ok((f["messages"] as unknown[]).length < 120);
+  // PUBLIC.LIST of many public mailboxes.
+  const desc = "d".repeat(200);
+  await Promise.all(Array.from({ length: 1500 }, (_, i) => ask("$mq9.AI.MAILBOX.CREATE", { name: `pub.m${i}`, ttl: 600, public: true, desc })));
+  const pl = await ask("$mq9.AI.PUBLIC.LIST", {});
+  assert.equal(pl["more"], true);
+  assert.ok((pl["mailboxes"] as unknown[]).length > 100);
+  assert.ok(!nc.isClosed(), "the requester was not cut off");
+});

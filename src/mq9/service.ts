@@ -10,6 +10,7 @@ import { ErrorCode, Mq9Error } from "../errors.js";
 import {
   PRIORITY_NAMES,
   Priority,
+  messageBytes,
   newGroupState,
   type AppendedMessage,
   type GroupState,
@@ -32,9 +33,15 @@ export interface Mq9Options {
   notifyTtlSec: number;
   /** Messages a LIST returns when the request gives no limit. */
   listLimit: number;
+  /**
+   * The JSON bytes of one LIST, QUERY, FETCH or PUBLIC.LIST reply, at most (one message may pass
+   * it): a reply is never so big that the requester is cut off as a slow consumer. LIST and
+   * PUBLIC.LIST say `"more":true` when they were cut; LIST then gives where to go on from.
+   */
+  replyBytes: number;
 }
 
-export const DEFAULT_MQ9_OPTIONS: Mq9Options = { defaultTtlSec: 86_400, notifyTtlSec: 60, listLimit: 1000 };
+export const DEFAULT_MQ9_OPTIONS: Mq9Options = { defaultTtlSec: 86_400, notifyTtlSec: 60, listLimit: 1000, replyBytes: 1024 * 1024 };
 
 const MAX_DESC_BYTES = 1024;
 const MAX_TTL_SEC = 10 * 365 * 86_400;
@@ -249,8 +256,19 @@ export class Mq9Service {
     const since = optInt(o, "since_id", 0, Number.MAX_SAFE_INTEGER) ?? 0;
     const after = optAfter(o);
     this.requireMailbox(address);
-    const messages = this.store.read(address, { now: this.clock.now(), limit, after: after ?? since });
-    return { error: "", mail_address: address, messages: messages.map(messageItem) };
+    const budget = this.opts.replyBytes;
+    const messages = this.store.read(address, { now: this.clock.now(), limit, after: after ?? since, maxBytes: budget });
+    const { items, cut } = fitting(messages, budget, messageItem);
+    const reply: Reply = { error: "", mail_address: address, messages: items };
+    // Read up to the budget without reaching the limit: there may be more behind it.
+    if (cut || (messages.length < limit && storedBytes(messages) >= budget)) {
+      // Where the next LIST goes on from: per priority, past what this one returned.
+      const next: [number, number, number] = after !== undefined ? [...after] : [since, since, since];
+      for (const m of messages.slice(0, items.length)) next[m.priority] = Math.max(next[m.priority], m.msgId);
+      reply["more"] = true;
+      reply["next"] = { after: next };
+    }
+    return reply;
   }
 
   /**
@@ -281,8 +299,9 @@ export class Mq9Service {
   }
 
   publicMailboxes(): Reply {
-    const mailboxes = this.livePublicMailboxes().map((m) => ({ mail_address: m.address, desc: m.desc, ttl: m.ttlSec }));
-    return { error: "", mailboxes };
+    const all = this.livePublicMailboxes();
+    const { items, cut } = fitting(all, this.opts.replyBytes, (m) => ({ mail_address: m.address, desc: m.desc, ttl: m.ttlSec }));
+    return cut ? { error: "", mailboxes: items, more: true } : { error: "", mailboxes: items };
   }
 
   /** The inbox dialect's MAILBOX.QUERY: every stored message, for the token holder. */
@@ -291,8 +310,9 @@ export class Mq9Service {
     const token = optString(o, "token");
     const m = this.mailbox(address);
     if (token !== m.token) throw new Mq9Error(ErrorCode.MQ9_INVALID_TOKEN, "invalid token");
-    const messages = this.store.read(address, { now: this.clock.now(), limit: this.opts.listLimit });
-    return { error: "", mail_id: address, unread: messages.length, messages: messages.map(messageItem) };
+    const messages = this.store.read(address, { now: this.clock.now(), limit: this.opts.listLimit, maxBytes: this.opts.replyBytes });
+    const { items } = fitting(messages, this.opts.replyBytes, messageItem);
+    return { error: "", mail_id: address, unread: items.length, messages: items };
   }
 
   /** The pull dialect's MSG.QUERY: filter by key, tags, create time; does not consume. */
@@ -304,13 +324,16 @@ export class Mq9Service {
     const since = optInt(o, "since", 0, Number.MAX_SAFE_INTEGER);
     const limit = optInt(o, "limit", 1, 100_000) ?? 100;
     this.requireMailbox(address);
-    let messages = this.store.read(address, {
+    // Only what is returned is read: the filters and the limit go to the store.
+    const messages = this.store.read(address, {
       now: this.clock.now(),
+      limit,
+      maxBytes: this.opts.replyBytes,
       ...(key !== undefined ? { key } : {}),
       ...(tags !== undefined ? { tags: tags as string[] } : {}),
+      ...(since !== undefined ? { createdSince: since } : {}),
     });
-    if (since !== undefined) messages = messages.filter((m) => m.createTime >= since);
-    return { error: "", messages: messages.slice(0, limit).map(messageItem) };
+    return { error: "", messages: fitting(messages, this.opts.replyBytes, messageItem).items };
   }
 
   /**
@@ -338,10 +361,8 @@ export class Mq9Service {
     else state = newGroupState(this.store.stats().lastMsgId);
     if (saved === undefined && group !== undefined) await this.store.saveGroup(address, `p:${group}`, state);
     const fromTime = deliver === "from_time" && saved === undefined ? (optInt(o, "from_time", 0, Number.MAX_SAFE_INTEGER) ?? 0) : undefined;
-    const read = (): StoredMessage[] => {
-      const all = this.store.read(address, { now: this.clock.now(), group: state, limit: fromTime === undefined ? num : undefined });
-      return (fromTime === undefined ? all : all.filter((m) => m.createTime >= fromTime)).slice(0, num);
-    };
+    const read = (): StoredMessage[] =>
+      this.store.read(address, { now: this.clock.now(), group: state, limit: num, maxBytes: this.opts.replyBytes, ...(fromTime !== undefined ? { createdSince: fromTime } : {}) });
     let messages = read();
     const deadline = Date.now() + maxWait;
     while (messages.length === 0 && Date.now() < deadline) {
@@ -349,7 +370,11 @@ export class Mq9Service {
       if (this.store.getMailbox(address) === undefined) break;
       messages = read();
     }
-    return { error: "", messages: messages.map((m) => ({ ...messageItem(m), header: m.headers === null ? null : [...m.headers] })) };
+    const item = (m: StoredMessage): Reply => ({ ...messageItem(m), header: m.headers === null ? null : [...m.headers] });
+    const { items, cut } = fitting(messages, this.opts.replyBytes, item);
+    // `more`, an mq9-edge extension: the reply was cut at its size limit (a FETCH gets the rest).
+    const reachedBytes = messages.length < num && storedBytes(messages) >= this.opts.replyBytes;
+    return cut || reachedBytes ? { error: "", messages: items, more: true } : { error: "", messages: items };
   }
 
   /** The pull dialect's MSG.ACK: that one message is done for the group; nothing else moves. */
@@ -364,6 +389,25 @@ export class Mq9Service {
     await this.store.ackGroup(address, `p:${group}`, [msgId]);
     return { error: "" };
   }
+}
+
+/** The first of `xs` as JSON items whose JSON fits `budget` bytes (the first always); `cut` when some were left out. */
+function fitting<T>(xs: readonly T[], budget: number, toItem: (x: T) => Reply): { items: Reply[]; cut: boolean } {
+  const items: Reply[] = [];
+  let bytes = 0;
+  for (const x of xs) {
+    const item = toItem(x);
+    bytes += Buffer.byteLength(JSON.stringify(item)) + 1;
+    if (bytes > budget && items.length > 0) return { items, cut: true };
+    items.push(item);
+  }
+  return { items, cut: false };
+}
+
+function storedBytes(ms: readonly StoredMessage[]): number {
+  let n = 0;
+  for (const m of ms) n += messageBytes(m);
+  return n;
 }
 
 /**

@@ -247,13 +247,15 @@ export function afterPositions(after: number | readonly [number, number, number]
 
 /** Whether a message passes the time filters and the key/tag filters of a read. */
 export function readable(
-  m: { expiresAt: number; visibleAt: number; key: string | null; tags: readonly string[] },
+  m: { expiresAt: number; visibleAt: number; key: string | null; tags: readonly string[]; createTime: number },
   now: number,
   key: string | undefined,
   tags: readonly string[] | undefined,
+  createdSince = 0,
 ): boolean {
   if (m.expiresAt !== 0 && m.expiresAt <= now) return false;
   if (m.visibleAt > now) return false;
+  if (m.createTime < createdSince) return false;
   if (key !== undefined && m.key !== key) return false;
   if (tags !== undefined) for (const t of tags) if (!m.tags.includes(t)) return false;
   return true;

@@ -462,7 +462,7 @@ export class LmdbMailboxStore implements MailboxStore {
         const msgId = key[2] as number;
         if (opts.group && isDone(opts.group, rank, msgId)) continue;
         const info = decodeInfo(value);
-        if (!readable(info, opts.now, opts.key, opts.tags)) continue;
+        if (!readable(info, opts.now, opts.key, opts.tags, opts.createdSince)) continue;
         const m = toMessage(address, rank, msgId, value, info);
         out.push(m);
         bytes += messageBytes(m);

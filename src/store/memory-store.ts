@@ -208,7 +208,7 @@ export class MemoryMailboxStore implements MailboxStore {
         if (out.length >= limit || bytes >= maxBytes) return out;
         if (m.msgId <= from) continue;
         if (opts.group && isDone(opts.group, rank, m.msgId)) continue;
-        if (!readable(m, opts.now, opts.key, opts.tags)) continue;
+        if (!readable(m, opts.now, opts.key, opts.tags, opts.createdSince)) continue;
         out.push(copy(m));
         bytes += messageBytes(m);
       }

@@ -163,6 +163,8 @@ export interface ReadOptions {
   readonly group?: GroupState;
   /** Only messages with this mq9-key. */
   readonly key?: string;
+  /** Only messages created (create_time, wall-clock seconds) at or after this. */
+  readonly createdSince?: number;
   /** Only messages carrying every one of these tags. */
   readonly tags?: readonly string[];
 }

@@ -249,7 +249,9 @@ export class Downlink {
         : await this.requestSized(nc, `$mq9.AI.MAILBOX.LIST.${box.address}`, JSON.stringify({ limit: asked, ...after }));
     const items = Array.isArray(reply.messages) ? reply.messages : [];
     if (items.length > 0) this.itemBytes = Math.max(this.itemBytes * 0.5 + (size / items.length) * 0.5, MIN_ITEM_BYTES);
-    return { items, asked };
+    // An mq9-edge cloud cuts a reply at its size limit and says so: that is a reply cut at the
+    // batch size too (there is more behind it), whatever the count.
+    return { items, asked: reply.more === true && items.length > 0 ? items.length : asked };
   }
 
   /**

@@ -21,6 +21,8 @@ export interface CloudReply {
   error?: string;
   messages?: CloudItem[];
   msg_id?: number;
+  /** An mq9-edge cloud cut the reply at its size limit (LIST, FETCH). */
+  more?: boolean;
 }
 
 /**
