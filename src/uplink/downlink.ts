@@ -44,6 +44,8 @@ const FIRST_READ = 100;
 /** What a cloud message is assumed to take in a reply before one was seen (bytes). */
 const MIN_ITEM_BYTES = 256;
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** How often a mailbox stopped by a full disk is tried again (room may come from elsewhere). */
+const DISK_FULL_RETRY_MS = 2000;
 /** A message TTL the cloud set is kept if it is at most this (the store's ceiling). */
 const MAX_TTL_SEC = 10 * 365 * 86_400;
 
@@ -83,6 +85,8 @@ interface Box {
   drained: number;
   /** Local usage when it filled: it is read again once usage went down. */
   fullAt?: { messages: number; bytes: number; storeBytes: number };
+  /** When a full disk (not a limit) stopped it: it tries again from then on (ms since the epoch), 0 otherwise. */
+  diskRetryAt?: number;
   /** Per priority, the greatest cloud msg_id taken since the last read from the start (null: read from the start). */
   after: [number, number, number] | null;
   /** A message of the last round was not stored: a reply read meanwhile (with `after`) may skip it. */
@@ -334,7 +338,11 @@ export class Downlink {
     if (box.state !== DrainState.full) return true;
     const now = this.usage(box.address);
     const was = box.fullAt!;
-    if (now.messages >= was.messages && now.bytes >= was.bytes && now.storeBytes >= was.storeBytes) return false;
+    // A full disk can get room without anything removed here (another file deleted, the volume
+    // grown): it is tried again every DISK_FULL_RETRY_MS.
+    const retry = (box.diskRetryAt ?? 0) !== 0 && Date.now() >= box.diskRetryAt!;
+    if (!retry && now.messages >= was.messages && now.bytes >= was.bytes && now.storeBytes >= was.storeBytes) return false;
+    box.diskRetryAt = 0;
     box.state = DrainState.draining;
     box.error = "";
     this.log.info({ mailbox: box.address }, "the local downlink mailbox has room again; draining resumes");
@@ -346,8 +354,9 @@ export class Downlink {
     return { messages: meta?.messages ?? 0, bytes: meta?.bytes ?? 0, storeBytes: this.service.store.stats().bytes };
   }
 
-  private setFull(box: Box, why: string): void {
+  private setFull(box: Box, why: string, disk = false): void {
     box.fullAt = this.usage(box.address);
+    box.diskRetryAt = disk ? Date.now() + DISK_FULL_RETRY_MS : 0;
     if (box.state === DrainState.full) return;
     box.state = DrainState.full;
     box.error = why;
@@ -408,7 +417,7 @@ export class Downlink {
       const code = err instanceof Mq9Error ? err.code : "";
       box.rewind = true; // what was not stored is read again
       if (code === ErrorCode.STORE_ORIGIN_CONFLICT) this.refuse(box, m.item.msg_id);
-      else if (code.startsWith("LIMIT_") || code === ErrorCode.STORE_FULL) this.setFull(box, (err as Error).message);
+      else if (code.startsWith("LIMIT_") || code === ErrorCode.STORE_FULL) this.setFull(box, (err as Error).message, code === ErrorCode.STORE_FULL);
       else this.log.error({ mailbox: box.address, msgId: m.item.msg_id, err }, "storing a command from the cloud failed; it stays in the cloud");
     });
     // Nothing more is removed from a cloud found repeating ids.
