@@ -6,21 +6,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import pino from "pino";
 import { connect, StringCodec } from "nats";
-import { TimelineClock, PLAUSIBLE_WALL_MS, type TimeSources } from "../src/mq9/clock.js";
+import { TimelineClock, PLAUSIBLE_WALL_MS } from "../src/mq9/clock.js";
 import { startBroker } from "../src/broker.js";
 import { loadConfig } from "../src/ops/config.js";
+import { FakeTime } from "./fake-time.js";
 import { createMemoryStore } from "../src/store/memory-store.js";
 
-class FakeTime implements TimeSources {
-  mono = 1_000;
-  wall = Date.UTC(2026, 5, 1);
-  monotonicMs(): number {
-    return this.mono;
-  }
-  wallMs(): number {
-    return this.wall;
-  }
-}
 
 const HOUR = 3_600_000;
 

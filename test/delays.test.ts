@@ -7,23 +7,13 @@ import assert from "node:assert/strict";
 import * as net from "node:net";
 import pino from "pino";
 import { connect, headers as natsHeaders, StringCodec, type NatsConnection } from "nats";
-import type { TimeSources } from "../src/mq9/clock.js";
 import { startBroker, type Broker } from "../src/broker.js";
 import { loadConfig } from "../src/ops/config.js";
+import { FakeTime } from "./fake-time.js";
 import { createMemoryStore } from "../src/store/memory-store.js";
 import type { MailboxStore } from "../src/store/types.js";
 import { waitFor } from "./harness.js";
 
-class FakeTime implements TimeSources {
-  mono = 1_000;
-  wall = Date.UTC(2026, 5, 1);
-  monotonicMs(): number {
-    return this.mono;
-  }
-  wallMs(): number {
-    return this.wall;
-  }
-}
 
 const SEC = 1000;
 const HOUR = 3600 * SEC;

@@ -35,7 +35,8 @@ async function replayIds(nc: NatsConnection, box: string, expect: number): Promi
   return ids;
 }
 
-test("full disk (a 6 MiB tmpfs): sends refused with the store's error, nothing acknowledged lost, reads/deletes/expiry and other clients go on, sends work again once there is room", async (t) => {
+/** A 6 MiB tmpfs mounted for this test (removed after it), and a temp folder beside it. */
+function smallDisk(t: { after(fn: () => unknown): void }): { tmp: { dir: string }; mnt: string } {
   const tmp = makeTemp("mq9-disk-");
   const mnt = path.join(tmp.dir, "mnt");
   fs.mkdirSync(mnt);
@@ -48,6 +49,11 @@ test("full disk (a 6 MiB tmpfs): sends refused with the store's error, nothing a
     }
     tmp.remove();
   });
+  return { tmp, mnt };
+}
+
+test("full disk (a 6 MiB tmpfs): sends refused with the store's error, nothing acknowledged lost, reads/deletes/expiry and other clients go on, sends work again once there is room", async (t) => {
+  const { tmp, mnt } = smallDisk(t);
   const dataDir = path.join(mnt, "data");
   let broker = await startMq9(dataDir, { mqttPort: -1 });
   let nc = await connect({ servers: broker.url });
@@ -102,18 +108,7 @@ test("full disk (a 6 MiB tmpfs): sends refused with the store's error, nothing a
 });
 
 test("full disk at the edge (a 6 MiB tmpfs): the downlink takes what fits, deletes nothing in the cloud it did not store, and goes on once there is room; a send to the outbox is refused while full and goes up after", async (t) => {
-  const tmp = makeTemp("mq9-disk-up-");
-  const mnt = path.join(tmp.dir, "mnt");
-  fs.mkdirSync(mnt);
-  execFileSync("mount", ["-t", "tmpfs", "-o", "size=6m", "tmpfs", mnt]);
-  t.after(() => {
-    try {
-      execFileSync("umount", ["-l", mnt]);
-    } catch {
-      // already unmounted
-    }
-    tmp.remove();
-  });
+  const { tmp, mnt } = smallDisk(t);
   const cloud = await spawnBroker("cloud", path.join(tmp.dir, "cloud"), []);
   t.after(() => cloud.kill());
   const cnc = await connect({ servers: `127.0.0.1:${cloud.port!}` });

@@ -63,15 +63,21 @@ function duplicates(ids: number[]): number[] {
   return dups;
 }
 
-test("mq9 flow - queue-group members that all stop reading mid-replay get the rest when they resume", async (t) => {
+/** A broker (with `extra` flags), a nats.js client of it, and mailbox `name` (never expires). */
+async function flowBroker(t: { after(fn: () => unknown): void }, name: string, extra: string[] = []) {
   const tmp = makeTemp();
   t.after(() => tmp.remove());
-  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(4 * 1024 * 1024)] });
+  const broker = await startMq9(path.join(tmp.dir, "data"), { extra });
   t.after(() => broker.kill());
   const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
   t.after(() => nc.close());
   const sc = StringCodec();
-  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.group","ttl":0}'));
+  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode(JSON.stringify({ name, ttl: 0 })));
+  return { broker, nc, sc };
+}
+
+test("mq9 flow - queue-group members that all stop reading mid-replay get the rest when they resume", async (t) => {
+  const { broker, nc, sc } = await flowBroker(t, "flow.group", ["--max-pending", String(4 * 1024 * 1024)]);
   const payload = Buffer.alloc(64 * 1024, 0x78);
   // 40 MiB: more than loopback socket buffers absorb, so both members really fill up.
   const n = 640;
@@ -94,15 +100,8 @@ test("mq9 flow - queue-group members that all stop reading mid-replay get the re
 });
 
 test("mq9 flow - a plain subscriber that stops reading is paused, not cut off, even with large messages", async (t) => {
-  const tmp = makeTemp();
-  t.after(() => tmp.remove());
   // max_pending just over what the replay may buffer (512 KiB + one message of max_payload).
-  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(1024 * 1024), "--max-payload", String(256 * 1024)] });
-  t.after(() => broker.kill());
-  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
-  t.after(() => nc.close());
-  const sc = StringCodec();
-  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.plain","ttl":0}'));
+  const { broker, nc } = await flowBroker(t, "flow.plain", ["--max-pending", String(1024 * 1024), "--max-payload", String(256 * 1024)]);
   const payload = Buffer.alloc(200 * 1024, 0x79);
   const n = 60; // 12 MiB, replayed in batches of up to 256 without per-message room checks before
   await Promise.all(Array.from({ length: n }, () => nc.request("$mq9.AI.MAILBOX.MSG.flow.plain", payload, { timeout: 10_000 })));
@@ -118,14 +117,7 @@ test("mq9 flow - a plain subscriber that stops reading is paused, not cut off, e
 });
 
 test("mq9 flow - a queue group waiting on a full member that dies goes on with the others", async (t) => {
-  const tmp = makeTemp();
-  t.after(() => tmp.remove());
-  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(4 * 1024 * 1024)] });
-  t.after(() => broker.kill());
-  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
-  t.after(() => nc.close());
-  const sc = StringCodec();
-  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.dies","ttl":0}'));
+  const { broker, nc, sc } = await flowBroker(t, "flow.dies", ["--max-pending", String(4 * 1024 * 1024)]);
   const payload = Buffer.alloc(64 * 1024, 0x78);
   const n = 640; // 40 MiB: both members really fill up
   const sent = await Promise.all(Array.from({ length: n }, () => nc.request("$mq9.AI.MAILBOX.MSG.flow.dies", payload, { timeout: 10_000 })));
@@ -150,14 +142,7 @@ test("mq9 flow - a queue group waiting on a full member that dies goes on with t
 });
 
 test("mq9 flow - a queue group's member leaving and another joining at once: nothing given twice, nothing lost", async (t) => {
-  const tmp = makeTemp();
-  t.after(() => tmp.remove());
-  const broker = await startMq9(path.join(tmp.dir, "data"));
-  t.after(() => broker.kill());
-  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
-  t.after(() => nc.close());
-  const sc = StringCodec();
-  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.rejoin","ttl":0}'));
+  const { broker, nc, sc } = await flowBroker(t, "flow.rejoin");
   const payload = Buffer.alloc(1024, 0x78);
   const n = 3000;
   await Promise.all(Array.from({ length: n }, () => nc.request("$mq9.AI.MAILBOX.MSG.flow.rejoin", payload, { timeout: 10_000 })));
@@ -178,14 +163,7 @@ test("mq9 flow - a queue group's member leaving and another joining at once: not
 });
 
 test("mq9 flow - a queue group of three whose members stall, leave and rejoin in a loop while 50k messages flow: each delivered once, none stuck", async (t) => {
-  const tmp = makeTemp();
-  t.after(() => tmp.remove());
-  const broker = await startMq9(path.join(tmp.dir, "data"));
-  t.after(() => broker.kill());
-  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
-  t.after(() => nc.close());
-  const sc = StringCodec();
-  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.chaos","ttl":0}'));
+  const { broker, nc, sc } = await flowBroker(t, "flow.chaos");
   const subject = "$mq9.AI.MAILBOX.MSG.flow.chaos";
   const seen: number[] = [];
   let publishing = true;
@@ -237,12 +215,7 @@ test("mq9 flow - max_pending just over max_payload: a mailbox reader of max-size
   assert.notEqual(refused.code, 0);
   assert.match(refused.output, /max.pending.*must be at least max_payload \+ 8KiB/);
   const maxPayload = 256 * 1024;
-  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(maxPayload + 8 * 1024), "--max-payload", String(maxPayload)] });
-  t.after(() => broker.kill());
-  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
-  t.after(() => nc.close());
-  const sc = StringCodec();
-  await nc.request("$mq9.AI.MAILBOX.CREATE", sc.encode('{"name":"flow.tight","ttl":0}'));
+  const { broker, nc } = await flowBroker(t, "flow.tight", ["--max-pending", String(maxPayload + 8 * 1024), "--max-payload", String(maxPayload)]);
   const payload = Buffer.alloc(maxPayload, 0x7a); // each message as big as allowed
   const n = 24;
   for (let i = 0; i < n; i++) await nc.request("$mq9.AI.MAILBOX.MSG.flow.tight", payload, { timeout: 10_000 });
@@ -257,17 +230,10 @@ test("mq9 flow - max_pending just over max_payload: a mailbox reader of max-size
 });
 
 test("mq9 flow - replies bigger than the reply limit are cut, say more, and page on: the requester is never cut off", async (t) => {
-  const tmp = makeTemp();
-  t.after(() => tmp.remove());
   // Replies are kept under min(max_payload, max_pending / 2) = 256 KiB here.
-  const broker = await startMq9(path.join(tmp.dir, "data"), { extra: ["--max-pending", String(1024 * 1024), "--max-payload", String(256 * 1024)] });
-  t.after(() => broker.kill());
-  const nc = await connect({ servers: `127.0.0.1:${broker.port}` });
-  t.after(() => nc.close());
-  const sc = StringCodec();
+  const { nc, sc } = await flowBroker(t, "flow.big", ["--max-pending", String(1024 * 1024), "--max-payload", String(256 * 1024)]);
   const ask = async (subject: string, body: unknown): Promise<Record<string, any>> =>
     JSON.parse(sc.decode((await nc.request(subject, sc.encode(JSON.stringify(body)), { timeout: 10_000 })).data)) as Record<string, any>;
-  await ask("$mq9.AI.MAILBOX.CREATE", { name: "flow.big", ttl: 0 });
   const pad = "p".repeat(16 * 1024);
   const sent: Array<{ id: number; priority: string }> = [];
   for (let i = 0; i < 120; i++) {
