@@ -11,7 +11,7 @@
 //   expiry     [expiresAt, 0, address]          -> 1   mailbox due at expiresAt
 //              [expiresAt, 1, address, rank, msgId] -> 1   message due at expiresAt
 //   groups     [address, group]                 -> [[floor, done[]] by rank]                (msgpack)
-//   meta       "format" -> 1, "nextMsgId" -> n, ["user", key] -> value                      (msgpack)
+//   meta       "format" -> 1, "nextMsgId" -> end of the recorded block of ids, ["user", key] -> value (msgpack)
 //
 // keys point at a message of that mailbox and are removed with it. An origins entry lives
 // with its message; when the message goes (delete, replacement, TTL) it becomes a tombstone
@@ -114,6 +114,8 @@ export interface LmdbStoreOptions extends Partial<StoreLimits> {
 
 /** On-disk format of this code; a store written by a newer format is refused. */
 const FORMAT = 1;
+/** Message ids recorded at a time (see reservedMsgId). */
+const MSG_ID_BLOCK = 4096;
 const DB_NAMES = ["mailboxes", "messages", "keys", "origins", "tombstones", "expiry", "groups", "meta", "records", "due"] as const;
 // The map is address space, not disk: the file grows only as pages are used. A map large
 // enough never to grow matters, because lmdb-js keeps the old mapping when it grows one,
@@ -242,9 +244,15 @@ export class LmdbMailboxStore implements MailboxStore {
   /** Message bytes over all mailboxes (what maxStoreBytes limits). */
   private totalBytes = 0;
   private nextMsgId = 1;
+  /**
+   * Ids below this may be handed out without writing: the store records a block of
+   * MSG_ID_BLOCK ids at a time ("nextMsgId" is the end of the block), not every id, so most
+   * commits do not rewrite the meta database's page (an SD card's write per send). After a
+   * restart ids go on from the block's end: never reused, at most a block skipped.
+   */
+  private reservedMsgId = 1;
   /** Mailboxes whose record must be written at the end of the running batch. */
   private readonly dirty = new Set<string>();
-  private nextMsgIdDirty = false;
   /** Entries of the tombstones database (kept with the running batch, reloaded if it fails). */
   private tombstoneCount = 0;
   /** The last store-clock `now` a call gave (deleteMessage without `at` uses it). */
@@ -315,6 +323,7 @@ export class LmdbMailboxStore implements MailboxStore {
     const persisted = (this.metaDb.get("nextMsgId") as number | undefined) ?? 1;
     // Never go back: ids handed out in a batch that then failed are not reused either.
     this.nextMsgId = Math.max(this.nextMsgId, persisted);
+    this.reservedMsgId = persisted;
   }
 
   // --- mailboxes ------------------------------------------------------------------------
@@ -428,7 +437,6 @@ export class LmdbMailboxStore implements MailboxStore {
       // Checks done: from here on nothing throws an Mq9Error.
       for (const [id, r] of replaced) this.removeMessage(box, r.rank, id, r.info, now);
       const msgId = this.nextMsgId++;
-      this.nextMsgIdDirty = true;
       this.messagesDb.put([address, m.priority, msgId], record);
       if (m.key !== null) this.keysDb.put([address, m.key], [m.priority, msgId]);
       if (m.originId !== null) {
@@ -875,8 +883,10 @@ export class LmdbMailboxStore implements MailboxStore {
         if (box) this.mailboxesDb.put(address, recordOf(box));
       }
       this.dirty.clear();
-      if (this.nextMsgIdDirty) this.metaDb.put("nextMsgId", this.nextMsgId);
-      this.nextMsgIdDirty = false;
+      if (this.nextMsgId > this.reservedMsgId) {
+        this.reservedMsgId = this.nextMsgId + MSG_ID_BLOCK;
+        this.metaDb.put("nextMsgId", this.reservedMsgId);
+      }
     });
     txn.then(
       () => {
@@ -892,7 +902,6 @@ export class LmdbMailboxStore implements MailboxStore {
       async (err: unknown) => {
         const error = await writeError(err);
         this.dirty.clear();
-        this.nextMsgIdDirty = false;
         this.env.resetReadTxn();
         this.load(); // the in-memory records may hold changes that never reached the disk
         for (const op of batch) op.reject(error);

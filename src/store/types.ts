@@ -192,7 +192,8 @@ export interface StoreStats {
   readonly bytes: number;
   /** Indexed by rank. */
   readonly perPriority: readonly [PriorityStats, PriorityStats, PriorityStats];
-  /** The highest msgId ever issued (0 if none). */
+  /** No msgId above this was ever issued (0 if none): the last one issued, or after a reopen
+   *  of the LMDB store the end of the block of ids it had recorded (see its reservedMsgId). */
   readonly lastMsgId: number;
   /** Bytes the store occupies (LMDB: used pages × page size; memory: = bytes). */
   readonly storeBytes: number;
