@@ -114,6 +114,8 @@ export interface LmdbStoreOptions extends Partial<StoreLimits> {
 
 /** On-disk format of this code; a store written by a newer format is refused. */
 const FORMAT = 1;
+/** How often changed mailbox counters are written (as the clock checkpoint: one small commit a minute). */
+const COUNTS_EVERY_MS = 60_000;
 /** Message ids recorded at a time (see reservedMsgId). */
 const MSG_ID_BLOCK = 4096;
 const DB_NAMES = ["mailboxes", "messages", "keys", "origins", "tombstones", "expiry", "groups", "meta", "records", "due"] as const;
@@ -207,6 +209,8 @@ export async function openLmdbStore(options: LmdbStoreOptions): Promise<LmdbMail
     if (format === undefined) await store.initialise();
     store.load();
     await store.indexDue();
+    await store.flushCounts(); // counters recounted after a crash are written at once
+    store.writeCountsEvery(COUNTS_EVERY_MS);
     openPaths.add(dir);
     return store;
   } catch (err) {
@@ -253,6 +257,15 @@ export class LmdbMailboxStore implements MailboxStore {
   private reservedMsgId = 1;
   /** Mailboxes whose record must be written at the end of the running batch. */
   private readonly dirty = new Set<string>();
+  /**
+   * Mailboxes whose message counters changed since their record was last written. Counters
+   * are written once a minute and on close, not by every commit (one page fewer per send on
+   * an SD card); meta "counts" says "stale" on disk meanwhile, and a store opened after a
+   * crash recounts them from its messages.
+   */
+  private readonly countsDirty = new Set<string>();
+  private countsStale = false;
+  private countsTimer: NodeJS.Timeout | null = null;
   /** Entries of the tombstones database (kept with the running batch, reloaded if it fails). */
   private tombstoneCount = 0;
   /** The last store-clock `now` a call gave (deleteMessage without `at` uses it). */
@@ -316,6 +329,26 @@ export class LmdbMailboxStore implements MailboxStore {
       const box = boxFromRecord(key, value);
       boxes.set(key, box);
       totalBytes += total(box.bytes);
+    }
+    this.countsDirty.clear();
+    this.countsStale = this.metaDb.get("counts") === "stale";
+    if (this.countsStale) {
+      // Written by a broker that stopped without writing its counters (a crash, a power cut).
+      totalBytes = 0;
+      for (const box of boxes.values()) {
+        box.counts = [0, 0, 0];
+        box.bytes = [0, 0, 0];
+      }
+      for (const { key, value } of this.messagesDb.getRange()) {
+        const box = boxes.get(key[0] as string);
+        if (box === undefined) continue;
+        const rank = key[1] as PriorityRank;
+        const size = decodeInfo(value).size;
+        box.counts[rank]++;
+        box.bytes[rank] += size;
+        totalBytes += size;
+      }
+      for (const address of boxes.keys()) this.countsDirty.add(address);
     }
     this.boxes = boxes;
     this.totalBytes = totalBytes;
@@ -448,7 +481,7 @@ export class LmdbMailboxStore implements MailboxStore {
       box.counts[m.priority]++;
       box.bytes[m.priority] += m.size;
       this.totalBytes += m.size;
-      this.dirty.add(address);
+      this.countsDirty.add(address);
       return encodedMessage(address, msgId, record, m, expiresAt, visibleAt);
     });
   }
@@ -720,8 +753,26 @@ export class LmdbMailboxStore implements MailboxStore {
     });
   }
 
+  writeCountsEvery(ms: number): void {
+    this.countsTimer = setInterval(() => void this.flushCounts().catch(() => undefined), ms);
+    this.countsTimer.unref();
+  }
+
+  /** Writes the records of the mailboxes whose counters changed, and marks the counters exact. */
+  flushCounts(): Promise<void> {
+    if (this.closed || this.closing || this.countsDirty.size === 0) return Promise.resolve();
+    return this.write(0, () => {
+      for (const address of this.countsDirty) this.dirty.add(address);
+      this.countsDirty.clear();
+      this.countsStale = false;
+      this.metaDb.put("counts", "exact");
+    });
+  }
+
   async close(): Promise<void> {
     if (this.closed || this.closing) return;
+    if (this.countsTimer !== null) clearInterval(this.countsTimer);
+    await this.flushCounts().catch(() => undefined); // a store that cannot write recounts at its next start
     this.closing = true;
     while (this.queue.length > 0 || this.running || this.scheduled) {
       await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
@@ -763,7 +814,7 @@ export class LmdbMailboxStore implements MailboxStore {
     box.counts[rank]--;
     box.bytes[rank] -= info.size;
     this.totalBytes -= info.size;
-    this.dirty.add(address);
+    this.countsDirty.add(address);
   }
 
   /** Removes a mailbox with its messages, keys, origins, groups and expiry entries; returns it as it was. */
@@ -881,8 +932,13 @@ export class LmdbMailboxStore implements MailboxStore {
       for (const address of this.dirty) {
         const box = this.boxes.get(address);
         if (box) this.mailboxesDb.put(address, recordOf(box));
+        this.countsDirty.delete(address); // its record holds its counters as they are now
       }
       this.dirty.clear();
+      if (this.countsDirty.size > 0 && !this.countsStale) {
+        this.metaDb.put("counts", "stale");
+        this.countsStale = true;
+      }
       if (this.nextMsgId > this.reservedMsgId) {
         this.reservedMsgId = this.nextMsgId + MSG_ID_BLOCK;
         this.metaDb.put("nextMsgId", this.reservedMsgId);
