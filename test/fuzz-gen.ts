@@ -513,15 +513,8 @@ export function mutateNats(r: Rng, f: Frame, g: NatsGen): Frame {
     [2, () => 'insert'],
     [1, () => 'dupSlice'],
   ]);
-  let out: Buffer;
-  switch (m) {
-    case 'flip':
-    case 'truncate':
-    case 'insert':
-    case 'dupSlice':
-    case 'garbage':
-      out = byteMutation(r, d, m);
-      break;
+  let out = byteMutation(r, d, m);
+  if (out === null) switch (m) {
     case 'hugeSize': {
       // The declared size: too big, absurd, or not a number; the body as it was (or cut).
       const big = r.pick(['1048577', '2147483648', '999999999999999', '9999999999999999', '18446744073709551616', '-1', '1e9', '0x10', '١٢', String(g.env.maxPayload)]);
@@ -940,15 +933,8 @@ export function mutateMqtt(r: Rng, f: Frame): Frame {
   const vi = readVarint(d, 1);
   const head = d.subarray(0, 1);
   const body = vi === null ? d.subarray(1) : d.subarray(1 + vi.len);
-  let out: Buffer;
-  switch (m) {
-    case 'flip':
-    case 'truncate':
-    case 'insert':
-    case 'dupSlice':
-    case 'garbage':
-      out = byteMutation(r, d, m);
-      break;
+  let out = byteMutation(r, d, m);
+  if (out === null) switch (m) {
     case 'remLen': {
       const v = vi?.value ?? body.length;
       const nv = r.weighted<number>([
@@ -1790,8 +1776,8 @@ function latency(xs: readonly number[]): Latency {
   return { count: s.length, p50: q(0.5), p99: q(0.99), max: Math.round(s[s.length - 1]! * 10) / 10 };
 }
 
-/** The mutations both protocols share: they know nothing of the frame. */
-function byteMutation(r: Rng, d: Buffer, m: 'flip' | 'truncate' | 'insert' | 'dupSlice' | 'garbage'): Buffer {
+/** The mutations both protocols share (they know nothing of the frame); null for the others. */
+function byteMutation(r: Rng, d: Buffer, m: string): Buffer | null {
   switch (m) {
     case 'flip':
       return flip(r, d);
@@ -1803,6 +1789,8 @@ function byteMutation(r: Rng, d: Buffer, m: 'flip' | 'truncate' | 'insert' | 'du
       return dupSlice(r, d);
     case 'garbage':
       return garbage(r);
+    default:
+      return null;
   }
 }
 

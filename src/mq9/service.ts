@@ -258,10 +258,9 @@ export class Mq9Service {
     this.requireMailbox(address);
     const budget = this.opts.replyBytes;
     const messages = this.store.read(address, { now: this.clock.now(), limit, after: after ?? since, maxBytes: budget });
-    const { items, cut } = fitting(messages, budget, messageItem);
+    const { items, more } = page(messages, limit, budget, messageItem);
     const reply: Reply = { error: "", mail_address: address, messages: items };
-    // Read up to the budget without reaching the limit: there may be more behind it.
-    if (cut || (messages.length < limit && storedBytes(messages) >= budget)) {
+    if (more) {
       // Where the next LIST goes on from: per priority, past what this one returned.
       const next: [number, number, number] = after !== undefined ? [...after] : [since, since, since];
       for (const m of messages.slice(0, items.length)) next[m.priority] = Math.max(next[m.priority], m.msgId);
@@ -371,10 +370,9 @@ export class Mq9Service {
       messages = read();
     }
     const item = (m: StoredMessage): Reply => ({ ...messageItem(m), header: m.headers === null ? null : [...m.headers] });
-    const { items, cut } = fitting(messages, this.opts.replyBytes, item);
+    const { items, more } = page(messages, num, this.opts.replyBytes, item);
     // `more`, an mq9-edge extension: the reply was cut at its size limit (a FETCH gets the rest).
-    const reachedBytes = messages.length < num && storedBytes(messages) >= this.opts.replyBytes;
-    return cut || reachedBytes ? { error: "", messages: items, more: true } : { error: "", messages: items };
+    return more ? { error: "", messages: items, more: true } : { error: "", messages: items };
   }
 
   /** The pull dialect's MSG.ACK: that one message is done for the group; nothing else moves. */
@@ -404,10 +402,16 @@ function fitting<T>(xs: readonly T[], budget: number, toItem: (x: T) => Reply): 
   return { items, cut: false };
 }
 
-function storedBytes(ms: readonly StoredMessage[]): number {
-  let n = 0;
-  for (const m of ms) n += messageBytes(m);
-  return n;
+/**
+ * A read's messages as reply items within `budget`; `more` when the reply was cut there, or the
+ * read itself stopped at the budget short of `limit` (there may be more behind it).
+ */
+function page(messages: readonly StoredMessage[], limit: number, budget: number, toItem: (m: StoredMessage) => Reply): { items: Reply[]; more: boolean } {
+  const { items, cut } = fitting(messages, budget, toItem);
+  if (cut) return { items, more: true };
+  let read = 0;
+  for (const m of messages) read += messageBytes(m);
+  return { items, more: messages.length < limit && read >= budget };
 }
 
 /**

@@ -7,6 +7,7 @@
 
 import Module from "node:module";
 import { bl } from "./strict-list.js";
+import { keepCopy } from "../router/frame.js";
 
 function preload(from: string, name: string, exports: unknown): void {
   const req = Module.createRequire(from);
@@ -46,12 +47,7 @@ function leanLoad(): typeof import("mqtt-packet") {
 function ownVarints(): void {
   const numbers = require("mqtt-packet/numbers.js") as { genBufVariableByteInt(n: number): Buffer };
   const encode = numbers.genBufVariableByteInt;
-  numbers.genBufVariableByteInt = (n: number): Buffer => {
-    const b = encode(n);
-    const own = Buffer.allocUnsafeSlow(b.length);
-    own.set(b);
-    return own;
-  };
+  numbers.genBufVariableByteInt = (n: number): Buffer => keepCopy(encode(n));
 }
 
 ownVarints();

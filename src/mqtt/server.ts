@@ -338,16 +338,15 @@ export class MqttServer {
     // Refused late (see AuthFailures): meanwhile nothing it sends is read or acted on.
     const unauthorized = (): void => {
       const none = p.username === undefined && p.password === undefined;
-      const answer = (): void => {
-        c.connectTimer = null;
-        refuse(none ? Reason.NOT_AUTHORIZED : Reason.BAD_CREDENTIALS, none ? 5 : 4, ErrorCode.MQTT_AUTH, "not authorized");
-      };
       c.authPending = true;
       c.socket.pause();
-      const ms = this.opts.authFailures.failed(c.socket.remoteAddress);
       if (c.connectTimer !== null) clearTimeout(c.connectTimer);
-      if (ms === 0) answer();
-      else c.connectTimer = setTimeout(() => this.router.read(answer), ms);
+      c.connectTimer = this.opts.authFailures.answerLate(c.socket.remoteAddress, () =>
+        this.router.read(() => {
+          c.connectTimer = null;
+          refuse(none ? Reason.NOT_AUTHORIZED : Reason.BAD_CREDENTIALS, none ? 5 : 4, ErrorCode.MQTT_AUTH, "not authorized");
+        }),
+      );
     };
     const users = this.opts.users;
     if (users === null) {

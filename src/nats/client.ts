@@ -182,15 +182,12 @@ export class ClientConn implements ParserHandler, Conn {
     this.parser.close();
     this.deferred = null;
     this.socket.pause();
-    const ms = this.server.opts.authFailures.failed(this.socket.remoteAddress);
-    this.log.info({ user, delayMs: ms }, "authorization violation");
+    this.log.info({ user }, "authorization violation");
     if (this.authTimer) clearTimeout(this.authTimer);
-    const refuse = (): void => {
+    this.authTimer = this.server.opts.authFailures.answerLate(this.socket.remoteAddress, () => {
       this.authTimer = null;
       this.sendErrAndClose(NatsErr.AUTHORIZATION, "authorization violation");
-    };
-    if (ms === 0) refuse();
-    else this.authTimer = setTimeout(refuse, ms);
+    });
   }
 
   private connected(): void {
@@ -513,8 +510,7 @@ function copyFrame(f: PubFrame): PubFrame {
   const subject = Buffer.from(f.args.subarray(f.subjectStart, f.subjectEnd));
   const reply = f.replyStart < 0 ? null : Buffer.from(f.args.subarray(f.replyStart, f.replyEnd));
   const hdrLen = f.hdrLen > 0 ? f.hdrLen : 0;
-  const copy = frameOf(subject, reply, f.hdrLen >= 0 ? f.msg.subarray(f.msgStart, f.msgStart + hdrLen) : null, f.msg.subarray(f.msgStart + hdrLen, f.msgEnd));
-  return copy;
+  return frameOf(subject, reply, f.hdrLen >= 0 ? f.msg.subarray(f.msgStart, f.msgStart + hdrLen) : null, f.msg.subarray(f.msgStart + hdrLen, f.msgEnd));
 }
 
 function latin1(b: Uint8Array): string {

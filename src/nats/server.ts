@@ -7,13 +7,12 @@ import type { Server as TlsServer, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import { ClientConn, type CloseReason } from "./client.js";
 import { isValidLiteralSubject } from "./sublist.js";
-import { NatsErr, errCode, type NatsErrText, type ServerInfo } from "./protocol.js";
+import { MAILBOX_DELIVERY_SLACK, NatsErr, errCode, type NatsErrText, type ServerInfo } from "./protocol.js";
 import type { Router } from "../router/router.js";
 import { MailboxFrames } from "./mailbox-frames.js";
 import { ErrorCode, countError } from "../errors.js";
 import type { ListenerTls } from "../ops/tls.js";
 import type { Users } from "../router/users.js";
-import { MAILBOX_DELIVERY_SLACK } from "./protocol.js";
 import type { AuthFailures } from "../router/auth-failures.js";
 
 export interface NatsServerOptions {

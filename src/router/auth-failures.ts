@@ -36,4 +36,14 @@ export class AuthFailures {
     this.byAddress.set(key, r);
     return Math.max(this.baseMs, Math.min(this.baseMs * 2 ** Math.min(r.failures - 1, 8), MAX_DELAY_MS));
   }
+
+  /** Counts a failure from `address` and calls `answer` after its wait (at once when none); the timer, if any. */
+  answerLate(address: string | undefined, answer: () => void): NodeJS.Timeout | null {
+    const ms = this.failed(address);
+    if (ms === 0) {
+      answer();
+      return null;
+    }
+    return setTimeout(answer, ms);
+  }
 }

@@ -63,21 +63,8 @@ export class Permissions {
    */
   canSubscribe(subject: string, queue: string | null = null): boolean {
     const tokens = subject.split(".");
-    let ok = true;
-    const allow = this.sub.allow;
-    if (allow !== null) {
-      const m = allow.filter((e) => subjectMatches(e.tokens, tokens));
-      ok = m.some((e) => e.queue === null);
-      const queued = m.filter((e) => e.queue !== null);
-      if (queue !== null && queued.length > 0) ok = queueMatches(queue, queued);
-    }
-    if (ok && this.sub.deny.length > 0) {
-      const m = this.sub.deny.filter((e) => subjectMatches(e.tokens, tokens));
-      ok = !m.some((e) => e.queue === null);
-      const queued = m.filter((e) => e.queue !== null);
-      if (queue !== null && queued.length > 0) ok = !queueMatches(queue, queued);
-    }
-    return ok;
+    if (this.sub.allow !== null && !listed(this.sub.allow, tokens, queue)) return false;
+    return !listed(this.sub.deny, tokens, queue);
   }
 
   /**
@@ -104,9 +91,19 @@ export class Permissions {
   }
 }
 
-function queueMatches(queue: string, entries: Entry[]): boolean {
-  const tokens = queue.split(".");
-  return entries.some((e) => subjectMatches(e.queue!, tokens));
+/**
+ * Whether a subscription is in a list (nats-server's reading): for a queue subscription, when
+ * entries naming a queue group match its subject, whether one names its group; otherwise
+ * whether an entry without a group matches its subject.
+ */
+function listed(entries: readonly Entry[], tokens: string[], queue: string | null): boolean {
+  const matching = entries.filter((e) => subjectMatches(e.tokens, tokens));
+  const queued = matching.filter((e) => e.queue !== null);
+  if (queue !== null && queued.length > 0) {
+    const group = queue.split(".");
+    return queued.some((e) => subjectMatches(e.queue!, group));
+  }
+  return matching.some((e) => e.queue === null);
 }
 
 /** Whether every subject `a` matches, `b` matches too (both may hold wildcards). */

@@ -60,6 +60,10 @@ export class Router {
 
   /** Runs a connection's read; every connection it gave output to is flushed once after it. */
   read(fn: () => void): void {
+    if (this.inRead) {
+      fn(); // within a read already: its end flushes
+      return;
+    }
     this.inRead = true;
     try {
       fn();

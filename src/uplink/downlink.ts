@@ -340,7 +340,8 @@ export class Downlink {
     const was = box.fullAt!;
     // A full disk can get room without anything removed here (another file deleted, the volume
     // grown): it is tried again every DISK_FULL_RETRY_MS.
-    const retry = (box.diskRetryAt ?? 0) !== 0 && Date.now() >= box.diskRetryAt!;
+    const retryAt = box.diskRetryAt ?? 0;
+    const retry = retryAt !== 0 && Date.now() >= retryAt;
     if (!retry && now.messages >= was.messages && now.bytes >= was.bytes && now.storeBytes >= was.storeBytes) return false;
     box.diskRetryAt = 0;
     box.state = DrainState.draining;
