@@ -1,0 +1,207 @@
+/**
+ * Process hygiene: the repository root, child processes (drained, killed on exit or a signal),
+ * temp dirs (removed on exit), finding executables.
+ */
+import { ChildProcess, spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as readline from "node:readline";
+
+export const ROOT = findRoot(__dirname);
+export const BENCH_DIR = path.join(ROOT, ".bench");
+
+function findRoot(start: string): string {
+  let d = start;
+  for (;;) {
+    const pj = path.join(d, "package.json");
+    if (fs.existsSync(pj)) {
+      try {
+        if ((JSON.parse(fs.readFileSync(pj, "utf8")) as { name?: string }).name === "mq9-edge") return d;
+      } catch {
+        /* keep looking */
+      }
+    }
+    const up = path.dirname(d);
+    if (up === d) throw new Error("cannot find the mq9-edge repository root");
+    d = up;
+  }
+}
+
+export function findExecutable(name: string, extraDirs: string[]): string {
+  const dirs = [...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean), ...extraDirs];
+  for (const d of dirs) {
+    const p = path.join(d, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return name;
+}
+
+const liveChildren = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
+
+export function killAllNow(): void {
+  for (const c of liveChildren) {
+    if (c.exitCode === null && c.signalCode === null) {
+      try {
+        c.kill("SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+  liveChildren.clear();
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+process.on("exit", killAllNow);
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(sig, () => {
+    process.stderr.write(`\nbench: ${sig}, stopping children\n`);
+    killAllNow();
+    process.exit(130);
+  });
+}
+
+export function mkTemp(prefix: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.add(d);
+  return d;
+}
+
+export function rmTemp(d: string): void {
+  fs.rmSync(d, { recursive: true, force: true });
+  tempDirs.delete(d);
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A spawned child whose stdout/stderr lines are drained continuously (so it never blocks on a pipe). */
+export class Proc {
+  readonly child: ChildProcess;
+  readonly out: string[] = [];
+  readonly err: string[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private waiters: Array<() => void> = [];
+  private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+
+  constructor(
+    readonly name: string,
+    cmd: string,
+    args: string[],
+    opts: { cwd?: string; stdin?: boolean; keepLines?: number; logFile?: string } = {},
+  ) {
+    this.child = spawn(cmd, args, {
+      cwd: opts.cwd ?? ROOT,
+      stdio: [opts.stdin ? "pipe" : "ignore", "pipe", "pipe"],
+    });
+    liveChildren.add(this.child);
+    const keep = opts.keepLines ?? 10_000;
+    const log = opts.logFile ? fs.createWriteStream(opts.logFile) : null;
+    const attach = (stream: NodeJS.ReadableStream | null, store: string[]): void => {
+      if (!stream) return;
+      const rl = readline.createInterface({ input: stream, crlfDelay: Infinity });
+      rl.on("line", (line) => {
+        store.push(line);
+        if (store.length > keep) store.splice(0, store.length - keep);
+        log?.write(line + "\n");
+        for (const w of this.waiters.splice(0)) w();
+      });
+    };
+    attach(this.child.stdout, this.out);
+    attach(this.child.stderr, this.err);
+    this.exited = new Promise((resolve) => {
+      this.child.on("error", (e) => {
+        this.err.push(`spawn error: ${e.message}`);
+        this.exitInfo = { code: -1, signal: null };
+        liveChildren.delete(this.child);
+        for (const w of this.waiters.splice(0)) w();
+        resolve(this.exitInfo);
+      });
+      this.child.on("close", (code, signal) => {
+        this.exitInfo = { code, signal };
+        liveChildren.delete(this.child);
+        log?.end();
+        for (const w of this.waiters.splice(0)) w();
+        resolve(this.exitInfo);
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  get running(): boolean {
+    return this.exitInfo === null;
+  }
+
+  /** Wait for a stdout line matching pred; rejects if the process exits first or on timeout. */
+  async waitLine<T>(pred: (line: string) => T | undefined, timeoutMs: number): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    let seen = 0;
+    for (;;) {
+      for (; seen < this.out.length; seen++) {
+        const r = pred(this.out[seen]!);
+        if (r !== undefined) return r;
+      }
+      if (!this.running) throw new Error(`${this.name} exited (${this.describeExit()}) before it was ready${this.tail()}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${this.name}: timed out after ${timeoutMs} ms waiting for output${this.tail()}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, 250));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+      // out[] may have been trimmed; restart scanning from what is kept
+      if (seen > this.out.length) seen = 0;
+    }
+  }
+
+  async waitExit(timeoutMs: number): Promise<void> {
+    const t = await Promise.race([this.exited, sleep(timeoutMs).then(() => null)]);
+    if (t === null) {
+      this.kill("SIGKILL");
+      await this.exited;
+      throw new Error(`${this.name}: did not finish within ${Math.round(timeoutMs / 1000)} s${this.tail()}`);
+    }
+  }
+
+  kill(sig: NodeJS.Signals = "SIGTERM"): void {
+    if (this.running) {
+      try {
+        this.child.kill(sig);
+      } catch {
+        /* gone */
+      }
+    }
+  }
+
+  async stop(graceMs = 5000): Promise<void> {
+    if (!this.running) return;
+    this.kill("SIGTERM");
+    const r = await Promise.race([this.exited, sleep(graceMs).then(() => null)]);
+    if (r === null) {
+      this.kill("SIGKILL");
+      await this.exited;
+    }
+  }
+
+  describeExit(): string {
+    const e = this.exitInfo;
+    return e ? (e.signal ? `signal ${e.signal}` : `code ${e.code}`) : "running";
+  }
+
+  tail(n = 15): string {
+    const lines = [...this.err.slice(-n), ...this.out.slice(-n)];
+    return lines.length ? `\n  --- ${this.name} output (tail) ---\n  ${lines.join("\n  ")}` : "";
+  }
+}
