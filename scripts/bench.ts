@@ -31,8 +31,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { type Config, NATS_PEERS, parseArgs, USAGE, UsageError } from "./bench/config.js";
-import { buildGenerator, LOADGEN, MQTTGEN } from "./bench/loadgen.js";
-import { BENCH_DIR, killAllNow, ROOT } from "./bench/proc.js";
+import { buildGenerator, LOADGEN, MQTTGEN, pinGenerators } from "./bench/loadgen.js";
+import { BENCH_DIR, checkPinned, killAllNow, pinSelf, ROOT } from "./bench/proc.js";
 import { machineInfo, printSummary, Results } from "./bench/results.js";
 import type { ScenarioContext } from "./bench/scenario.js";
 import { SCENARIOS } from "./bench/scenarios/index.js";
@@ -87,7 +87,11 @@ async function main(): Promise<number> {
     if (cfg.servers.includes("mq9-edge") && !mq9HasMqtt())
       console.warn("bench: WARNING dist/main.js does not list --mqtt-port in its --help: the mqtt-* runs against mq9-edge will fail");
   }
-  const info = machineInfo(cfg, mqttRun);
+  const info = machineInfo(cfg, mqttRun); // before pinSelf: its nproc is the machine's, not this process's CPUs
+  // --client-cpus: the generators, and this process with them (it samples the servers, and
+  // uplink-drain's forwarder relays the edge's traffic), off the servers' CPUs
+  pinGenerators(cfg.clientCpus);
+  if (cfg.clientCpus !== null) pinSelf(cfg.clientCpus);
 
   console.log("mq9-edge benchmark");
   console.log(`command:  ${cmdline}`);
@@ -140,6 +144,7 @@ async function main(): Promise<number> {
         let server: ServerHandle | null = null;
         try {
           if (!sc.selfHosted) server = await def.start(cfg, sc.serverOptions?.(cfg) ?? {});
+          if (server && cfg.serverCpus !== null) checkPinned(server.label, server.pid, cfg.serverCpus);
           for (const f of await sc.run(ctx, server)) results.add(sc.name, def.label, f);
           if (server && !server.alive()) throw new Error(`server died during the run${server.logTail()}`);
         } catch (e) {

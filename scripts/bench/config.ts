@@ -1,7 +1,7 @@
 /**
  * The bench's options: the Config, the usage text and the command-line parser.
  */
-import { findExecutable } from "./proc.js";
+import { checkCpuList, findExecutable } from "./proc.js";
 import type { Scenario } from "./scenario.js";
 
 export type ServerKind = "nats-server" | "mq9-edge" | "mosquitto";
@@ -48,6 +48,9 @@ export interface Config {
   mqttParallel: number;
   mqttDurable: number;
   mosquittoBin: string;
+  /** taskset CPU lists (--server-cpus, --client-cpus); null: not pinned */
+  serverCpus: string | null;
+  clientCpus: string | null;
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -67,6 +70,11 @@ export const USAGE = `usage: npm run bench -- [options]
   --settle-ms MS       settle time before reading idle RSS (default 1000)
   --nats-server PATH   nats-server binary (default: from PATH, else /usr/sbin/nats-server)
   --keep-logs          keep server logs in .bench/logs/
+  --server-cpus LIST   start every server (nats-server, mq9-edge, mosquitto; uplink-drain's cloud and edge)
+                       under taskset -c LIST, e.g. 0: one core, the nearest this machine has to a
+                       Raspberry Pi's single Cortex-A53 core (needs util-linux's taskset)
+  --client-cpus LIST   the same for the load generators and this process (its samplers, uplink-drain's
+                       forwarder), e.g. 1
  durable mailboxes (mq9-edge) vs JetStream file store (nats-server):
   --durable-requests N sequential durable sends, one in flight, in durable-seq (default 2000)
   --durable-warmup N   untimed durable sends before durable-seq / durable-pipelined (default 200)
@@ -167,6 +175,8 @@ export function parseArgs(argv: string[], scenarios: readonly Scenario[]): Confi
     mqttParallel: 10,
     mqttDurable: 50_000,
     mosquittoBin: findExecutable("mosquitto", ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"]),
+    serverCpus: null,
+    clientCpus: null,
   };
   const int = (flag: string, v: string | undefined): number => {
     const n = Number((v ?? "").replace(/_/g, ""));
@@ -251,6 +261,15 @@ export function parseArgs(argv: string[], scenarios: readonly Scenario[]): Confi
       case "--mosquitto":
         cfg.mosquittoBin = val();
         break;
+      case "--server-cpus":
+      case "--client-cpus": {
+        const cpus = val().trim();
+        const bad = checkCpuList(flag, cpus);
+        if (bad) throw new UsageError(bad);
+        if (flag === "--server-cpus") cfg.serverCpus = cpus;
+        else cfg.clientCpus = cpus;
+        break;
+      }
       case "--help":
       case "-h":
         throw new UsageError("");

@@ -5,7 +5,7 @@
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BENCH_DIR, Proc, ROOT } from "./proc.js";
+import { BENCH_DIR, onCpus, Proc, ROOT } from "./proc.js";
 
 /** What both load generators include (a change rebuilds both). */
 const LOADGEN_COMMON = path.join(ROOT, "scripts", "loadgen", "common.h");
@@ -104,16 +104,24 @@ export interface GenResult {
   cpu_s: number;
 }
 
+/** The CPUs the generators run on (--client-cpus; null: not pinned); set once by the runner. */
+let generatorCpus: string | null = null;
+
+export function pinGenerators(cpus: string | null): void {
+  generatorCpus = cpus;
+}
+
 /**
  * One load-generator process, `<bin> <mode> --key value ...` (see common.h): READY on stdout once
  * it is connected and subscribed (fake servers: listening), RESULT {json} (of type R) at the end.
+ * It runs on `cpus` (a taskset list; default: the generators' CPUs).
  */
 export class GenProc<R extends GenResult> {
   readonly proc: Proc;
-  constructor(gen: GenSpec, mode: string, args: Record<string, string | number>, stdin = false) {
+  constructor(gen: GenSpec, mode: string, args: Record<string, string | number>, stdin = false, cpus = generatorCpus) {
     const argv = [mode];
     for (const [k, v] of Object.entries(args)) argv.push(`--${k}`, String(v));
-    this.proc = new Proc(`${gen.name} ${mode}`, gen.bin, argv, { stdin });
+    this.proc = new Proc(`${gen.name} ${mode}`, ...onCpus(cpus, gen.bin, argv), { stdin });
   }
   /** The READY line. */
   ready(timeoutMs = 15_000): Promise<string> {

@@ -1,8 +1,8 @@
 /**
  * Process hygiene: the repository root, child processes (drained, killed on exit or a signal),
- * temp dirs (removed on exit), finding executables.
+ * temp dirs (removed on exit), finding executables, pinning processes to CPUs.
  */
-import { ChildProcess, spawn } from "node:child_process";
+import { ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -41,6 +41,64 @@ export function findExecutable(name: string, extraDirs: string[]): string {
   }
   return name;
 }
+
+// ------------------------------------------------------------ CPU pinning
+
+/** util-linux's taskset (--server-cpus, --client-cpus). */
+const TASKSET = findExecutable("taskset", ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]);
+
+/**
+ * Throws a message for the usage error unless taskset exists and accepts `cpus` as a CPU list
+ * (it runs taskset under itself, `taskset -c <cpus> taskset --version`: a CPU this machine does
+ * not have fails here, not mid-run).
+ */
+export function checkCpuList(flag: string, cpus: string): string | null {
+  const r = spawnSync(TASKSET, ["-c", cpus, TASKSET, "--version"], { encoding: "utf8" });
+  if (r.error) return `${flag} needs taskset (util-linux, e.g. apt-get install util-linux): ${r.error.message}`;
+  if (r.status !== 0) return `${flag} ${cpus}: taskset refused it: ${(r.stderr ?? "").trim() || `exit code ${r.status}`}`;
+  return null;
+}
+
+/**
+ * The command line that runs `cmd args` on the CPUs of `cpus` (a taskset list such as "0" or
+ * "1-3"): `taskset -c <cpus> cmd args`; unchanged for null. taskset sets its own affinity and
+ * execs cmd, so the child's pid is cmd's own (RSS and CPU read from /proc/<pid> are cmd's;
+ * checkPinned verifies that for the servers).
+ */
+export function onCpus(cpus: string | null, cmd: string, args: string[]): [string, string[]] {
+  return cpus === null ? [cmd, args] : [TASKSET, ["-c", cpus, cmd, ...args]];
+}
+
+/** Pins this process, all its threads (and so the children it starts without onCpus), to `cpus`. */
+export function pinSelf(cpus: string): void {
+  execFileSync(TASKSET, ["-a", "-p", "-c", cpus, String(process.pid)], { stdio: "ignore" });
+}
+
+/** The CPUs of a taskset list ("0-4:2,7" → 0,2,4,7), as a comparable text. */
+function cpuSet(list: string): string {
+  const cpus = new Set<number>();
+  for (const part of list.split(",")) {
+    const m = /^(\d+)(?:-(\d+)(?::(\d+))?)?$/.exec(part.trim());
+    if (!m) return `unparsed ${list}`;
+    const [from, to, step] = [Number(m[1]), Number(m[2] ?? m[1]), Number(m[3] ?? 1)];
+    for (let c = from; c <= to; c += Math.max(step, 1)) cpus.add(c);
+  }
+  return [...cpus].sort((a, b) => a - b).join(",");
+}
+
+/**
+ * Throws unless process `pid` is no longer taskset (it has exec'd the program, whose pid it
+ * keeps) and may run only on the CPUs of `cpus` (/proc/<pid>/status: Name, Cpus_allowed_list).
+ */
+export function checkPinned(name: string, pid: number, cpus: string): void {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const comm = /^Name:\s+(.*)$/m.exec(status)?.[1] ?? "?";
+  const allowed = /^Cpus_allowed_list:\s+(.*)$/m.exec(status)?.[1] ?? "?";
+  if (comm === "taskset" || cpuSet(allowed) !== cpuSet(cpus))
+    throw new Error(`${name}: pid ${pid} (${comm}) may run on CPUs ${allowed}, not on ${cpus} as asked`);
+}
+
+// ------------------------------------------------------------ children, temp dirs
 
 const liveChildren = new Set<ChildProcess>();
 const tempDirs = new Set<string>();

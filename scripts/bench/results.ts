@@ -240,6 +240,11 @@ function ratioText(r: Row, label: string, base: string): string {
   return (mb / ma).toFixed(2);
 }
 
+/** A --server-cpus / --client-cpus value for the machine info. */
+function pinText(cpus: string | null): string {
+  return cpus === null ? "not pinned" : `on CPU ${cpus} (taskset -c ${cpus})`;
+}
+
 export function machineInfo(cfg: Config, mqtt = false): Array<[string, string]> {
   const tryRun = (cmd: string, args: string[]): string => {
     try {
@@ -261,6 +266,9 @@ export function machineInfo(cfg: Config, mqtt = false): Array<[string, string]> 
   const rev = tryRun("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"]);
   const rows: Array<[string, string]> = [
     ["nproc", `${os.availableParallelism()} (${cpus[0]?.model ?? "?"})`],
+    ...(cfg.serverCpus !== null || cfg.clientCpus !== null
+      ? [["cpu pinning", `servers ${pinText(cfg.serverCpus)}; load generators and the bench process ${pinText(cfg.clientCpus)}`] as [string, string]]
+      : []),
     ["memory", `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`],
     ["kernel", `${os.type()} ${os.release()}`],
     ["load average", os.loadavg().map((x) => x.toFixed(2)).join(" ")],

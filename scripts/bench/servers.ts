@@ -8,7 +8,7 @@ import * as net from "node:net";
 import * as path from "node:path";
 import type { Config, ServerKind } from "./config.js";
 import { cpuSeconds, rssMiB } from "./measure.js";
-import { BENCH_DIR, mkTemp, Proc, rmTemp, ROOT, sleep } from "./proc.js";
+import { BENCH_DIR, mkTemp, onCpus, Proc, rmTemp, ROOT, sleep } from "./proc.js";
 
 export interface ServerStartOptions {
   maxPendingBytes?: number;
@@ -131,7 +131,7 @@ async function startConfServer(cfg: Config, label: string, c: ConfServer): Promi
     const port = await freePort();
     const conf = path.join(dir, c.confFile);
     fs.writeFileSync(conf, c.config(port, dir));
-    const proc = new Proc(label, c.bin, ["-c", conf], { cwd: dir, keepLines: 200, logFile: logFileFor(cfg, label) });
+    const proc = new Proc(label, ...onCpus(cfg.serverCpus, c.bin, ["-c", conf]), { cwd: dir, keepLines: 200, logFile: logFileFor(cfg, label) });
     const deadline = Date.now() + 10_000;
     let ok = false;
     while (Date.now() < deadline && proc.running) {
@@ -188,7 +188,7 @@ export function mq9EdgeDef(label: string): ServerDef {
       if (o.maxPendingBytes !== undefined) args.push("--max-pending", String(o.maxPendingBytes));
       args.push(...mq9MqttArgs(o.mqtt === true), ...cfg.mq9Args);
       const spawnOne = async (): Promise<{ proc: Proc; port: number; mqttPort: number | null }> => {
-        const proc = new Proc(label, process.execPath, args, { cwd: ROOT, keepLines: 200, logFile: logFileFor(cfg, label) });
+        const proc = new Proc(label, ...onCpus(cfg.serverCpus, process.execPath, args), { cwd: ROOT, keepLines: 200, logFile: logFileFor(cfg, label) });
         try {
           const ports = await proc.waitLine((line) => {
             if (!line.includes('"ready"')) return undefined;

@@ -3,7 +3,7 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { createMailbox, Loadgen, mq9Request, num, preqAll } from "../loadgen.js";
 import { cpuTrace } from "../measure.js";
-import { mkTemp, Proc, rmTemp, ROOT, sleep } from "../proc.js";
+import { checkPinned, mkTemp, onCpus, Proc, rmTemp, ROOT, sleep } from "../proc.js";
 import { type Better, type Figure, fig, type Fmt, fmtInt } from "../results.js";
 import type { Scenario, ScenarioContext } from "../scenario.js";
 import { freePort, logFileFor, mq9EdgeDef, mq9MqttArgs, type ServerHandle } from "../servers.js";
@@ -141,6 +141,7 @@ async function uplinkDrainOnce(ctx: ScenarioContext, dialect: "pull" | "push", b
   try {
     // the cloud: an mq9-edge as every other scenario starts one
     cloud = await mq9EdgeDef("cloud").start(cfg, {});
+    if (cfg.serverCpus !== null) checkPinned("cloud", cloud.pid, cfg.serverCpus);
     await createMailbox(cloud.port, UPLINK_BOX, 0, "cloud MAILBOX.CREATE");
 
     // the edge, its link refused until the backlog is queued
@@ -159,7 +160,7 @@ async function uplinkDrainOnce(ctx: ScenarioContext, dialect: "pull" | "push", b
       "--uplink-batch", String(batch),
       ...mq9MqttArgs(false),
     ];
-    edge = new Proc("edge", process.execPath, args, { cwd: ROOT, keepLines: 2000, logFile: logFileFor(cfg, `edge-${dialect}-b${batch}`) });
+    edge = new Proc("edge", ...onCpus(cfg.serverCpus, process.execPath, args), { cwd: ROOT, keepLines: 2000, logFile: logFileFor(cfg, `edge-${dialect}-b${batch}`) });
     let upAt: bigint | null = null;
     let carry = "";
     edge.child.stdout?.on("data", (chunk: Buffer) => {
@@ -169,6 +170,7 @@ async function uplinkDrainOnce(ctx: ScenarioContext, dialect: "pull" | "push", b
       carry = text.slice(-40);
     });
     const edgePort = await edge.waitLine(readyPort, 120_000);
+    if (cfg.serverCpus !== null) checkPinned("edge", edge.pid, cfg.serverCpus);
     await edge.waitLine((l) => (l.includes('"uplink cannot connect"') ? true : undefined), 15_000);
 
     // the local agent: subscribed on the edge before the link opens
