@@ -59,18 +59,24 @@ export function checkCpuList(flag: string, cpus: string): string | null {
   return null;
 }
 
+/** This process's CPUs before pinSelf (null: it was not pinned). */
+let cpusBeforePin: string | null = null;
+
 /**
  * The command line that runs `cmd args` on the CPUs of `cpus` (a taskset list such as "0" or
- * "1-3"): `taskset -c <cpus> cmd args`; unchanged for null. taskset sets its own affinity and
- * execs cmd, so the child's pid is cmd's own (RSS and CPU read from /proc/<pid> are cmd's;
- * checkPinned verifies that for the servers).
+ * "1-3"): `taskset -c <cpus> cmd args`. For null, on the CPUs this process had before pinSelf
+ * (a child inherits its parent's affinity); unchanged if it was never pinned. taskset sets its own
+ * affinity and execs cmd, so the child's pid is cmd's own (RSS and CPU read from /proc/<pid> are
+ * cmd's; checkPinned verifies that for the servers).
  */
 export function onCpus(cpus: string | null, cmd: string, args: string[]): [string, string[]] {
-  return cpus === null ? [cmd, args] : [TASKSET, ["-c", cpus, cmd, ...args]];
+  const list = cpus ?? cpusBeforePin;
+  return list === null ? [cmd, args] : [TASKSET, ["-c", list, cmd, ...args]];
 }
 
 /** Pins this process, all its threads (and so the children it starts without onCpus), to `cpus`. */
 export function pinSelf(cpus: string): void {
+  cpusBeforePin = /^Cpus_allowed_list:\s+(.*)$/m.exec(fs.readFileSync("/proc/self/status", "utf8"))?.[1] ?? null;
   execFileSync(TASKSET, ["-a", "-p", "-c", cpus, String(process.pid)], { stdio: "ignore" });
 }
 
