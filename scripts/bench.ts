@@ -9,8 +9,10 @@
  * Every (scenario, repetition, server) run gets a freshly started server; servers are never
  * loaded concurrently; repetitions are interleaved (A, B, A, B, ...). The load generators
  * (scripts/loadgen/loadgen.c for NATS, scripts/loadgen/mqttgen.c for MQTT 3.1.1, both including
- * scripts/loadgen/common.h) are compiled at run time into .bench/ (git-ignored). A scenario runs against the servers of --servers that
+ * scripts/loadgen/common.h) are compiled at run time into .bench/ (git-ignored), as is durable-seq's
+ * bare LMDB-commit loop (scripts/loadgen/commitloop.c). A scenario runs against the servers of --servers that
  * speak its protocol (Scenario.peers); the summary prints one table per protocol.
+ * --server-cpus / --client-cpus pin the servers / the load generators with taskset (one-core runs).
  *
  * This file is the runner: it parses the options, picks the scenarios, runs them and prints the
  * summary. The rest is in scripts/bench/:
@@ -26,7 +28,8 @@
  * To add a scenario: write scripts/bench/scenarios/<name>.ts exporting a Scenario (usually made with
  * serverScenario or mqttScenario) and add it to SCENARIOS in scripts/bench/scenarios/index.ts. A
  * scenario gets a fresh ServerHandle per run and returns Figure[]; figures are aggregated across
- * repetitions (median) and printed in the table.
+ * repetitions (median) and printed in the table. A measurement without a server that belongs to a
+ * server scenario's run (durable-seq's bare LMDB-commit loop) is its Scenario.serverless part.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -82,6 +85,7 @@ async function main(): Promise<number> {
   const scenarios = SCENARIOS.filter((s) => !cfg.only || cfg.only.includes(s.name));
   const mqttRun = scenarios.some((s) => s.family === "mqtt");
   buildGenerator(LOADGEN);
+  for (const sc of scenarios) sc.serverless?.prepare?.();
   if (mqttRun) {
     buildGenerator(MQTTGEN);
     if (cfg.servers.includes("mq9-edge") && !mq9HasMqtt())
@@ -131,6 +135,26 @@ async function main(): Promise<number> {
     }
     const reps = sc.repeats(cfg);
     for (let rep = 1; rep <= reps; rep++) {
+      if (sc.serverless) {
+        // before this repetition's servers, without one
+        const { label } = sc.serverless;
+        const prefix = `  [${label}${reps > 1 ? ` ${rep}/${reps}` : ""}]`;
+        const ctx: ScenarioContext = {
+          cfg,
+          log: (m) => console.log(`${prefix} ${m}`),
+          warn: (m) => {
+            console.log(`${prefix} WARNING: ${m}`);
+            results.warnings.push(`${sc.name} @ ${label}${reps > 1 ? ` run ${rep}` : ""}: ${m}`);
+          },
+        };
+        try {
+          for (const f of await sc.serverless.run(ctx)) results.add(sc.name, "", f);
+        } catch (e) {
+          const msg = errText(e);
+          console.log(`${prefix} FAILED: ${msg}`);
+          results.fail(sc.name, "", msg.split("\n")[0]!, label);
+        }
+      }
       for (const def of runDefs) {
         const prefix = `  [${def.label}${reps > 1 ? ` ${rep}/${reps}` : ""}]`;
         const ctx: ScenarioContext = {
@@ -156,6 +180,10 @@ async function main(): Promise<number> {
         }
       }
     }
+  }
+
+  for (const sc of scenarios) {
+    for (const f of sc.serverless?.derive?.((id, server) => results.median(id, server), defs) ?? []) results.add(sc.name, "", f);
   }
 
   printSummary(cfg, defs, results, scenarios, info, cmdline, (Date.now() - t0) / 1000);

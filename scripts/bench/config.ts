@@ -70,14 +70,15 @@ export const USAGE = `usage: npm run bench -- [options]
   --settle-ms MS       settle time before reading idle RSS (default 1000)
   --nats-server PATH   nats-server binary (default: from PATH, else /usr/sbin/nats-server)
   --keep-logs          keep server logs in .bench/logs/
-  --server-cpus LIST   start every server (nats-server, mq9-edge, mosquitto; uplink-drain's cloud and edge)
-                       under taskset -c LIST, e.g. 0: one core, the nearest this machine has to a
-                       Raspberry Pi's single Cortex-A53 core (needs util-linux's taskset)
+  --server-cpus LIST   start every server (nats-server, mq9-edge, mosquitto; uplink-drain's cloud and edge;
+                       durable-seq's bare LMDB-commit loop) under taskset -c LIST, e.g. 0: one core, the
+                       nearest this machine has to a Raspberry Pi's single Cortex-A53 core (needs taskset)
   --client-cpus LIST   the same for the load generators and this process (its samplers, uplink-drain's
                        forwarder), e.g. 1
  durable mailboxes (mq9-edge) vs JetStream file store (nats-server):
-  --durable-requests N sequential durable sends, one in flight, in durable-seq (default 2000)
-  --durable-warmup N   untimed durable sends before durable-seq / durable-pipelined (default 200)
+  --durable-requests N sequential durable sends, one in flight, in durable-seq, and iterations of its
+                       bare LMDB-commit loop (no server; scripts/loadgen/commitloop.c) (default 2000)
+  --durable-warmup N   untimed durable sends (and bare-loop iterations) before durable-seq / durable-pipelined (default 200)
   --pipelined-requests N  durable sends in durable-pipelined (default 50000)
   --window K           requests in flight in durable-pipelined, replay's fill and rss-stored, and
                        QoS 1 PUBLISHes in flight in mqtt-qos1 and mqtt-durable (default 256)

@@ -7,10 +7,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { BENCH_DIR, onCpus, Proc, ROOT } from "./proc.js";
 
-/** What both load generators include (a change rebuilds both). */
+/** What every C program of the bench includes (a change rebuilds them all). */
 const LOADGEN_COMMON = path.join(ROOT, "scripts", "loadgen", "common.h");
 
-/** A load generator: a C program in scripts/loadgen/, compiled into .bench/. */
+/** A C program in scripts/loadgen/ (a load generator, or commitloop), compiled into .bench/. */
 interface GenSpec {
   name: string;
   /** for the "building ..." line */
@@ -33,6 +33,14 @@ export const MQTTGEN: GenSpec = {
   what: "MQTT load generator",
   src: path.join(ROOT, "scripts", "loadgen", "mqttgen.c"),
   bin: path.join(BENCH_DIR, "mqttgen"),
+  libs: [],
+};
+/** durable-seq's bare LMDB-commit loop (no server; see commitloop.c). */
+export const COMMITLOOP: GenSpec = {
+  name: "commitloop",
+  what: "bare LMDB-commit loop",
+  src: path.join(ROOT, "scripts", "loadgen", "commitloop.c"),
+  bin: path.join(BENCH_DIR, "commitloop"),
   libs: [],
 };
 

@@ -101,6 +101,8 @@ interface Row {
 export class Results {
   readonly rows: Row[] = [];
   private byKey = new Map<string, Row>();
+  /** rows first filled without a server (cells under ""): ceiling's, and a Scenario.serverless part's */
+  private serverless = new Set<Row>();
   readonly failures: string[] = [];
   readonly warnings: string[] = [];
 
@@ -110,19 +112,31 @@ export class Results {
       row = { scenario, id: f.id, label: f.label, unit: f.unit, better: f.better, fmt: f.fmt, row: f.row, col: f.col, cells: new Map() };
       this.byKey.set(f.id, row);
       this.rows.push(row);
+      if (server === "") this.serverless.add(row);
     }
     let c = row.cells.get(server);
     if (!c) row.cells.set(server, (c = { values: [], errors: [] }));
     c.values.push(f.value);
   }
 
-  fail(scenario: string, server: string, err: string): void {
-    this.failures.push(`${scenario} @ ${server}: ${err}`);
-    for (const row of this.rows.filter((r) => r.scenario === scenario)) {
+  /** A failed run: an error in the cells of `server` of the scenario's rows (server "": of its rows without a server). */
+  fail(scenario: string, server: string, err: string, who = server): void {
+    this.failures.push(`${scenario} @ ${who}: ${err}`);
+    for (const row of this.rows.filter((r) => r.scenario === scenario && this.serverless.has(r) === (server === ""))) {
       let c = row.cells.get(server);
       if (!c) row.cells.set(server, (c = { values: [], errors: [] }));
       c.errors.push(err);
     }
+  }
+
+  isServerless(row: Row): boolean {
+    return this.serverless.has(row);
+  }
+
+  /** The median of figure `id` for `server`; undefined without values. */
+  median(id: string, server: string): number | undefined {
+    const values = this.byKey.get(id)?.cells.get(server)?.values;
+    return values?.length ? median(values) : undefined;
   }
 
   cellText(row: Row, server: string): string {
@@ -160,8 +174,11 @@ export function printSummary(
   ];
   for (const fam of families) {
     const famScenarios = scenarios.filter((s) => s.family === fam.family);
-    const serverRows = results.rows.filter((r) => famScenarios.find((s) => s.name === r.scenario)?.needsServer && !isPivot(r));
-    if (!serverRows.length) continue;
+    const serverRows = results.rows.filter((r) => famScenarios.find((s) => s.name === r.scenario)?.needsServer && !isPivot(r) && !results.isServerless(r));
+    if (!serverRows.length) {
+      printServerless(cfg, famScenarios, results);
+      continue;
+    }
     const famLabels = defs.filter((d) => fam.kinds.includes(d.kind)).map((d) => d.label);
     const famBase = famLabels[0] ?? base;
     const famRatioCols = famLabels.slice(1);
@@ -191,6 +208,7 @@ export function printSummary(
         "\n",
     );
     console.log(renderTable(header, rows, header.map((_, i) => i >= 2)));
+    printServerless(cfg, famScenarios, results);
   }
   for (const sc of scenarios.filter((s) => s.pivot)) {
     const rows = results.rows.filter((r) => r.scenario === sc.name && isPivot(r));
@@ -226,6 +244,18 @@ export function printSummary(
   if (results.failures.length) {
     console.log(`\nFAILURES (${results.failures.length}):`);
     for (const f of results.failures) console.log(`  - ${f}`);
+  }
+}
+
+/** The tables of the scenarios' Scenario.serverless parts (figure, unit, value). */
+function printServerless(cfg: Config, scenarios: Scenario[], results: Results): void {
+  for (const sc of scenarios) {
+    const rows = results.rows.filter((r) => r.scenario === sc.name && results.isServerless(r));
+    if (!sc.serverless || !rows.length) continue;
+    const reps = sc.repeats(cfg);
+    console.log(`\n${sc.name}, ${sc.serverless.title}${reps > 1 ? ` (median of ${reps} runs)` : ""}:\n`);
+    console.log(renderTable(["figure", "unit", "value"], rows.map((r) => [r.label, r.unit, results.cellText(r, "")]), [false, false, true]));
+    if (sc.serverless.note) console.log(`\n${sc.serverless.note(cfg)}`);
   }
 }
 

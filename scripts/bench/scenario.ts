@@ -31,6 +31,30 @@ export interface Scenario {
   repeats(cfg: Config): number;
   serverOptions?(cfg: Config): ServerStartOptions;
   run(ctx: ScenarioContext, server: ServerHandle | null): Promise<Figure[]>;
+  /** A measurement without a server, run once per repetition before its servers (see Serverless). */
+  serverless?: Serverless;
+}
+
+/**
+ * Part of a server scenario that runs without a server (durable-seq: the bare LMDB-commit loop),
+ * once per repetition, before that repetition's servers start, so that it is measured in the same
+ * run as they are and never at the same time. Its figures (cells of no server, "") are printed in
+ * a table of their own after the scenario's protocol table.
+ */
+export interface Serverless {
+  /** the log prefix of its runs */
+  label: string;
+  /** the heading of its table, after the scenario's name */
+  title: string;
+  note?(cfg: Config): string;
+  /** once, before any run (e.g. building a C program) */
+  prepare?(): void;
+  run(ctx: ScenarioContext): Promise<Figure[]>;
+  /**
+   * Figures derived, once all runs are done, from the medians of the scenario's figures
+   * (`median(id, "")` for its own, `median(id, label)` for a server's); added to its table.
+   */
+  derive?(median: (id: string, server: string) => number | undefined, servers: ReadonlyArray<{ label: string; kind: ServerKind }>): Figure[];
 }
 
 /** A scenario run against a fresh server of each of its peers per run. */

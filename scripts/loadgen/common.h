@@ -1,8 +1,9 @@
 /*
- * common.h — what the two load generators of scripts/bench.ts share: loadgen.c (NATS) and
- * mqttgen.c (MQTT 3.1.1). Header only, every function static inline (each program is one
- * translation unit; an unused one draws no -Wall warning). bench.ts rebuilds a generator when
- * its source or this file is newer than its binary.
+ * common.h — what the C programs of the bench (scripts/bench.ts) share: the load generators
+ * loadgen.c (NATS) and mqttgen.c (MQTT 3.1.1), and commitloop.c (durable-seq's bare LMDB-commit
+ * loop). Header only, every function static inline (each program is one translation unit; an
+ * unused one draws no -Wall warning). scripts/bench/loadgen.ts rebuilds a program when its
+ * source or this file is newer than its binary.
  *
  * Define GEN_NAME (the program's name: the prefix of its error messages) before including it.
  *
@@ -66,6 +67,15 @@ __attribute__((format(printf, 1, 2), noreturn)) static inline void die(const cha
 static inline int cmp_i64(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return x < y ? -1 : x > y;
+}
+
+/* p-th percentile (0..1) of sorted v[0..n) in nanoseconds, by nearest rank, in µs (0 for n = 0) */
+static inline double pct_us(const int64_t *v, long long n, double p) {
+  if (n <= 0) return 0;
+  long long idx = (long long)(p * (double)n + 0.999999) - 1; /* nearest rank */
+  if (idx < 0) idx = 0;
+  if (idx >= n) idx = n - 1;
+  return v[idx] / 1000.0;
 }
 
 /* The RESULT line: "RESULT {" + the JSON members fmt prints + "}", then flushed. */

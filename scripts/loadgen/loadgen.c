@@ -617,14 +617,6 @@ static void mode_rep_natsc(void) {
 
 /* ------------------------------------------------------------ requester */
 
-static double pct_us(const int64_t *v, long long n, double p) {
-  if (n <= 0) return 0;
-  long long idx = (long long)(p * (double)n + 0.999999) - 1; /* nearest rank */
-  if (idx < 0) idx = 0;
-  if (idx >= n) idx = n - 1;
-  return v[idx] / 1000.0;
-}
-
 static void print_req_result(int64_t *lat, long long n, int64_t t0, int64_t t1) {
   qsort(lat, (size_t)n, sizeof(int64_t), cmp_i64);
   double sum = 0;
