@@ -12,7 +12,10 @@ import { ErrorCode, Mq9Error, countError } from "../errors.js";
 import { MQ9_PREFIX, parseCommand, parseSubscription, type Mq9Command } from "./subjects.js";
 import type { Delivery } from "./delivery.js";
 import type { PublicList } from "./public-list.js";
-import type { Mq9Service, Reply } from "./service.js";
+import { SendReply, type Mq9Service, type Reply } from "./service.js";
+
+/** What a command answers: a reply object, or a send's reply that writes its own JSON. */
+type Answer = Reply | SendReply;
 
 const COMMAND_CACHE = 4096;
 /** Commands that only read the store. */
@@ -50,7 +53,7 @@ export class Mq9Handler implements SubjectHandler {
     const hdrLen = f.hdrLen > 0 ? f.hdrLen : 0;
     const headers = hdrLen > 0 ? Buffer.from(f.msg.subarray(f.msgStart, f.msgStart + hdrLen)) : null;
     const payload = Buffer.from(f.msg.subarray(f.msgStart + hdrLen, f.msgEnd));
-    let result: Reply | Promise<Reply>;
+    let result: Answer | Promise<Answer>;
     const writing = this.writes.get(client);
     if (writing !== undefined && cmd !== null && READS.has(cmd.kind)) {
       // Read your writes: a read waits for the writes this connection sent before it, as
@@ -63,27 +66,39 @@ export class Mq9Handler implements SubjectHandler {
         this.fail(client, subject, replyTo, err, done);
         return true;
       }
-      // Store writes complete in call order, so the last one stands for all before it.
-      if (result instanceof Promise && !READS.has(cmd!.kind)) {
-        const done = (): void => {
-          if (this.writes.get(client) === last) this.writes.delete(client);
-        };
-        const last: Promise<void> = result.then(done, done);
-        this.writes.set(client, last);
-      }
     }
-    if (result instanceof Promise) {
+    if (!(result instanceof Promise)) {
+      this.succeed(client, replyTo, result, done);
+      return true;
+    }
+    if (READS.has(cmd!.kind)) {
       result.then(
         (r) => this.succeed(client, replyTo, r, done),
         (err: unknown) => this.fail(client, subject, replyTo, err, done),
       );
-    } else {
-      this.succeed(client, replyTo, result, done);
+      return true;
     }
+    // Store writes complete in call order, so the last one stands for all before it; the
+    // answered write is what a later read of this connection waits for.
+    const answered: Promise<void> = result.then(
+      (r) => {
+        this.writeDone(client, answered);
+        this.succeed(client, replyTo, r, done);
+      },
+      (err: unknown) => {
+        this.writeDone(client, answered);
+        this.fail(client, subject, replyTo, err, done);
+      },
+    );
+    this.writes.set(client, answered);
     return true;
   }
 
-  private run(cmd: Mq9Command | null, subject: string, replyTo: string | null, headers: Buffer | null, payload: Buffer): Reply | Promise<Reply> {
+  private writeDone(client: Conn, answered: Promise<void>): void {
+    if (this.writes.get(client) === answered) this.writes.delete(client);
+  }
+
+  private run(cmd: Mq9Command | null, subject: string, replyTo: string | null, headers: Buffer | null, payload: Buffer): Answer | Promise<Answer> {
     const s = this.service;
     if (cmd === null) throw new Mq9Error(ErrorCode.MQ9_UNKNOWN_COMMAND, `unknown mq9 command: ${subject}`);
     switch (cmd.kind) {
@@ -115,12 +130,12 @@ export class Mq9Handler implements SubjectHandler {
   }
 
   /** Replies go to the asking connection only: nobody else reads a CREATE's address or token. */
-  private respond(client: Conn, replyTo: string | null, reply: Reply): void {
+  private respond(client: Conn, replyTo: string | null, reply: Answer): void {
     if (replyTo === null) return;
-    this.router.reply(client, replyTo, null, Buffer.from(JSON.stringify(reply)));
+    this.router.reply(client, replyTo, null, Buffer.from(reply instanceof SendReply ? reply.text() : JSON.stringify(reply)));
   }
 
-  private succeed(client: Conn, replyTo: string | null, reply: Reply, done: PublishDone | undefined): void {
+  private succeed(client: Conn, replyTo: string | null, reply: Answer, done: PublishDone | undefined): void {
     this.respond(client, replyTo, reply);
     done?.(null);
   }

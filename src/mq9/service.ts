@@ -52,6 +52,25 @@ const EMPTY = new Uint8Array(0);
 
 export type Reply = Record<string, unknown>;
 
+/**
+ * A send's reply, `{"error":"","msg_id":N}` (with `"duplicate":true` for a repeated origin
+ * id): written as its JSON text directly, since every durable send answers with one.
+ */
+export class SendReply {
+  constructor(
+    readonly msgId: number,
+    readonly duplicate: boolean,
+  ) {}
+
+  toJSON(): Reply {
+    return this.duplicate ? { error: "", msg_id: this.msgId, duplicate: true } : { error: "", msg_id: this.msgId };
+  }
+
+  text(): string {
+    return this.duplicate ? `{"error":"","msg_id":${this.msgId},"duplicate":true}` : `{"error":"","msg_id":${this.msgId}}`;
+  }
+}
+
 /** Takes sends to some addresses elsewhere (the uplink's outbox). */
 export interface Forwarder {
   forwards(address: string): boolean;
@@ -211,7 +230,7 @@ export class Mq9Service {
    * block; mq9-ttl, mq9-key, mq9-tags, mq9-delay (and, for the pull dialect,
    * mq9-priority) are read from it.
    */
-  async send(address: string, priority: PriorityRank, headers: Uint8Array | null, payload: Uint8Array, opts: { pull?: boolean; ttlSec?: number } = {}): Promise<Reply> {
+  send(address: string, priority: PriorityRank, headers: Uint8Array | null, payload: Uint8Array, opts: { pull?: boolean; ttlSec?: number } = {}): Promise<SendReply> {
     const pairs = headers === null ? [] : parseHeaders(headers);
     if (opts.pull) {
       const p = headerValue(pairs, "mq9-priority");
@@ -219,7 +238,7 @@ export class Mq9Service {
       priority = p === "critical" || p === "urgent" ? Priority[p] : Priority.normal;
     }
     if (this.forwarder?.forwards(address)) {
-      return { error: "", msg_id: await this.forwarder.enqueue(address, priority, headers, payload) };
+      return this.forwarder.enqueue(address, priority, headers, payload).then((msgId) => new SendReply(msgId, false));
     }
     this.requireMailbox(address);
     const msg: { -readonly [K in keyof NewMessage]: NewMessage[K] } = { priority, headers, payload };
@@ -237,17 +256,25 @@ export class Mq9Service {
       const origin = headerValue(pairs, "mq9-origin-id");
       if (origin !== undefined && origin !== "") msg.originId = origin;
     }
-    const stored = await this.append(address, msg);
-    return stored.duplicate ? { error: "", msg_id: stored.msgId, duplicate: true } : { error: "", msg_id: stored.msgId };
+    // One promise per send, not one per layer: this is the durable path's hot loop.
+    return this.store.append(address, msg, this.at()).then((stored) => {
+      this.appended(stored);
+      return new SendReply(stored.msgId, stored.duplicate === true);
+    });
   }
 
   /** Stores a message and hands it to the mailbox's readers once durable (not if a duplicate). */
-  async append(address: string, msg: NewMessage): Promise<AppendedMessage> {
-    const stored = await this.store.append(address, msg, this.at());
-    if (stored.duplicate) return stored;
+  append(address: string, msg: NewMessage): Promise<AppendedMessage> {
+    return this.store.append(address, msg, this.at()).then((stored) => {
+      this.appended(stored);
+      return stored;
+    });
+  }
+
+  private appended(stored: AppendedMessage): void {
+    if (stored.duplicate) return;
     if (stored.visibleAt > 0) this.delays.added(stored);
     else this.delivery.appended(stored);
-    return stored;
   }
 
   list(address: string, payload: Uint8Array): Reply {

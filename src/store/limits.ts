@@ -140,6 +140,9 @@ export interface CheckedMessage {
   readonly size: number;
 }
 
+/** Most messages carry no tags: they share one empty list. */
+const NO_TAGS: readonly string[] = Object.freeze([]);
+
 export function checkMessage(msg: NewMessage): CheckedMessage {
   const priority = checkRank(msg.priority);
   if (!(msg.payload instanceof Uint8Array)) throw invalid("payload must be bytes");
@@ -158,7 +161,7 @@ export function checkMessage(msg: NewMessage): CheckedMessage {
     headers: msg.headers,
     payload: msg.payload,
     key,
-    tags: tags.slice(),
+    tags: tags.length === 0 ? NO_TAGS : tags.slice(),
     ttlSec: checkSeconds("mq9-ttl", msg.ttlSec),
     delaySec: checkSeconds("mq9-delay", msg.delaySec),
     originId,

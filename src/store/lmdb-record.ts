@@ -140,7 +140,7 @@ export function encodedMessage(address: string, msgId: number, record: Buffer, m
     headers,
     payload: record.subarray(record.length - m.payload.byteLength),
     key: m.key,
-    tags: [...m.tags],
+    tags: m.tags, // checkMessage's own copy, read-only from here on
     expiresAt,
     visibleAt,
     originId: m.originId,
