@@ -34,6 +34,7 @@ export interface Config {
   window: number;
   replayMessages: number;
   rssMailboxes: number;
+  heapMailboxes: number;
   rssPerMailbox: number;
   mq9NodeArgs: string[];
   mq9Args: string[];
@@ -85,6 +86,7 @@ export const USAGE = `usage: npm run bench -- [options]
   --replay-messages N  messages stored, then replayed to a fresh subscriber, in replay (default 100000)
   --rss-mailboxes M    mailboxes in rss-stored (default 10000)
   --rss-per-mailbox K  messages per mailbox in rss-stored (default 100: 1,000,000 messages)
+  --heap-mailboxes N   mailboxes (one message each) in mailbox-heap (default 100000)
   --mq9-node-args 'A B'  extra node flags for the mq9-edge process, e.g.
                        '--cpu-prof --cpu-prof-dir=.bench/prof' (written when the broker exits)
   --mq9-args 'A B'     extra mq9-edge flags, after the bench's own (every mq9-edge but uplink-drain's edge),
@@ -123,6 +125,7 @@ const INT_FLAGS = new Map<string, [IntField, number]>([
   ["--window", ["window", 1]],
   ["--replay-messages", ["replayMessages", 1]],
   ["--rss-mailboxes", ["rssMailboxes", 1]],
+  ["--heap-mailboxes", ["heapMailboxes", 1]],
   ["--rss-per-mailbox", ["rssPerMailbox", 1]],
   ["--uplink-commands", ["uplinkCommands", 1]],
   ["--uplink-seed", ["uplinkSeed", 0]],
@@ -162,6 +165,7 @@ export function parseArgs(argv: string[], scenarios: readonly Scenario[]): Confi
     window: 256,
     replayMessages: 100_000,
     rssMailboxes: 10_000,
+    heapMailboxes: 100_000,
     rssPerMailbox: 100,
     mq9NodeArgs: [],
     mq9Args: [],

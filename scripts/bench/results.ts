@@ -232,10 +232,13 @@ export function printSummary(
       if (sc.pivotNote) console.log(`\n${sc.pivotNote(cfg)}`);
     }
   }
-  const ceilRows = results.rows.filter((r) => !scenarios.find((s) => s.name === r.scenario)?.needsServer);
-  if (ceilRows.length) {
-    console.log(`\nload generator ceiling, no broker involved (* = client used above, --impl ${cfg.impl}):\n`);
-    console.log(renderTable(["figure", "unit", "value"], ceilRows.map((r) => [r.label, r.unit, results.cellText(r, "")]), [false, false, true]));
+  // Scenarios without a server (the generator's ceiling, mailbox-heap): a table each.
+  for (const sc of scenarios.filter((s) => !s.needsServer)) {
+    const rows = results.rows.filter((r) => r.scenario === sc.name);
+    if (rows.length === 0) continue;
+    const heading = sc.name === "ceiling" ? `load generator ceiling, no broker involved (* = client used above, --impl ${cfg.impl})` : `${sc.name}: ${sc.title}`;
+    console.log(`\n${heading}:\n`);
+    console.log(renderTable(["figure", "unit", "value"], rows.map((r) => [r.label, r.unit, results.cellText(r, "")]), [false, false, true]));
   }
   if (results.warnings.length) {
     console.log(`\nWARNINGS (${results.warnings.length}):`);

@@ -70,6 +70,8 @@ import type { CheckedMessage, StoreLimits } from "./limits.js";
 import { checkDataFile, lockHolder, openFailed } from "./lmdb-open.js";
 import {
   boxFromRecord,
+  boxMeta,
+  withLife,
   decodeInfo,
   encodeRecord,
   groupFromRecord,
@@ -376,12 +378,12 @@ export class LmdbMailboxStore implements MailboxStore {
       if (box) {
         const life = extendedLife(box.meta, expiresAt, s.ttlSec);
         this.setExpiry(box, life.expiresAt);
-        box.meta = { ...box.meta, ttlSec: life.ttlSec };
+        box.meta = withLife(box.meta, life.ttlSec, box.meta.expiresAt);
         this.dirty.add(s.address);
         return { mailbox: view(box), isNew: false };
       }
       checkMailboxLimit(this.boxes.size, this.limits);
-      const created: Box = { meta: { ...s, createdAt: wallMs, expiresAt: 0, token: newToken() }, counts: [0, 0, 0], bytes: [0, 0, 0] };
+      const created: Box = { meta: boxMeta(s.address, s.public, s.desc, s.type, s.ttlSec, wallMs, 0, newToken()), counts: [0, 0, 0], bytes: [0, 0, 0] };
       this.boxes.set(s.address, created);
       this.setExpiry(created, expiresAt);
       this.dirty.add(s.address);
@@ -793,7 +795,7 @@ export class LmdbMailboxStore implements MailboxStore {
     const address = box.meta.address;
     if (box.meta.expiresAt !== 0) this.expiryDb.remove([box.meta.expiresAt, 0, address]);
     if (expiresAt !== 0) this.expiryDb.put([expiresAt, 0, address], 1);
-    box.meta = { ...box.meta, expiresAt };
+    box.meta = withLife(box.meta, box.meta.ttlSec, expiresAt);
   }
 
   /** Removes a message; its origin id, if any, becomes a tombstone timed from `now`. */

@@ -1,6 +1,7 @@
 /** The scenarios, in run order (and the order --help lists them). */
 import type { Scenario } from "../scenario.js";
 import { ceiling } from "./ceiling.js";
+import { mailboxHeap } from "./mailbox-heap.js";
 import { durablePipelined } from "./durable-pipelined.js";
 import { durableSeq } from "./durable-seq.js";
 import { mqttConns } from "./mqtt-conns.js";
@@ -16,4 +17,4 @@ import { slowconsumer } from "./slowconsumer.js";
 import { uplinkDrain } from "./uplink-drain.js";
 
 /** Run order. */
-export const SCENARIOS: Scenario[] = [ceiling, pubsub, pubonly, reqrep, rss, slowconsumer, durableSeq, durablePipelined, replay, rssStored, uplinkDrain, mqttQos0, mqttQos1, mqttConns, mqttDurable];
+export const SCENARIOS: Scenario[] = [ceiling, pubsub, pubonly, reqrep, rss, slowconsumer, durableSeq, durablePipelined, replay, rssStored, mailboxHeap, uplinkDrain, mqttQos0, mqttQos1, mqttConns, mqttDurable];
