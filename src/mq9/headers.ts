@@ -43,14 +43,18 @@ export function headersObject(block: Uint8Array | null): Record<string, string |
 
 /**
  * The header block of a mailbox delivery: mq9-msg-id, mq9-priority, mq9-mail-address,
- * then the publisher's own header lines, byte for byte.
+ * then the publisher's own header lines, byte for byte. In two parts, so that a frame can be
+ * written in one buffer: `ours` (latin1 text, status line and our three lines) and `rest`
+ * (the publisher's lines and the closing blank line).
  */
-export function deliveryHeaders(msgId: number, priority: PriorityName, address: string, publisher: Uint8Array | null): Buffer {
+export function deliveryHeaderParts(msgId: number, priority: PriorityName, address: string, publisher: Uint8Array | null): { ours: string; rest: Uint8Array } {
   const ours = `${PREAMBLE}\r\nmq9-msg-id: ${msgId}\r\nmq9-priority: ${priority}\r\nmq9-mail-address: ${address}\r\n`;
-  if (publisher === null || publisher.length === 0) return Buffer.from(`${ours}\r\n`, "latin1");
+  if (publisher === null || publisher.length === 0) return { ours, rest: CRLF };
   // Keep the publisher's lines after its status line; they end with the blank line.
   const pub = Buffer.from(publisher.buffer, publisher.byteOffset, publisher.length);
   const firstEol = pub.indexOf("\r\n");
-  const rest = firstEol < 0 ? Buffer.from("\r\n") : pub.subarray(firstEol + 2);
-  return Buffer.concat([Buffer.from(ours, "latin1"), rest.length === 0 ? Buffer.from("\r\n") : rest]);
+  const rest = firstEol < 0 ? CRLF : pub.subarray(firstEol + 2);
+  return { ours, rest: rest.length === 0 ? CRLF : rest };
 }
+
+const CRLF = new Uint8Array([13, 10]);
