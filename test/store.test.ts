@@ -1010,6 +1010,37 @@ describe("store (lmdb only)", () => {
     await refused(newer);
   });
 
+  test("store - a mailbox's details (kept in LMDB, not the heap) read the same before its commit, after it and after a reopen", async () => {
+    const dir = newDir();
+    let store = await openLmdbStore({ path: dir });
+    try {
+      const created = store.createMailbox({ ...box("fresh"), desc: "kept on disk", ttlSec: 60 }, at());
+      let settled = false;
+      void created.then(() => (settled = true));
+      // Every event-loop turn until the commit: between the batch's callback and its commit
+      // the mailbox exists, and its details come from the record the batch wrote.
+      const seen: Array<ReturnType<typeof store.getMailbox>> = [];
+      while (!settled) {
+        seen.push(store.getMailbox("fresh"));
+        await new Promise((r) => setImmediate(r));
+      }
+      const { mailbox } = await created;
+      assert.equal(mailbox.desc, "kept on disk");
+      for (const m of seen) if (m !== undefined) assert.deepEqual(m, mailbox);
+      assert.deepEqual(store.getMailbox("fresh"), mailbox);
+      await store.append("fresh", msg(1, "one"), at());
+      // CREATE again with a longer ttl: the record's ttl and the expiry change, the rest stays.
+      const again = (await store.createMailbox({ ...box("fresh"), desc: "ignored", ttlSec: 120 }, at(T0 + 1000))).mailbox;
+      assert.deepEqual([again.desc, again.ttlSec, again.token, again.createdAt, again.messages], ["kept on disk", 120, mailbox.token, mailbox.createdAt, 1]);
+      await store.close();
+      store = await openLmdbStore({ path: dir });
+      assert.deepEqual(store.getMailbox("fresh"), again);
+      assert.deepEqual(store.listMailboxes(), [again]);
+    } finally {
+      await store.close();
+    }
+  });
+
   test("store - a store written before origin ids opens and gains the origin index", async () => {
     const dir = newDir();
     let store = await openLmdbStore({ path: dir });

@@ -169,45 +169,57 @@ export function toMessage(address: string, priority: PriorityRank, msgId: number
 export type Counts = [number, number, number];
 export type MailboxRecord = [boolean, string, string, number, number, number, string, Counts, Counts];
 
-export type BoxMeta = Omit<MailboxMeta, "messages" | "bytes" | "counts">;
-
+/**
+ * What the heap keeps of a mailbox: what a send, a read and the expiry sweep need. The rest of
+ * its record (desc, ttl, creation time, token) stays in LMDB and is read when asked for, so that
+ * 100,000 mailboxes (the default limit) take a few tens of MiB, not hundreds.
+ */
 export interface Box {
-  meta: BoxMeta;
+  readonly address: string;
+  readonly type: MailboxType;
+  readonly public: boolean;
+  expiresAt: number;
   /** Messages and bytes by rank. */
   counts: Counts;
   bytes: Counts;
 }
 
 export function boxFromRecord(address: string, r: MailboxRecord): Box {
-  const [pub, desc, type, ttlSec, createdAt, expiresAt, token, counts, bytes] = r;
+  const counts = r[7];
+  const bytes = r[8];
+  return newBox(address, r[2] as MailboxType, r[0], r[5], [counts[0], counts[1], counts[2]], [bytes[0], bytes[1], bytes[2]]);
+}
+
+/** Every box is built by this one literal, so all share one hidden class. */
+export function newBox(address: string, type: MailboxType, pub: boolean, expiresAt: number, counts: Counts, bytes: Counts): Box {
+  return { address, type, public: pub, expiresAt, counts, bytes };
+}
+
+/** The record of a new mailbox. */
+export function newRecord(b: Box, desc: string, ttlSec: number, createdAt: number, token: string): MailboxRecord {
+  return [b.public, desc, b.type, ttlSec, createdAt, b.expiresAt, token, b.counts, b.bytes];
+}
+
+/** `stored` (the mailbox's record as last written) with `b`'s expiry and counters, and `ttlSec`. */
+export function recordOf(b: Box, stored: MailboxRecord, ttlSec = stored[3]): MailboxRecord {
+  return [b.public, stored[1], b.type, ttlSec, stored[4], b.expiresAt, stored[6], b.counts, b.bytes];
+}
+
+/** The mailbox as callers see it: `b` with the details of its record. */
+export function view(b: Box, r: MailboxRecord): MailboxMeta {
   return {
-    meta: boxMeta(address, pub, desc, type as MailboxType, ttlSec, createdAt, expiresAt, token),
-    counts: [counts[0], counts[1], counts[2]],
-    bytes: [bytes[0], bytes[1], bytes[2]],
+    address: b.address,
+    public: b.public,
+    desc: r[1],
+    type: b.type,
+    ttlSec: r[3],
+    createdAt: r[4],
+    expiresAt: b.expiresAt,
+    token: r[6],
+    messages: b.counts[0] + b.counts[1] + b.counts[2],
+    bytes: b.bytes[0] + b.bytes[1] + b.bytes[2],
+    counts: [b.counts[0], b.counts[1], b.counts[2]],
   };
-}
-
-/**
- * A mailbox's metadata, always built by this one literal: every box then shares one hidden
- * class with its fields in the object (spread copies grew a separate property store, ~90 B more
- * per mailbox; 100,000 mailboxes are the default limit).
- */
-export function boxMeta(address: string, pub: boolean, desc: string, type: MailboxType, ttlSec: number, createdAt: number, expiresAt: number, token: string): BoxMeta {
-  return { address, public: pub, desc, type, ttlSec, createdAt, expiresAt, token };
-}
-
-/** `m` with another lifetime. */
-export function withLife(m: BoxMeta, ttlSec: number, expiresAt: number): BoxMeta {
-  return boxMeta(m.address, m.public, m.desc, m.type, ttlSec, m.createdAt, expiresAt, m.token);
-}
-
-export function recordOf(b: Box): MailboxRecord {
-  const m = b.meta;
-  return [m.public, m.desc, m.type, m.ttlSec, m.createdAt, m.expiresAt, m.token, b.counts, b.bytes];
-}
-
-export function view(b: Box): MailboxMeta {
-  return { ...b.meta, messages: b.counts[0] + b.counts[1] + b.counts[2], bytes: b.bytes[0] + b.bytes[1] + b.bytes[2], counts: [b.counts[0], b.counts[1], b.counts[2]] };
 }
 
 export type GroupRecord = [number, number[]][];

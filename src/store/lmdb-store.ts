@@ -70,8 +70,8 @@ import type { CheckedMessage, StoreLimits } from "./limits.js";
 import { checkDataFile, lockHolder, openFailed } from "./lmdb-open.js";
 import {
   boxFromRecord,
-  boxMeta,
-  withLife,
+  newBox,
+  newRecord,
   decodeInfo,
   encodeRecord,
   groupFromRecord,
@@ -257,8 +257,13 @@ export class LmdbMailboxStore implements MailboxStore {
    * restart ids go on from the block's end: never reused, at most a block skipped.
    */
   private reservedMsgId = 1;
-  /** Mailboxes whose record must be written at the end of the running batch. */
+  /** Mailboxes whose record must be written at the end of the running batch (their counters). */
   private readonly dirty = new Set<string>();
+  /**
+   * Mailbox records written by the running batch, until it commits: reads outside the
+   * transaction (getMailbox between the batch's callback and its commit) see them here.
+   */
+  private readonly unsettled = new Map<string, MailboxRecord>();
   /**
    * Mailboxes whose message counters changed since their record was last written. Counters
    * are written once a minute and on close, not by every commit (one page fewer per send on
@@ -376,36 +381,38 @@ export class LmdbMailboxStore implements MailboxStore {
     return this.write(0, () => {
       const box = this.boxes.get(s.address);
       if (box) {
-        const life = extendedLife(box.meta, expiresAt, s.ttlSec);
+        const stored = this.mailboxRecord(s.address);
+        const life = extendedLife({ expiresAt: box.expiresAt, ttlSec: stored[3] }, expiresAt, s.ttlSec);
         this.setExpiry(box, life.expiresAt);
-        box.meta = withLife(box.meta, life.ttlSec, box.meta.expiresAt);
-        this.dirty.add(s.address);
-        return { mailbox: view(box), isNew: false };
+        const r = recordOf(box, stored, life.ttlSec);
+        this.putMailbox(s.address, r);
+        return { mailbox: view(box, r), isNew: false };
       }
       checkMailboxLimit(this.boxes.size, this.limits);
-      const created: Box = { meta: boxMeta(s.address, s.public, s.desc, s.type, s.ttlSec, wallMs, 0, newToken()), counts: [0, 0, 0], bytes: [0, 0, 0] };
+      const created = newBox(s.address, s.type, s.public, 0, [0, 0, 0], [0, 0, 0]);
       this.boxes.set(s.address, created);
       this.setExpiry(created, expiresAt);
-      this.dirty.add(s.address);
-      return { mailbox: view(created), isNew: true };
+      const r = newRecord(created, s.desc, s.ttlSec, wallMs, newToken());
+      this.putMailbox(s.address, r);
+      return { mailbox: view(created, r), isNew: true };
     });
   }
 
   getMailbox(address: string): MailboxMeta | undefined {
     this.open();
     const box = this.boxes.get(address);
-    return box && view(box);
+    return box && view(box, this.mailboxRecord(address));
   }
 
   expiryOf(address: string): number | undefined {
     this.open();
-    return this.boxes.get(address)?.meta.expiresAt;
+    return this.boxes.get(address)?.expiresAt;
   }
 
   listMailboxes(opts: { publicOnly?: boolean } = {}): MailboxMeta[] {
     this.open();
     const out: MailboxMeta[] = [];
-    for (const b of this.boxes.values()) if (!opts.publicOnly || b.meta.public) out.push(view(b));
+    for (const b of this.boxes.values()) if (!opts.publicOnly || b.public) out.push(view(b, this.mailboxRecord(b.address)));
     return out.sort((a, b) => Buffer.compare(Buffer.from(a.address), Buffer.from(b.address)));
   }
 
@@ -457,7 +464,7 @@ export class LmdbMailboxStore implements MailboxStore {
           if (buf) replaced.set(hit[1], { rank: hit[0], info: decodeInfo(buf) });
         }
       }
-      if (box.meta.type === MailboxType.latest) {
+      if (box.type === MailboxType.latest) {
         for (const { key, value } of this.messagesDb.getRange({ start: [address, m.priority], end: [address, m.priority + 1] })) {
           replaced.set(key[2] as number, { rank: m.priority, info: decodeInfo(value) });
         }
@@ -573,7 +580,7 @@ export class LmdbMailboxStore implements MailboxStore {
         if (key[1] === 0) {
           const address = key[2] as string;
           const box = this.boxes.get(address);
-          if (box && box.meta.expiresAt === key[0]) mailboxes.push(this.removeBox(address)!);
+          if (box && box.expiresAt === key[0]) mailboxes.push(this.removeBox(address)!);
           else this.expiryDb.remove(key); // stale: should not happen, renewals move their entry
         } else {
           const [, , address, rank, msgId] = key as [number, number, string, PriorityRank, number];
@@ -790,17 +797,31 @@ export class LmdbMailboxStore implements MailboxStore {
     if (this.closed || this.closing) throw storeClosed();
   }
 
+  /** The record of a mailbox that exists (its box is in `boxes`): written by this batch, or stored. */
+  private mailboxRecord(address: string): MailboxRecord {
+    const r = this.unsettled.get(address) ?? this.mailboxesDb.get(address);
+    if (r === undefined) throw new Error(`mailbox ${address} has no record`);
+    return r;
+  }
+
+  /** Writes a mailbox record in the running batch; the record then holds the counters as they are. */
+  private putMailbox(address: string, r: MailboxRecord): void {
+    this.mailboxesDb.put(address, r);
+    this.unsettled.set(address, r);
+    this.countsDirty.delete(address);
+  }
+
   /** Moves a mailbox's entry in the expiry index. */
   private setExpiry(box: Box, expiresAt: number): void {
-    const address = box.meta.address;
-    if (box.meta.expiresAt !== 0) this.expiryDb.remove([box.meta.expiresAt, 0, address]);
+    const address = box.address;
+    if (box.expiresAt !== 0) this.expiryDb.remove([box.expiresAt, 0, address]);
     if (expiresAt !== 0) this.expiryDb.put([expiresAt, 0, address], 1);
-    box.meta = withLife(box.meta, box.meta.ttlSec, expiresAt);
+    box.expiresAt = expiresAt;
   }
 
   /** Removes a message; its origin id, if any, becomes a tombstone timed from `now`. */
   private removeMessage(box: Box, rank: PriorityRank, msgId: number, info: RecordInfo, now: number): void {
-    const address = box.meta.address;
+    const address = box.address;
     this.messagesDb.remove([address, rank, msgId]);
     if (info.key !== null) {
       const hit = this.keysDb.get([address, info.key]);
@@ -823,7 +844,7 @@ export class LmdbMailboxStore implements MailboxStore {
   private removeBox(address: string): MailboxMeta | undefined {
     const box = this.boxes.get(address);
     if (!box) return undefined;
-    const before = view(box);
+    const before = view(box, this.mailboxRecord(address));
     const messages = [...this.messagesDb.getRange({ start: [address, 0], end: [address, 3] })];
     for (const { key, value } of messages) {
       const info = decodeInfo(value);
@@ -843,10 +864,12 @@ export class LmdbMailboxStore implements MailboxStore {
       this.originsDb.remove(key);
     }
     for (const key of [...this.groupsDb.getKeys(prefix)]) this.groupsDb.remove(key);
-    if (box.meta.expiresAt !== 0) this.expiryDb.remove([box.meta.expiresAt, 0, address]);
+    if (box.expiresAt !== 0) this.expiryDb.remove([box.expiresAt, 0, address]);
     this.mailboxesDb.remove(address);
+    this.unsettled.delete(address);
     this.boxes.delete(address);
     this.dirty.delete(address);
+    this.countsDirty.delete(address);
     return before;
   }
 
@@ -933,8 +956,7 @@ export class LmdbMailboxStore implements MailboxStore {
       }
       for (const address of this.dirty) {
         const box = this.boxes.get(address);
-        if (box) this.mailboxesDb.put(address, recordOf(box));
-        this.countsDirty.delete(address); // its record holds its counters as they are now
+        if (box) this.putMailbox(address, recordOf(box, this.mailboxRecord(address)));
       }
       this.dirty.clear();
       if (this.countsDirty.size > 0 && !this.countsStale) {
@@ -948,7 +970,8 @@ export class LmdbMailboxStore implements MailboxStore {
     });
     txn.then(
       () => {
-        // Committed, hence on disk: settle in call order, then start the next batch.
+        // Committed, hence on disk (and what reads see): settle in call order, then start the next batch.
+        this.unsettled.clear();
         batch.forEach((op, i) => {
           const o = outcomes[i]!;
           if (o.ok) op.resolve(o.value as never);
@@ -960,6 +983,7 @@ export class LmdbMailboxStore implements MailboxStore {
       async (err: unknown) => {
         const error = await writeError(err);
         this.dirty.clear();
+        this.unsettled.clear();
         this.env.resetReadTxn();
         this.load(); // the in-memory records may hold changes that never reached the disk
         for (const op of batch) op.reject(error);
