@@ -131,6 +131,7 @@ const BATCH_MAX_OPS = 4096;
 const BATCH_MAX_BYTES = 32 * 1024 * 1024;
 
 type Key = (string | number | Uint8Array)[];
+const NOTHING_REPLACED: ReadonlyMap<number, { rank: PriorityRank; info: RecordInfo }> = new Map();
 /** Sorts after every string and number: `[address, KEY_MAX]` ends the range of keys under `[address, …]`. */
 const KEY_MAX = new Uint8Array([0xff]);
 
@@ -230,8 +231,6 @@ interface PendingOp {
   reject: (err: unknown) => void;
   bytes: number;
 }
-
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 export class LmdbMailboxStore implements MailboxStore {
   private readonly mailboxesDb: Database<MailboxRecord, string>;
@@ -455,20 +454,22 @@ export class LmdbMailboxStore implements MailboxStore {
           // A live entry without its message cannot happen; were it to, it is overwritten.
         }
       }
-      // What this append replaces: the same mq9-key, or everything of its priority in a `latest` mailbox.
-      const replaced = new Map<number, { rank: PriorityRank; info: RecordInfo }>();
+      // What this append replaces: the same mq9-key, or everything of its priority in a `latest`
+      // mailbox. Most appends replace nothing, and share one empty map.
+      let found: Map<number, { rank: PriorityRank; info: RecordInfo }> | null = null;
       if (m.key !== null) {
         const hit = this.keysDb.get([address, m.key]);
         if (hit) {
           const buf = this.messagesDb.getBinary([address, hit[0], hit[1]]);
-          if (buf) replaced.set(hit[1], { rank: hit[0], info: decodeInfo(buf) });
+          if (buf) (found ??= new Map()).set(hit[1], { rank: hit[0], info: decodeInfo(buf) });
         }
       }
       if (box.type === MailboxType.latest) {
         for (const { key, value } of this.messagesDb.getRange({ start: [address, m.priority], end: [address, m.priority + 1] })) {
-          replaced.set(key[2] as number, { rank: m.priority, info: decodeInfo(value) });
+          (found ??= new Map()).set(key[2] as number, { rank: m.priority, info: decodeInfo(value) });
         }
       }
+      const replaced = found ?? NOTHING_REPLACED;
       let removedBytes = 0;
       for (const r of replaced.values()) removedBytes += r.info.size;
       checkAppendLimits(
@@ -943,15 +944,17 @@ export class LmdbMailboxStore implements MailboxStore {
       n++;
     }
     const batch = this.queue.splice(0, n);
-    const outcomes: Outcome[] = [];
+    // What each op returned, or (by index, rarely) what it refused with.
+    const values: unknown[] = new Array(batch.length);
+    let refusals: Map<number, unknown> | null = null;
     this.running = true;
     const txn = this.env.childTransaction(() => {
-      for (const op of batch) {
+      for (let i = 0; i < batch.length; i++) {
         try {
-          outcomes.push({ ok: true, value: op.run() });
+          values[i] = batch[i]!.run();
         } catch (error) {
           if (!(error instanceof Mq9Error)) throw error; // unexpected: abort the whole batch
-          outcomes.push({ ok: false, error });
+          (refusals ??= new Map()).set(i, error);
         }
       }
       for (const address of this.dirty) {
@@ -972,11 +975,11 @@ export class LmdbMailboxStore implements MailboxStore {
       () => {
         // Committed, hence on disk (and what reads see): settle in call order, then start the next batch.
         this.unsettled.clear();
-        batch.forEach((op, i) => {
-          const o = outcomes[i]!;
-          if (o.ok) op.resolve(o.value as never);
-          else op.reject(o.error);
-        });
+        for (let i = 0; i < batch.length; i++) {
+          const op = batch[i]!;
+          if (refusals !== null && refusals.has(i)) op.reject(refusals.get(i));
+          else op.resolve(values[i] as never);
+        }
         this.running = false;
         this.kick();
       },
