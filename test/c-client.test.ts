@@ -53,9 +53,9 @@ function run(bin: string, args: string[], ms: number): Promise<RunResult> {
       clearTimeout(timer);
       reject(e);
     });
-    child.once('close', (code) => {
+    child.once('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, stdout, stderr });
+      resolve({ code, stdout, stderr: signal === null ? stderr : `${stderr}\n(killed by ${signal})` });
     });
   });
 }

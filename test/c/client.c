@@ -128,12 +128,19 @@ int main(int argc, char **argv)
     printf("done\n");
     fflush(stdout);
 
+    /* Close first, so that no callback of svc's delivery thread runs while things are
+     * destroyed, then wait for the library's threads: exiting while one still ran killed
+     * the process with a signal now and then after "done". */
+    natsConnection_Close(nc);
     natsSubscription_Destroy(plain);
     natsSubscription_Destroy(wild);
     natsSubscription_Destroy(full);
     natsSubscription_Destroy(svc);
     natsConnection_Destroy(nc);
     natsOptions_Destroy(opts);
-    nats_Close();
+    if (nats_CloseAndWait(5000) != NATS_OK) {
+        fprintf(stderr, "nats_CloseAndWait: the library's threads did not stop\n");
+        return 1;
+    }
     return 0;
 }
