@@ -24,7 +24,12 @@ export class NatsSub extends Sub {
   }
 }
 
-const OUT_SIZE = 32 * 1024;
+/**
+ * The output buffer starts small and doubles (keeping what it holds) while what a read gives
+ * the client does not fit, up to OUT_MAX: a publisher's 64 KiB read then leaves in one write.
+ */
+const OUT_START = 4 * 1024;
+const OUT_MAX = 128 * 1024;
 const PING = Buffer.from("PING\r\n");
 const PONG = Buffer.from("PONG\r\n");
 const OK = Buffer.from("+OK\r\n");
@@ -72,6 +77,8 @@ export class ClientConn implements ParserHandler, Conn {
 
   private out: Buffer | null = null;
   private pos = 0;
+  /** The size the output buffer has grown to: a replacement is made that size. */
+  private outSize = OUT_START;
   /** Bytes the socket had not yet written at the last flush. */
   private queued = 0;
   // The last publish subject, so a publisher repeating one subject reuses its string.
@@ -449,14 +456,20 @@ export class ClientConn implements ParserHandler, Conn {
     }
     let out = this.out;
     if (out !== null && this.pos + need <= out.length) return out;
-    if (out !== null && this.pos > 0) this.flush();
-    out = this.out;
-    if (out === null || need > out.length) {
-      out = Buffer.allocUnsafe(Math.max(OUT_SIZE, need));
-      this.out = out;
-      this.pos = 0;
+    if (this.pos + need > OUT_MAX) {
+      this.flush(); // full at its largest: out it goes
+      if (this.closed) return null;
+      out = this.out;
+      if (out !== null && need <= out.length) return out;
     }
-    return out;
+    let size = this.outSize;
+    while (size < this.pos + need && size < OUT_MAX) size *= 2;
+    this.outSize = size;
+    // A message over OUT_MAX gets a buffer of its own size, dropped once written (flush).
+    const grown = Buffer.allocUnsafe(Math.max(size, this.pos + need));
+    if (this.pos > 0) grown.set(out!.subarray(0, this.pos));
+    this.out = grown;
+    return grown;
   }
 
   /** Writes what is buffered with one socket write. */
@@ -471,7 +484,7 @@ export class ClientConn implements ParserHandler, Conn {
     this.socket.write(chunk);
     this.queued = this.socket.writableLength;
     // The socket keeps a reference to a chunk it could not write at once.
-    if (this.queued > 0) this.out = null;
+    if (this.queued > 0 || this.out.length > OUT_MAX) this.out = null;
     this.pos = 0;
     if (this.queued > this.server.opts.maxPending) this.slowConsumer();
   }
