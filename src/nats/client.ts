@@ -18,9 +18,12 @@ import { frameOf } from "../router/frame.js";
 
 export class NatsSub extends Sub {
   readonly sidBytes: Buffer;
+  /** "<subject> <sid> " of a MSG line on its own subject (every one, for a literal subscription). */
+  readonly ownLine: Buffer;
   constructor(conn: ClientConn, subject: string, queue: string | null, sid: string) {
     super(conn, subject, queue, sid, 0, !conn.echo);
     this.sidBytes = Buffer.from(sid, "latin1");
+    this.ownLine = Buffer.from(`${subject} ${sid} `, "latin1");
   }
 }
 
@@ -338,8 +341,8 @@ export class ClientConn implements ParserHandler, Conn {
 
   // ---- outbound ----
 
-  /** Queues a MSG/HMSG of frame `f` for one subscription. */
-  sendMsg(sub: Sub, f: PubFrame): void {
+  /** Queues a MSG/HMSG of frame `f` for one subscription; `subject`, if given, is the frame's. */
+  sendMsg(sub: Sub, f: PubFrame, subject?: string): void {
     if (this.closed) return;
     if (this.responses !== null && f.replyStart >= 0) this.responses.note(f.args.toString("latin1", f.replyStart, f.replyEnd));
     const hdrLen = f.hdrLen;
@@ -368,10 +371,16 @@ export class ClientConn implements ParserHandler, Conn {
       out[p + 3] = 32;
       p += 4;
     }
-    p = put(out, p, f.args, f.subjectStart, f.subjectEnd);
-    out[p++] = 32;
-    p = put(out, p, sid, 0, sid.length);
-    out[p++] = 32;
+    if (subject === sub.subject) {
+      const line = (sub as NatsSub).ownLine;
+      out.set(line, p);
+      p += line.length;
+    } else {
+      p = put(out, p, f.args, f.subjectStart, f.subjectEnd);
+      out[p++] = 32;
+      p = put(out, p, sid, 0, sid.length);
+      out[p++] = 32;
+    }
     if (replyLen >= 0) {
       p = put(out, p, f.args, f.replyStart, f.replyEnd);
       out[p++] = 32;
@@ -544,13 +553,16 @@ function put(out: Buffer, p: number, src: Uint8Array, start: number, end: number
 
 /** Writes a non-negative integer in decimal; returns the new position. */
 function writeInt(out: Buffer, p: number, v: number): number {
-  if (v < 10) {
-    out[p] = 48 + v;
-    return p + 1;
-  }
-  let digits = 0;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) digits++;
+  // Integer steps (`| 0`), not Math.floor of a float division: sizes stay below 2^31
+  // (max_payload is at most 64 MiB).
+  let digits = 1;
+  for (let limit = 10; limit <= v; limit *= 10) digits++;
   let q = p + digits;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) out[--q] = 48 + (t % 10);
+  let t = v;
+  do {
+    const d = (t / 10) | 0;
+    out[--q] = 48 + t - d * 10;
+    t = d;
+  } while (t > 0);
   return p + digits;
 }

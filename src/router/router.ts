@@ -133,7 +133,7 @@ export class Router {
     }
     const sub = this.ownSubscription(to, target);
     if (sub === null) return false;
-    this.deliverTo(sub, frameOf(Buffer.from(target, "latin1"), null, h, payload));
+    this.deliverTo(sub, frameOf(Buffer.from(target, "latin1"), null, h, payload), target);
     return true;
   }
 
@@ -158,7 +158,7 @@ export class Router {
     for (let i = 0; i < plain.length; i++) {
       const sub = plain[i]!;
       if (sub.noLocal && sub.conn === from) continue;
-      if (this.deliverTo(sub, f)) n++;
+      if (this.deliverTo(sub, f, subject)) n++;
     }
     const queues = r.queues;
     for (let q = 0; q < queues.length; q++) {
@@ -168,7 +168,7 @@ export class Router {
       for (let k = 0; k < members.length; k++) {
         const sub = members[(start + k) % members.length]!;
         if (sub.noLocal && sub.conn === from) continue;
-        if (!this.deliverTo(sub, f)) continue;
+        if (!this.deliverTo(sub, f, subject)) continue;
         n++;
         break;
       }
@@ -176,13 +176,16 @@ export class Router {
     return n;
   }
 
-  /** False if the subscriber's user may not receive that subject (see Conn.denyFilter). */
-  deliverTo(sub: Sub, f: Frame): boolean {
+  /**
+   * False if the subscriber's user may not receive that subject (see Conn.denyFilter).
+   * `subject`: the frame's subject as a string, if the caller has it.
+   */
+  deliverTo(sub: Sub, f: Frame, subject?: string): boolean {
     const deny = sub.conn.denyFilter;
-    if (deny != null && deny.deniesDelivery(f.args.toString("latin1", f.subjectStart, f.subjectEnd))) return false;
+    if (deny != null && deny.deniesDelivery(subject ?? f.args.toString("latin1", f.subjectStart, f.subjectEnd))) return false;
     this.stats.msgsOut++;
     this.stats.bytesOut += f.msgEnd - f.msgStart;
-    sub.conn.sendMsg(sub, f);
+    sub.conn.sendMsg(sub, f, subject);
     if (sub.max > 0 && ++sub.delivered >= sub.max) this.unsubscribe(sub);
     return true;
   }
@@ -202,7 +205,7 @@ export class Router {
     let sub = r.plain.find((s) => s.conn === from);
     if (sub === undefined) for (const members of r.queues) sub ??= members.find((s) => s.conn === from);
     if (sub === undefined) return;
-    this.deliverTo(sub, {
+    const status: Frame = {
       args: f.args,
       subjectStart: f.replyStart,
       subjectEnd: f.replyEnd,
@@ -212,7 +215,8 @@ export class Router {
       msg: NO_RESPONDERS_HEADER,
       msgStart: 0,
       msgEnd: NO_RESPONDERS_HEADER.length,
-    });
+    };
+    this.deliverTo(sub, status, reply);
   }
 
   /** A connection has output to flush: now after the current read, or soon otherwise. */
