@@ -258,6 +258,12 @@ export class Parser {
             f.msgStart = i;
             f.msgEnd = i + this.size;
             i += this.size;
+            // Its CRLF is mostly here too: taken at once, not a byte per pass through END_R and END_N.
+            if (len - i >= 2 && buf[i] === CR && buf[i + 1] === LF) {
+              i += 2;
+              if (!this.pubDone()) return;
+              continue;
+            }
           } else {
             if (this.msgBuf === null) this.msgLen = 0;
             const take = Math.min(this.size - this.msgLen, len - i);
@@ -293,16 +299,21 @@ export class Parser {
         case S.END_N: {
           if (buf[i] !== LF) return this.fail(ParseErrorKind.BAD_FRAME, "payload longer than its declared size", buf, i);
           i++;
-          this.state = S.OP;
-          this.msgBuf = null;
-          this.handler.onPub(this.frame);
-          if (this.isClosed()) return;
+          if (!this.pubDone()) return;
           continue;
         }
         case S.CLOSED:
           return;
       }
     }
+  }
+
+  /** A PUB/HPUB is complete: hands it over. False when parsing must stop. */
+  private pubDone(): boolean {
+    this.state = S.OP;
+    this.msgBuf = null;
+    this.handler.onPub(this.frame);
+    return !this.isClosed();
   }
 
   private saveArg(buf: Buffer, from: number, to: number): void {
