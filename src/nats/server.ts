@@ -54,6 +54,8 @@ interface Handshake {
 const TLS_HANDSHAKE_RECORD = 0x16;
 /** How long a refused client has to read why and close, before it is cut off. */
 const REFUSED_LINGER_MS = 1000;
+/** Node reads a socket 64 KiB at a time; a read that size likely leaves more for this loop turn. */
+const FULL_READ = 64 * 1024;
 
 export interface ServerStats {
   connections: number;
@@ -233,7 +235,7 @@ export class NatsServer {
           client.log.error({ err }, "internal error while handling this client's input; it is disconnected");
           client.close("internal error");
         }
-      });
+      }, chunk.length >= FULL_READ);
     });
     this.router.flushDirty();
   }

@@ -58,8 +58,12 @@ export class Router {
     return null;
   }
 
-  /** Runs a connection's read; every connection it gave output to is flushed once after it. */
-  read(fn: () => void): void {
+  /**
+   * Runs a connection's read; every connection it gave output to is flushed once after it. With
+   * `more` (the read filled the socket's read buffer, so libuv reads the socket again in this loop
+   * turn), once after the turn's reads instead: one write then carries what they all gave.
+   */
+  read(fn: () => void, more = false): void {
     if (this.inRead) {
       fn(); // within a read already: its end flushes
       return;
@@ -70,7 +74,8 @@ export class Router {
     } finally {
       this.inRead = false;
     }
-    this.flushDirty();
+    if (more) this.flushSoon();
+    else this.flushDirty();
   }
 
   subscribe(sub: Sub, queueValid = true): SubscribeResult {
@@ -224,10 +229,14 @@ export class Router {
     if (c.dirty) return;
     c.dirty = true;
     this.dirty.push(c);
-    if (!this.inRead && !this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flushDirty());
-    }
+    if (!this.inRead) this.flushSoon();
+  }
+
+  /** Flushes once this loop turn's reads are done (setImmediate runs after the poll phase). */
+  private flushSoon(): void {
+    if (this.dirty.length === 0 || this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flushDirty());
   }
 
   flushDirty(): void {
