@@ -4,7 +4,7 @@
 // NATS connections and MQTT sessions plug in as `Conn`s; the router knows neither wire.
 
 import type { StoredMessage } from "../store/types.js";
-import { Sublist, isValidSubject, subjectMatches } from "../nats/sublist.js";
+import { Sublist, isValidSubject, patternMatches } from "../nats/sublist.js";
 import type { Conn, Dialect, Sub } from "./conn.js";
 import { frameOf, type Frame } from "./frame.js";
 
@@ -144,12 +144,9 @@ export class Router {
 
   /** `c`'s first subscription matching a literal subject; a client has few, so no index. */
   private ownSubscription(c: Conn, subject: string): Sub | null {
-    let tokens: string[] | null = null;
     for (const sub of c.subs.values()) {
       if (sub.handler !== null) continue; // mailbox readers are not reply subscriptions
-      if (sub.subject === subject) return sub;
-      tokens ??= subject.split(".");
-      if (subjectMatches(sub.subject.split("."), tokens)) return sub;
+      if (patternMatches(sub.subject, subject)) return sub;
     }
     return null;
   }
