@@ -28,11 +28,14 @@ export class NatsSub extends Sub {
 }
 
 /**
- * The output buffer starts small and doubles (keeping what it holds) while what a read gives
- * the client does not fit, up to OUT_MAX: a publisher's 64 KiB read then leaves in one write.
+ * The output buffer starts small and doubles (keeping what it holds) while what the client is
+ * given between two flushes does not fit, up to OUT_MAX: a publisher's reads in one loop turn
+ * then leave in few writes. After SHRINK_AFTER flushes in a row that used under an eighth of it,
+ * the next one is half the size.
  */
 const OUT_START = 4 * 1024;
-const OUT_MAX = 128 * 1024;
+const OUT_MAX = 512 * 1024;
+const SHRINK_AFTER = 16;
 const PING = Buffer.from("PING\r\n");
 const PONG = Buffer.from("PONG\r\n");
 const OK = Buffer.from("+OK\r\n");
@@ -82,6 +85,8 @@ export class ClientConn implements ParserHandler, Conn {
   private pos = 0;
   /** The size the output buffer has grown to: a replacement is made that size. */
   private outSize = OUT_START;
+  /** Flushes in a row that used under an eighth of the output buffer. */
+  private underused = 0;
   /** Bytes the socket had not yet written at the last flush. */
   private queued = 0;
   // The last publish subject, so a publisher repeating one subject reuses its string.
@@ -489,11 +494,17 @@ export class ClientConn implements ParserHandler, Conn {
       this.pos = 0;
       return;
     }
-    const chunk = this.out.subarray(0, this.pos);
-    this.socket.write(chunk);
+    const size = this.out.length;
+    this.socket.write(this.out.subarray(0, this.pos));
     this.queued = this.socket.writableLength;
+    this.underused = this.pos < size / 8 ? this.underused + 1 : 0;
+    if (this.underused >= SHRINK_AFTER && this.outSize > OUT_START) {
+      this.underused = 0;
+      this.outSize /= 2;
+      this.out = null;
+    }
     // The socket keeps a reference to a chunk it could not write at once.
-    if (this.queued > 0 || this.out.length > OUT_MAX) this.out = null;
+    if (this.queued > 0 || size > OUT_MAX) this.out = null;
     this.pos = 0;
     if (this.queued > this.server.opts.maxPending) this.slowConsumer();
   }
