@@ -92,6 +92,8 @@ export class ClientConn implements ParserHandler, Conn {
   // The last publish subject, so a publisher repeating one subject reuses its string.
   private lastSubject: Buffer = Buffer.alloc(0);
   private lastSubjectStr = "";
+  /** The last subject its permissions let it publish to (they never change), checked once. */
+  private lastPublishable: string | null = null;
 
   constructor(
     readonly cid: number,
@@ -231,10 +233,13 @@ export class ClientConn implements ParserHandler, Conn {
       return;
     }
     const perms = this.permissions;
-    if (perms !== null && !perms.canPublish(subj) && !(this.responses !== null && this.responses.take(subj))) {
-      this.log.debug({ subject: subj }, "publish not permitted");
-      this.sendErr(permissionViolationPub(subj));
-      return;
+    if (perms !== null && subj !== this.lastPublishable) {
+      if (perms.canPublish(subj)) this.lastPublishable = subj;
+      else if (!(this.responses !== null && this.responses.take(subj))) {
+        this.log.debug({ subject: subj }, "publish not permitted");
+        this.sendErr(permissionViolationPub(subj));
+        return;
+      }
     }
     if (this.verbose) this.sendRaw(OK); // before any MSG this PUB produces, as nats-server
     this.server.router.route(this, subj, f);
