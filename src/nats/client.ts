@@ -82,6 +82,8 @@ export class ClientConn implements ParserHandler, Conn {
   private deferred: Array<() => void> | null = null;
 
   private out: Buffer | null = null;
+  /** out[sent, pos) waits for the next flush; out[0, sent) went to the socket, which may hold it still. */
+  private sent = 0;
   private pos = 0;
   /** The size the output buffer has grown to: a replacement is made that size. */
   private outSize = OUT_START;
@@ -416,7 +418,7 @@ export class ClientConn implements ParserHandler, Conn {
   hasRoom(): boolean {
     // Also refreshes what reserve() counts as queued: after a drain, the last flush's figure is stale.
     this.queued = this.socket.destroyed ? 0 : this.socket.writableLength;
-    return this.pos + this.queued <= this.server.mailboxRoom;
+    return this.pos - this.sent + this.queued <= this.server.mailboxRoom;
   }
 
   publishRefused(subject: string, reason: string): void {
@@ -435,7 +437,7 @@ export class ClientConn implements ParserHandler, Conn {
 
   /** Bytes written to this client but not yet taken by the kernel. */
   pendingBytes(): number {
-    return this.pos + (this.socket.destroyed ? 0 : this.socket.writableLength);
+    return this.pos - this.sent + (this.socket.destroyed ? 0 : this.socket.writableLength);
   }
 
   /**
@@ -469,48 +471,57 @@ export class ClientConn implements ParserHandler, Conn {
   /** Room for `need` more bytes in the output buffer, or null if the client was cut off. */
   private reserve(need: number): Buffer | null {
     const max = this.server.opts.maxPending;
-    if (this.pos + need + this.queued > max) {
+    if (this.pos - this.sent + need + this.queued > max) {
       this.slowConsumer();
       return null;
     }
     let out = this.out;
     if (out !== null && this.pos + need <= out.length) return out;
-    if (this.pos + need > OUT_MAX) {
+    if (this.pos - this.sent + need > OUT_MAX) {
       this.flush(); // full at its largest: out it goes
       if (this.closed) return null;
       out = this.out;
-      if (out !== null && need <= out.length) return out;
+      if (out !== null && this.pos + need <= out.length) return out;
     }
+    // A new buffer takes over what waits for the flush; it grows if that and `need` do not fit
+    // the size the last one had.
+    const waiting = this.pos - this.sent;
     let size = this.outSize;
-    while (size < this.pos + need && size < OUT_MAX) size *= 2;
+    while (size < waiting + need && size < OUT_MAX) size *= 2;
     this.outSize = size;
     // A message over OUT_MAX gets a buffer of its own size, dropped once written (flush).
-    const grown = Buffer.allocUnsafe(Math.max(size, this.pos + need));
-    if (this.pos > 0) grown.set(out!.subarray(0, this.pos));
+    const grown = Buffer.allocUnsafe(Math.max(size, waiting + need));
+    if (waiting > 0) grown.set(out!.subarray(this.sent, this.pos));
     this.out = grown;
+    this.sent = 0;
+    this.pos = waiting;
     return grown;
   }
 
   /** Writes what is buffered with one socket write. */
   flush(): void {
     this.dirty = false;
-    if (this.pos === 0 || this.out === null) return;
+    const out = this.out;
+    if (out === null || this.pos === this.sent) return;
     if (this.socket.destroyed) {
-      this.pos = 0;
+      this.sent = this.pos = 0;
       return;
     }
-    const size = this.out.length;
-    this.socket.write(this.out.subarray(0, this.pos));
+    const length = this.pos - this.sent;
+    this.socket.write(out.subarray(this.sent, this.pos));
     this.queued = this.socket.writableLength;
-    this.underused = this.pos < size / 8 ? this.underused + 1 : 0;
+    this.underused = length < out.length / 8 ? this.underused + 1 : 0;
     if (this.underused >= SHRINK_AFTER && this.outSize > OUT_START) {
       this.underused = 0;
       this.outSize /= 2;
       this.out = null;
+    } else if (out.length > OUT_MAX) this.out = null;
+    if (this.out !== null && this.queued > 0) {
+      // The socket may hold what it was given until it is written: the rest is filled next.
+      this.sent = this.pos;
+    } else {
+      this.sent = this.pos = 0;
     }
-    // The socket keeps a reference to a chunk it could not write at once.
-    if (this.queued > 0 || size > OUT_MAX) this.out = null;
-    this.pos = 0;
     if (this.queued > this.server.opts.maxPending) this.slowConsumer();
   }
 
@@ -518,8 +529,8 @@ export class ClientConn implements ParserHandler, Conn {
     if (this.closed) return;
     this.server.router.stats.slowConsumers++;
     countError(ErrorCode.PROTO_SLOW_CONSUMER);
-    this.log.warn({ pending: this.pos + this.queued, maxPending: this.server.opts.maxPending }, "slow consumer");
-    this.pos = 0;
+    this.log.warn({ pending: this.pos - this.sent + this.queued, maxPending: this.server.opts.maxPending }, "slow consumer");
+    this.sent = this.pos = 0;
     this.out = null;
     // nats-server closes a slow consumer without a further -ERR it could not read anyway.
     this.close("slow consumer");
