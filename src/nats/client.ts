@@ -1,7 +1,9 @@
 // One client connection: parses what the socket sends, keeps the client's
 // subscriptions, and gathers everything addressed to it in one output buffer that
-// the server flushes once per inbound read (or once per event-loop turn for
-// messages that come from elsewhere, such as the mailbox store).
+// is flushed once per inbound read (once per event-loop turn after reads that filled
+// Node's read buffer, and for messages that come from elsewhere, such as the mailbox
+// store). A publisher whose read went to a client that is behind is not read for a
+// moment (nats-server's fast-producer stall).
 
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
@@ -41,6 +43,10 @@ const PONG = Buffer.from("PONG\r\n");
 const OK = Buffer.from("+OK\r\n");
 /** How long a closed connection's last bytes may take to leave before the socket is destroyed. */
 const CLOSE_LINGER_MS = 2000;
+/** How long a publisher is not read after a read gave output to a client that is behind. */
+const STALL_MS = 2;
+/** Node reads a socket 64 KiB at a time; a read that size likely leaves more for this loop turn. */
+const FULL_READ = 64 * 1024;
 
 export type CloseReason =
   | "client closed"
@@ -73,6 +79,8 @@ export class ClientConn implements ParserHandler, Conn {
   /** In the server's list of connections to flush. */
   dirty = false;
   authTimer: NodeJS.Timeout | null = null;
+  /** Set while reading is paused for a client it publishes to that is behind (stall). */
+  private stallTimer: NodeJS.Timeout | null = null;
   /** What its user may publish and subscribe to; null = everything. */
   private permissions: Permissions | null = null;
   denyFilter: Permissions | null = null;
@@ -91,6 +99,8 @@ export class ClientConn implements ParserHandler, Conn {
   private underused = 0;
   /** Bytes the socket had not yet written at the last flush. */
   private queued = 0;
+  /** Over this many queued, whoever publishes to it is slowed down (half of max_pending, as nats-server). */
+  private readonly stallAt: number;
   // The last publish subject, so a publisher repeating one subject reuses its string.
   private lastSubject: Buffer = Buffer.alloc(0);
   private lastSubjectStr = "";
@@ -104,9 +114,28 @@ export class ClientConn implements ParserHandler, Conn {
     readonly log: Logger,
   ) {
     this.parser = new Parser(this, server.opts.maxPayload);
+    this.stallAt = server.opts.maxPending / 2;
   }
 
   // ---- inbound ----
+
+  /** Takes one read of its socket. */
+  read(chunk: Buffer): void {
+    this.active = true;
+    const router = this.server.router;
+    router.stats.bytesIn += chunk.length;
+    const fedBehind = router.read(() => {
+      try {
+        this.parser.parse(chunk);
+      } catch (err) {
+        // A bug met by this client's input: it alone is disconnected, everyone else goes on.
+        countError(ErrorCode.INTERNAL);
+        this.log.error({ err }, "internal error while handling this client's input; it is disconnected");
+        this.close("internal error");
+      }
+    }, chunk.length >= FULL_READ);
+    if (fedBehind) this.stall();
+  }
 
   onConnect(json: string): void {
     let o: Record<string, unknown>;
@@ -409,6 +438,7 @@ export class ClientConn implements ParserHandler, Conn {
     out[p++] = 10;
     this.pos = p;
     if (!this.dirty) this.server.router.markDirty(this);
+    if (this.queued > this.stallAt) this.server.router.behind();
   }
 
   sendStored(sub: Sub, m: StoredMessage, dialect: Dialect): void {
@@ -438,6 +468,19 @@ export class ClientConn implements ParserHandler, Conn {
   /** Bytes written to this client but not yet taken by the kernel. */
   pendingBytes(): number {
     return this.pos - this.sent + (this.socket.destroyed ? 0 : this.socket.writableLength);
+  }
+
+  /**
+   * Stops reading for STALL_MS: what it publishes goes to a client that is behind, which gets
+   * time to catch up before it is cut off as a slow consumer (nats-server's fast-producer stall).
+   */
+  stall(): void {
+    if (this.stallTimer !== null || this.closed) return;
+    this.socket.pause();
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = null;
+      if (!this.closed && this.deferred === null) this.socket.resume();
+    }, STALL_MS);
   }
 
   /**
@@ -543,6 +586,7 @@ export class ClientConn implements ParserHandler, Conn {
     this.closed = true;
     this.parser.close();
     if (this.authTimer) clearTimeout(this.authTimer);
+    if (this.stallTimer) clearTimeout(this.stallTimer);
     this.server.removeClient(this, reason, detail);
     if (reason === "slow consumer" || reason === "socket error" || reason === "internal error") this.socket.destroy();
     else {

@@ -48,6 +48,8 @@ export class Router {
   private dirty: Conn[] = [];
   private flushScheduled = false;
   private inRead = false;
+  /** The current read gave output to a connection that has fallen behind (see behind()). */
+  private readFedBehind = false;
 
   addHandler(h: SubjectHandler): void {
     this.handlers.push(h);
@@ -62,13 +64,15 @@ export class Router {
    * Runs a connection's read; every connection it gave output to is flushed once after it. With
    * `more` (the read filled the socket's read buffer, so libuv reads the socket again in this loop
    * turn), once after the turn's reads instead: one write then carries what they all gave.
+   * True when it gave output to a connection that is behind: the reader should slow down.
    */
-  read(fn: () => void, more = false): void {
+  read(fn: () => void, more = false): boolean {
     if (this.inRead) {
       fn(); // within a read already: its end flushes
-      return;
+      return false;
     }
     this.inRead = true;
+    this.readFedBehind = false;
     try {
       fn();
     } finally {
@@ -76,6 +80,7 @@ export class Router {
     }
     if (more) this.flushSoon();
     else this.flushDirty();
+    return this.readFedBehind;
   }
 
   subscribe(sub: Sub, queueValid = true): SubscribeResult {
@@ -190,6 +195,14 @@ export class Router {
     sub.conn.sendMsg(sub, f, subject);
     if (sub.max > 0 && ++sub.delivered >= sub.max) this.unsubscribe(sub);
     return true;
+  }
+
+  /**
+   * A connection given output has fallen so far behind that whoever feeds it should slow down
+   * (nats-server stalls a fast producer): the current read, if any, returns true.
+   */
+  behind(): void {
+    if (this.inRead) this.readFedBehind = true;
   }
 
   /** A stored mailbox message for a subscription the mq9 handler serves. */
