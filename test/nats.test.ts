@@ -139,6 +139,38 @@ for (const kind of serverKinds()) {
       );
     });
 
+    it('nats - bursts of mixed sizes, some over 512 KiB, and single messages between them arrive whole and in order', async (t) => {
+      // Many 64 KiB reads in one loop turn, output buffers that grow while holding messages,
+      // messages bigger than the largest buffer, and buffers that shrink again between bursts.
+      const s = await serverFor(t, kind, { maxPayload: 1024 * 1024 });
+      const sub = await natsFor(t, s);
+      const pub = await natsFor(t, s);
+      const got = record(sub, 'burst');
+      await sub.flush();
+      const sizes: number[] = [];
+      const send = (n: number): void => {
+        pub.publish('burst', new Uint8Array(n).fill(sizes.length % 251));
+        sizes.push(n);
+      };
+      const burst = (): void => {
+        for (let i = 0; i < 3000; i++) send(i % 500 === 499 ? 600 * 1024 : (i * 37) % 300);
+      };
+      const settled = (what: string): Promise<void> => withTimeout(settle(pub, [sub]), 10_000, what);
+      burst();
+      await settled('first burst');
+      for (let i = 0; i < 20; i++) {
+        send(i);
+        await settled(`single message ${i}`);
+      }
+      burst();
+      await settled('second burst');
+      assert.equal(got.length, sizes.length);
+      got.forEach((m, i) => {
+        assert.equal(m.data.length, sizes[i], `message ${i}'s size`);
+        assert.ok(m.data.every((b) => b === i % 251), `message ${i}'s bytes`);
+      });
+    });
+
     it("nats - '*' wildcard matches exactly one token", async (t) => {
       const sub = await natsFor(t, srv);
       const pub = await natsFor(t, srv);

@@ -71,11 +71,12 @@ for (const kind of serverKinds()) {
       const watcher = await raw(server, 'agent', 'agent-pw');
       await exchange(watcher, 'SUB > 1\r\n');
       const c = await raw(server, 'fw', 'fw-pw');
-      await exchange(c, 'PUB pump.cmd 2\r\nok\r\nPUB valve.cmd 2\r\nno\r\n');
-      assert.deepEqual(c.errors(), [`-ERR 'Permissions Violation for Publish to "valve.cmd"'`]);
+      // each checked every time: neither the subject allowed just before nor the one refused before lets it through
+      await exchange(c, 'PUB pump.cmd 2\r\nok\r\nPUB valve.cmd 2\r\nno\r\nPUB valve.cmd 2\r\nno\r\nPUB pump.cmd 2\r\nok\r\n');
+      assert.deepEqual(c.errors(), [`-ERR 'Permissions Violation for Publish to "valve.cmd"'`, `-ERR 'Permissions Violation for Publish to "valve.cmd"'`]);
       assert.equal(c.closed, false);
       await exchange(watcher, '');
-      assert.equal(watcher.count('MSG pump.cmd 1 2'), 1);
+      assert.equal(watcher.count('MSG pump.cmd 1 2'), 2);
       assert.equal(watcher.count('valve.cmd'), 0);
       c.close();
       watcher.close();

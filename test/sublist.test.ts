@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Sublist, isValidSubject, isValidLiteralSubject, subjectMatches, CACHE_SIZE } from "../src/nats/sublist.js";
+import { Sublist, isValidSubject, isValidLiteralSubject, subjectMatches, patternMatches, CACHE_SIZE } from "../src/nats/sublist.js";
 
 interface Sub {
   subject: string;
@@ -49,12 +49,30 @@ test("sublist - cache is invalidated by inserts and removes", () => {
   assert.equal(l.size, 0);
 });
 
+const cacheOf = (l: Sublist<Sub>): Map<string, unknown> => (l as unknown as { cache: Map<string, unknown> }).cache;
+
 test("sublist - cache stays bounded", () => {
   const l = new Sublist<Sub>();
   l.insert(sub(">"));
-  for (let i = 0; i < CACHE_SIZE * 3; i++) assert.equal(l.match(`s.${i}`).plain.length, 1);
-  const cache = (l as unknown as { cache: Map<string, unknown> }).cache;
-  assert.ok(cache.size <= CACHE_SIZE);
+  for (let i = 0; i < CACHE_SIZE * 3; i++) {
+    // twice: a subject is cached on its second miss
+    assert.equal(l.match(`s.${i}`).plain.length, 1);
+    assert.equal(l.match(`s.${i}`).plain.length, 1);
+  }
+  assert.ok(cacheOf(l).size <= CACHE_SIZE);
+  assert.ok(cacheOf(l).has(`s.${CACHE_SIZE * 3 - 1}`), "the newest stays");
+});
+
+test("sublist - a subject is cached on its second miss, so one-off subjects leave the cache alone", () => {
+  const l = new Sublist<Sub>();
+  l.insert(sub("_INBOX.abc.*"));
+  l.insert(sub("svc.req"));
+  l.match("svc.req");
+  assert.equal(cacheOf(l).size, 0);
+  l.match("svc.req");
+  assert.deepEqual([...cacheOf(l).keys()], ["svc.req"]);
+  for (let i = 0; i < CACHE_SIZE * 3; i++) assert.equal(l.match(`_INBOX.abc.${i}`).plain.length, 1);
+  assert.deepEqual([...cacheOf(l).keys()], ["svc.req"], "unique replies neither cached nor evicting");
 });
 
 test("sublist - removal prunes empty nodes", () => {
@@ -82,4 +100,37 @@ test("sublist - subjectMatches", () => {
   assert.ok(!m("a.>", "a"));
   assert.ok(m("a.b", "a.b"));
   assert.ok(!m("a.b", "a.c"));
+});
+
+test("sublist - patternMatches agrees with subjectMatches on split subjects", () => {
+  const m = (p: string, s: string): boolean => subjectMatches(p.split("."), s.split("."));
+  const cases: Array<[string, string]> = [
+    ["a.*", "a.b"],
+    ["a.*", "a.b.c"],
+    ["a.>", "a.b.c"],
+    ["a.>", "a"],
+    [">", "a"],
+    ["*", "a"],
+    ["*", "a.b"],
+    ["a.b", "a.b"],
+    ["a.b", "a.bc"],
+    ["ab.c", "a.c"],
+    ["a*.b", "ab.b"],
+    ["a*.b", "a*.b"],
+    ["a.*", "a."],
+    ["a.>", "a."],
+    ["", ""],
+    ["*", ""],
+    ["_INBOX.x.*", "_INBOX.x.123"],
+  ];
+  for (const [p, s] of cases) assert.equal(patternMatches(p, s), m(p, s), `${p} ~ ${s}`);
+  // random subjects over a small alphabet, so that matches, near misses and empty tokens all occur
+  let seed = 7;
+  const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const pick = (parts: string[]): string => Array.from({ length: 1 + rnd(4) }, () => parts[rnd(parts.length)]!).join(".");
+  for (let i = 0; i < 20000; i++) {
+    const p = pick(["a", "b", "ab", "*", ">", ""]);
+    const s = pick(["a", "b", "ab", ""]);
+    assert.equal(patternMatches(p, s), m(p, s), `${p} ~ ${s}`);
+  }
 });

@@ -1,7 +1,9 @@
 // One client connection: parses what the socket sends, keeps the client's
 // subscriptions, and gathers everything addressed to it in one output buffer that
-// the server flushes once per inbound read (or once per event-loop turn for
-// messages that come from elsewhere, such as the mailbox store).
+// is flushed once per inbound read (once per event-loop turn after reads that filled
+// Node's read buffer, and for messages that come from elsewhere, such as the mailbox
+// store). A publisher whose read went to a client that is behind is not read for a
+// moment (nats-server's fast-producer stall).
 
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
@@ -18,18 +20,33 @@ import { frameOf } from "../router/frame.js";
 
 export class NatsSub extends Sub {
   readonly sidBytes: Buffer;
+  /** "<subject> <sid> " of a MSG line on its own subject (every one, for a literal subscription). */
+  readonly ownLine: Buffer;
   constructor(conn: ClientConn, subject: string, queue: string | null, sid: string) {
     super(conn, subject, queue, sid, 0, !conn.echo);
     this.sidBytes = Buffer.from(sid, "latin1");
+    this.ownLine = Buffer.from(`${subject} ${sid} `, "latin1");
   }
 }
 
-const OUT_SIZE = 32 * 1024;
+/**
+ * The output buffer starts small and doubles (keeping what it holds) while what the client is
+ * given between two flushes does not fit, up to OUT_MAX: a publisher's reads in one loop turn
+ * then leave in few writes. After SHRINK_AFTER flushes in a row that used under an eighth of it,
+ * the next one is half the size.
+ */
+const OUT_START = 4 * 1024;
+const OUT_MAX = 512 * 1024;
+const SHRINK_AFTER = 16;
 const PING = Buffer.from("PING\r\n");
 const PONG = Buffer.from("PONG\r\n");
 const OK = Buffer.from("+OK\r\n");
 /** How long a closed connection's last bytes may take to leave before the socket is destroyed. */
 const CLOSE_LINGER_MS = 2000;
+/** How long a publisher is not read after a read gave output to a client that is behind. */
+const STALL_MS = 2;
+/** Node reads a socket 64 KiB at a time; a read that size likely leaves more for this loop turn. */
+const FULL_READ = 64 * 1024;
 
 export type CloseReason =
   | "client closed"
@@ -62,6 +79,8 @@ export class ClientConn implements ParserHandler, Conn {
   /** In the server's list of connections to flush. */
   dirty = false;
   authTimer: NodeJS.Timeout | null = null;
+  /** Set while reading is paused for a client it publishes to that is behind (stall). */
+  private stallTimer: NodeJS.Timeout | null = null;
   /** What its user may publish and subscribe to; null = everything. */
   private permissions: Permissions | null = null;
   denyFilter: Permissions | null = null;
@@ -71,12 +90,22 @@ export class ClientConn implements ParserHandler, Conn {
   private deferred: Array<() => void> | null = null;
 
   private out: Buffer | null = null;
+  /** out[sent, pos) waits for the next flush; out[0, sent) went to the socket, which may hold it still. */
+  private sent = 0;
   private pos = 0;
+  /** The size the output buffer has grown to: a replacement is made that size. */
+  private outSize = OUT_START;
+  /** Flushes in a row that used under an eighth of the output buffer. */
+  private underused = 0;
   /** Bytes the socket had not yet written at the last flush. */
   private queued = 0;
+  /** Over this many queued, whoever publishes to it is slowed down (half of max_pending, as nats-server). */
+  private readonly stallAt: number;
   // The last publish subject, so a publisher repeating one subject reuses its string.
   private lastSubject: Buffer = Buffer.alloc(0);
   private lastSubjectStr = "";
+  /** The last subject its permissions let it publish to (they never change), checked once. */
+  private lastPublishable: string | null = null;
 
   constructor(
     readonly cid: number,
@@ -85,9 +114,28 @@ export class ClientConn implements ParserHandler, Conn {
     readonly log: Logger,
   ) {
     this.parser = new Parser(this, server.opts.maxPayload);
+    this.stallAt = server.opts.maxPending / 2;
   }
 
   // ---- inbound ----
+
+  /** Takes one read of its socket. */
+  read(chunk: Buffer): void {
+    this.active = true;
+    const router = this.server.router;
+    router.stats.bytesIn += chunk.length;
+    const fedBehind = router.read(() => {
+      try {
+        this.parser.parse(chunk);
+      } catch (err) {
+        // A bug met by this client's input: it alone is disconnected, everyone else goes on.
+        countError(ErrorCode.INTERNAL);
+        this.log.error({ err }, "internal error while handling this client's input; it is disconnected");
+        this.close("internal error");
+      }
+    }, chunk.length >= FULL_READ);
+    if (fedBehind) this.stall();
+  }
 
   onConnect(json: string): void {
     let o: Record<string, unknown>;
@@ -216,10 +264,13 @@ export class ClientConn implements ParserHandler, Conn {
       return;
     }
     const perms = this.permissions;
-    if (perms !== null && !perms.canPublish(subj) && !(this.responses !== null && this.responses.take(subj))) {
-      this.log.debug({ subject: subj }, "publish not permitted");
-      this.sendErr(permissionViolationPub(subj));
-      return;
+    if (perms !== null && subj !== this.lastPublishable) {
+      if (perms.canPublish(subj)) this.lastPublishable = subj;
+      else if (!(this.responses !== null && this.responses.take(subj))) {
+        this.log.debug({ subject: subj }, "publish not permitted");
+        this.sendErr(permissionViolationPub(subj));
+        return;
+      }
     }
     if (this.verbose) this.sendRaw(OK); // before any MSG this PUB produces, as nats-server
     this.server.router.route(this, subj, f);
@@ -331,8 +382,8 @@ export class ClientConn implements ParserHandler, Conn {
 
   // ---- outbound ----
 
-  /** Queues a MSG/HMSG of frame `f` for one subscription. */
-  sendMsg(sub: Sub, f: PubFrame): void {
+  /** Queues a MSG/HMSG of frame `f` for one subscription; `subject`, if given, is the frame's. */
+  sendMsg(sub: Sub, f: PubFrame, subject?: string): void {
     if (this.closed) return;
     if (this.responses !== null && f.replyStart >= 0) this.responses.note(f.args.toString("latin1", f.replyStart, f.replyEnd));
     const hdrLen = f.hdrLen;
@@ -361,10 +412,16 @@ export class ClientConn implements ParserHandler, Conn {
       out[p + 3] = 32;
       p += 4;
     }
-    p = put(out, p, f.args, f.subjectStart, f.subjectEnd);
-    out[p++] = 32;
-    p = put(out, p, sid, 0, sid.length);
-    out[p++] = 32;
+    if (subject === sub.subject) {
+      const line = (sub as NatsSub).ownLine;
+      out.set(line, p);
+      p += line.length;
+    } else {
+      p = put(out, p, f.args, f.subjectStart, f.subjectEnd);
+      out[p++] = 32;
+      p = put(out, p, sid, 0, sid.length);
+      out[p++] = 32;
+    }
     if (replyLen >= 0) {
       p = put(out, p, f.args, f.replyStart, f.replyEnd);
       out[p++] = 32;
@@ -381,6 +438,7 @@ export class ClientConn implements ParserHandler, Conn {
     out[p++] = 10;
     this.pos = p;
     if (!this.dirty) this.server.router.markDirty(this);
+    if (this.queued > this.stallAt) this.server.router.behind();
   }
 
   sendStored(sub: Sub, m: StoredMessage, dialect: Dialect): void {
@@ -390,7 +448,7 @@ export class ClientConn implements ParserHandler, Conn {
   hasRoom(): boolean {
     // Also refreshes what reserve() counts as queued: after a drain, the last flush's figure is stale.
     this.queued = this.socket.destroyed ? 0 : this.socket.writableLength;
-    return this.pos + this.queued <= this.server.mailboxRoom;
+    return this.pos - this.sent + this.queued <= this.server.mailboxRoom;
   }
 
   publishRefused(subject: string, reason: string): void {
@@ -409,7 +467,20 @@ export class ClientConn implements ParserHandler, Conn {
 
   /** Bytes written to this client but not yet taken by the kernel. */
   pendingBytes(): number {
-    return this.pos + (this.socket.destroyed ? 0 : this.socket.writableLength);
+    return this.pos - this.sent + (this.socket.destroyed ? 0 : this.socket.writableLength);
+  }
+
+  /**
+   * Stops reading for STALL_MS: what it publishes goes to a client that is behind, which gets
+   * time to catch up before it is cut off as a slow consumer (nats-server's fast-producer stall).
+   */
+  stall(): void {
+    if (this.stallTimer !== null || this.closed) return;
+    this.socket.pause();
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = null;
+      if (!this.closed && this.deferred === null) this.socket.resume();
+    }, STALL_MS);
   }
 
   /**
@@ -443,36 +514,57 @@ export class ClientConn implements ParserHandler, Conn {
   /** Room for `need` more bytes in the output buffer, or null if the client was cut off. */
   private reserve(need: number): Buffer | null {
     const max = this.server.opts.maxPending;
-    if (this.pos + need + this.queued > max) {
+    if (this.pos - this.sent + need + this.queued > max) {
       this.slowConsumer();
       return null;
     }
     let out = this.out;
     if (out !== null && this.pos + need <= out.length) return out;
-    if (out !== null && this.pos > 0) this.flush();
-    out = this.out;
-    if (out === null || need > out.length) {
-      out = Buffer.allocUnsafe(Math.max(OUT_SIZE, need));
-      this.out = out;
-      this.pos = 0;
+    if (this.pos - this.sent + need > OUT_MAX) {
+      this.flush(); // full at its largest: out it goes
+      if (this.closed) return null;
+      out = this.out;
+      if (out !== null && this.pos + need <= out.length) return out;
     }
-    return out;
+    // A new buffer takes over what waits for the flush; it grows if that and `need` do not fit
+    // the size the last one had.
+    const waiting = this.pos - this.sent;
+    let size = this.outSize;
+    while (size < waiting + need && size < OUT_MAX) size *= 2;
+    this.outSize = size;
+    // A message over OUT_MAX gets a buffer of its own size, dropped once written (flush).
+    const grown = Buffer.allocUnsafe(Math.max(size, waiting + need));
+    if (waiting > 0) grown.set(out!.subarray(this.sent, this.pos));
+    this.out = grown;
+    this.sent = 0;
+    this.pos = waiting;
+    return grown;
   }
 
   /** Writes what is buffered with one socket write. */
   flush(): void {
     this.dirty = false;
-    if (this.pos === 0 || this.out === null) return;
+    const out = this.out;
+    if (out === null || this.pos === this.sent) return;
     if (this.socket.destroyed) {
-      this.pos = 0;
+      this.sent = this.pos = 0;
       return;
     }
-    const chunk = this.out.subarray(0, this.pos);
-    this.socket.write(chunk);
+    const length = this.pos - this.sent;
+    this.socket.write(out.subarray(this.sent, this.pos));
     this.queued = this.socket.writableLength;
-    // The socket keeps a reference to a chunk it could not write at once.
-    if (this.queued > 0) this.out = null;
-    this.pos = 0;
+    this.underused = length < out.length / 8 ? this.underused + 1 : 0;
+    if (this.underused >= SHRINK_AFTER && this.outSize > OUT_START) {
+      this.underused = 0;
+      this.outSize /= 2;
+      this.out = null;
+    } else if (out.length > OUT_MAX) this.out = null;
+    if (this.out !== null && this.queued > 0) {
+      // The socket may hold what it was given until it is written: the rest is filled next.
+      this.sent = this.pos;
+    } else {
+      this.sent = this.pos = 0;
+    }
     if (this.queued > this.server.opts.maxPending) this.slowConsumer();
   }
 
@@ -480,8 +572,8 @@ export class ClientConn implements ParserHandler, Conn {
     if (this.closed) return;
     this.server.router.stats.slowConsumers++;
     countError(ErrorCode.PROTO_SLOW_CONSUMER);
-    this.log.warn({ pending: this.pos + this.queued, maxPending: this.server.opts.maxPending }, "slow consumer");
-    this.pos = 0;
+    this.log.warn({ pending: this.pos - this.sent + this.queued, maxPending: this.server.opts.maxPending }, "slow consumer");
+    this.sent = this.pos = 0;
     this.out = null;
     // nats-server closes a slow consumer without a further -ERR it could not read anyway.
     this.close("slow consumer");
@@ -494,6 +586,7 @@ export class ClientConn implements ParserHandler, Conn {
     this.closed = true;
     this.parser.close();
     if (this.authTimer) clearTimeout(this.authTimer);
+    if (this.stallTimer) clearTimeout(this.stallTimer);
     this.server.removeClient(this, reason, detail);
     if (reason === "slow consumer" || reason === "socket error" || reason === "internal error") this.socket.destroy();
     else {
@@ -531,13 +624,16 @@ function put(out: Buffer, p: number, src: Uint8Array, start: number, end: number
 
 /** Writes a non-negative integer in decimal; returns the new position. */
 function writeInt(out: Buffer, p: number, v: number): number {
-  if (v < 10) {
-    out[p] = 48 + v;
-    return p + 1;
-  }
-  let digits = 0;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) digits++;
+  // Integer steps (`| 0`), not Math.floor of a float division: sizes stay below 2^31
+  // (max_payload is at most 64 MiB).
+  let digits = 1;
+  for (let limit = 10; limit <= v; limit *= 10) digits++;
   let q = p + digits;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) out[--q] = 48 + (t % 10);
+  let t = v;
+  do {
+    const d = (t / 10) | 0;
+    out[--q] = 48 + t - d * 10;
+    t = d;
+  } while (t > 0);
   return p + digits;
 }

@@ -62,8 +62,10 @@ export class ParseError extends Error {
   }
 }
 
-// Every prefix of every operation name, packed 6 bits a letter, so an unknown
-// operation is rejected at its first wrong byte.
+// Operation names are recognised with a trie laid out as a table, a row of 256 per node
+// (a prefix of a name): OP_NEXT[node * 256 + byte] is the node that byte leads to, 0 if no
+// operation goes on so, and an unknown operation fails at its first wrong byte. Either case
+// of a letter leads on, as nats-server accepts both.
 const OP_NAMES: Record<string, Op> = {
   CONNECT: Op.CONNECT,
   PUB: Op.PUB,
@@ -76,16 +78,27 @@ const OP_NAMES: Record<string, Op> = {
   "-ERR": Op.ERR,
   INFO: Op.INFO,
 };
-const pack = (acc: number, byte: number): number => acc * 64 + (byte & 0x3f);
-const OP_PREFIXES = new Set<number>();
-const OP_BY_PACKED = new Map<number, Op>();
-for (const [name, op] of Object.entries(OP_NAMES)) {
-  let acc = 0;
-  for (let i = 0; i < name.length; i++) {
-    acc = pack(acc, name.charCodeAt(i));
-    OP_PREFIXES.add(acc);
+const OP_ROOT = 1; // node 0: no operation
+const OP_NODES = 64; // room for the 39 prefixes of the names above
+const OP_NEXT = new Uint8Array(OP_NODES * 256);
+/** The operation a node completes, 0 if none. */
+const OP_AT = new Uint8Array(OP_NODES);
+{
+  let nodes = OP_ROOT + 1;
+  for (const [name, op] of Object.entries(OP_NAMES)) {
+    let node = OP_ROOT;
+    for (const ch of name) {
+      const row = node * 256;
+      let next = OP_NEXT[row + ch.charCodeAt(0)]!;
+      if (next === 0) {
+        next = nodes++;
+        OP_NEXT[row + ch.charCodeAt(0)] = next;
+        OP_NEXT[row + ch.toLowerCase().charCodeAt(0)] = next;
+      }
+      node = next;
+    }
+    OP_AT[node] = op;
   }
-  OP_BY_PACKED.set(acc, op);
 }
 
 const S = {
@@ -105,7 +118,8 @@ const TAB = 9;
 
 export class Parser {
   private state: S = S.OP;
-  private opAcc = 0;
+  /** Where the operation name read so far is in the OP_NEXT trie. */
+  private opNode = OP_ROOT;
   private op: Op = Op.PING;
   /** Argument line bytes gathered across reads (only used for split lines). */
   private argBuf: Buffer | null = null;
@@ -184,26 +198,31 @@ export class Parser {
     while (i < len) {
       switch (this.state) {
         case S.OP: {
+          let node = this.opNode;
           let b = buf[i]!;
-          if (b >= 0x61 && b <= 0x7a) b -= 0x20; // case-insensitive, as nats-server
-          if (this.opAcc === 0 && (b === CR || b === LF)) {
+          for (let next = OP_NEXT[node * 256 + b]!; next !== 0; next = OP_NEXT[node * 256 + b]!) {
+            node = next;
+            if (++i === len) {
+              this.opNode = node;
+              return;
+            }
+            b = buf[i]!;
+          }
+          if (node === OP_ROOT && (b === CR || b === LF)) {
             i++; // tolerate stray line ends between frames
             continue;
           }
+          const op = OP_AT[node]! as Op | 0;
           if (b === SPACE || b === TAB || b === CR || b === LF) {
-            const op = OP_BY_PACKED.get(this.opAcc);
-            if (op === undefined) return this.fail(ParseErrorKind.UNKNOWN_OP, "incomplete operation", buf, i);
+            if (op === 0) return this.fail(ParseErrorKind.UNKNOWN_OP, "incomplete operation", buf, i);
             this.op = op;
-            this.opAcc = 0;
+            this.opNode = OP_ROOT;
             this.state = S.ARG;
             this.argLen = 0;
             if (b === SPACE || b === TAB) i++;
             continue; // CR/LF: an argument-less operation, ends in ARG
           }
-          this.opAcc = pack(this.opAcc, b);
-          if (b < 0x21 || b > 0x5a || !OP_PREFIXES.has(this.opAcc)) return this.fail(ParseErrorKind.UNKNOWN_OP, "unknown operation", buf, i);
-          i++;
-          continue;
+          return this.fail(ParseErrorKind.UNKNOWN_OP, "unknown operation", buf, i);
         }
         case S.ARG: {
           const lf = buf.indexOf(LF, i);
@@ -239,6 +258,12 @@ export class Parser {
             f.msgStart = i;
             f.msgEnd = i + this.size;
             i += this.size;
+            // Its CRLF is mostly here too: taken at once, not a byte per pass through END_R and END_N.
+            if (len - i >= 2 && buf[i] === CR && buf[i + 1] === LF) {
+              i += 2;
+              if (!this.pubDone()) return;
+              continue;
+            }
           } else {
             if (this.msgBuf === null) this.msgLen = 0;
             const take = Math.min(this.size - this.msgLen, len - i);
@@ -274,16 +299,21 @@ export class Parser {
         case S.END_N: {
           if (buf[i] !== LF) return this.fail(ParseErrorKind.BAD_FRAME, "payload longer than its declared size", buf, i);
           i++;
-          this.state = S.OP;
-          this.msgBuf = null;
-          this.handler.onPub(this.frame);
-          if (this.isClosed()) return;
+          if (!this.pubDone()) return;
           continue;
         }
         case S.CLOSED:
           return;
       }
     }
+  }
+
+  /** A PUB/HPUB is complete: hands it over. False when parsing must stop. */
+  private pubDone(): boolean {
+    this.state = S.OP;
+    this.msgBuf = null;
+    this.handler.onPub(this.frame);
+    return !this.isClosed();
   }
 
   private saveArg(buf: Buffer, from: number, to: number): void {

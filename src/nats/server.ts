@@ -10,7 +10,7 @@ import { isValidLiteralSubject } from "./sublist.js";
 import { MAILBOX_DELIVERY_SLACK, NatsErr, errCode, type NatsErrText, type ServerInfo } from "./protocol.js";
 import type { Router } from "../router/router.js";
 import { MailboxFrames } from "./mailbox-frames.js";
-import { ErrorCode, countError } from "../errors.js";
+import { countError } from "../errors.js";
 import type { ListenerTls } from "../ops/tls.js";
 import type { Users } from "../router/users.js";
 import type { AuthFailures } from "../router/auth-failures.js";
@@ -221,20 +221,7 @@ export class NatsServer {
         this.router.flushDirty();
       }, this.opts.authTimeoutMs);
     }
-    socket.on("data", (chunk: Buffer) => {
-      client.active = true;
-      this.router.stats.bytesIn += chunk.length;
-      this.router.read(() => {
-        try {
-          client.parser.parse(chunk);
-        } catch (err) {
-          // A bug met by this client's input: it alone is disconnected, everyone else goes on.
-          countError(ErrorCode.INTERNAL);
-          client.log.error({ err }, "internal error while handling this client's input; it is disconnected");
-          client.close("internal error");
-        }
-      });
-    });
+    socket.on("data", (chunk: Buffer) => client.read(chunk));
     this.router.flushDirty();
   }
 

@@ -1,7 +1,7 @@
 // Subject → subscriptions index, after nats-server's sublist.go: a trie whose
 // levels hold a map of literal tokens plus dedicated `*` and `>` slots. Match
-// results are cached per literal subject (bounded); a change to the index drops
-// only the cached subjects it affects.
+// results are cached per literal subject (bounded, and only for subjects that
+// recur); a change to the index drops only the cached subjects it affects.
 
 export interface Subscription {
   readonly subject: string;
@@ -37,10 +37,18 @@ const newLevel = <T extends Subscription>(): Level<T> => ({ literal: new Map(), 
 const newNode = <T extends Subscription>(): Node<T> => ({ next: null, plain: [], queues: null });
 
 export const CACHE_SIZE = 1024;
+/** Slots of the record of subjects that missed the cache once (a power of two). */
+const MISSED_SLOTS = 4096;
 
 export class Sublist<T extends Subscription> {
   private readonly root: Level<T> = newLevel();
   private readonly cache = new Map<string, MatchResult<T>>();
+  /**
+   * Hashes of subjects that missed the cache lately, one per slot: a subject is cached on its
+   * second miss, so one-off subjects (replies to unique inboxes) neither push recurring ones out
+   * nor leave the cache entries that would outlive the young generation as garbage.
+   */
+  private readonly missedOnce = new Int32Array(MISSED_SLOTS);
   private count = 0;
 
   get size(): number {
@@ -126,9 +134,20 @@ export class Sublist<T extends Subscription> {
     matchLevel(this.root, subject.split("."), 0, plain, queues);
     const result: MatchResult<T> = { plain, queues: queues.map === null ? NO_QUEUES : [...queues.map.values()] };
     if (!cache) return result;
+    const h = hashSubject(subject);
+    const slot = h & (MISSED_SLOTS - 1);
+    if (this.missedOnce[slot] !== h) {
+      this.missedOnce[slot] = h;
+      return result;
+    }
     if (this.cache.size >= CACHE_SIZE) {
-      // Evict the oldest entry (Map keeps insertion order).
-      this.cache.delete(this.cache.keys().next().value!);
+      // Evict the oldest quarter (Map keeps insertion order) in one pass: one at a time, each
+      // eviction would first step over the slots of all deleted before it.
+      let n = CACHE_SIZE / 4;
+      for (const key of this.cache.keys()) {
+        this.cache.delete(key);
+        if (--n === 0) break;
+      }
     }
     this.cache.set(subject, result);
     return result;
@@ -146,11 +165,17 @@ export class Sublist<T extends Subscription> {
       this.cache.delete(pattern);
       return;
     }
-    const ptoks = pattern.split(".");
     for (const subject of this.cache.keys()) {
-      if (subjectMatches(ptoks, subject.split("."))) this.cache.delete(subject);
+      if (patternMatches(pattern, subject)) this.cache.delete(subject);
     }
   }
+}
+
+/** FNV-1a of a subject's characters, never 0 (an empty missedOnce slot). */
+function hashSubject(subject: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < subject.length; i++) h = Math.imul(h ^ subject.charCodeAt(i), 0x01000193);
+  return h | 1;
 }
 
 function matchLevel<T extends Subscription>(level: Level<T>, tokens: string[], i: number, plain: T[], queues: Queues<T>): void {
@@ -198,6 +223,37 @@ export function subjectMatches(pattern: string[], subject: string[]): boolean {
     if (p !== "*" && p !== subject[i]) return false;
   }
   return pattern.length === subject.length;
+}
+
+/**
+ * Does a pattern (may hold `*`/`>`) match a literal subject? subjectMatches on the subjects as
+ * strings, token by token in place, without splitting either.
+ */
+export function patternMatches(pattern: string, subject: string): boolean {
+  const pl = pattern.length;
+  const sl = subject.length;
+  let p = 0; // start of the pattern's token; pl + 1 past the last one
+  let s = 0; // the same in the subject
+  while (p <= pl) {
+    const pe = tokenEnd(pattern, p);
+    const wild = pe - p === 1 ? pattern.charCodeAt(p) : 0;
+    if (wild === 62 /* > */) return s <= sl;
+    if (s > sl) return false;
+    const se = tokenEnd(subject, s);
+    if (wild !== 42 /* * */) {
+      if (pe - p !== se - s) return false;
+      for (let k = 0; k < pe - p; k++) if (pattern.charCodeAt(p + k) !== subject.charCodeAt(s + k)) return false;
+    }
+    p = pe + 1;
+    s = se + 1;
+  }
+  return s > sl;
+}
+
+/** Where the token starting at `from` ends: the next `.`, or the end. */
+function tokenEnd(subject: string, from: number): number {
+  const dot = subject.indexOf(".", from);
+  return dot < 0 ? subject.length : dot;
 }
 
 /** A subscription subject: non-empty tokens, no white space, `>` only as the last token. */

@@ -22,8 +22,11 @@ export interface Conn {
   /** In the router's list of connections to flush. */
   dirty: boolean;
   flush(): void;
-  /** Queues a routed message for one of its subscriptions. */
-  sendMsg(sub: Sub, f: Frame): void;
+  /**
+   * Queues a routed message for one of its subscriptions. `subject`: the frame's subject as a
+   * string, when the router has it (a connection may reuse what it made of it before).
+   */
+  sendMsg(sub: Sub, f: Frame, subject?: string): void;
   /** Queues a stored mailbox message for one of its subscriptions. */
   sendStored(sub: Sub, m: StoredMessage, dialect: Dialect): void;
   /** Bytes written but not yet taken by the client. */

@@ -4,7 +4,7 @@
 // NATS connections and MQTT sessions plug in as `Conn`s; the router knows neither wire.
 
 import type { StoredMessage } from "../store/types.js";
-import { Sublist, isValidSubject, subjectMatches } from "../nats/sublist.js";
+import { Sublist, isValidSubject, patternMatches } from "../nats/sublist.js";
 import type { Conn, Dialect, Sub } from "./conn.js";
 import { frameOf, type Frame } from "./frame.js";
 
@@ -48,6 +48,8 @@ export class Router {
   private dirty: Conn[] = [];
   private flushScheduled = false;
   private inRead = false;
+  /** The current read gave output to a connection that has fallen behind (see behind()). */
+  private readFedBehind = false;
 
   addHandler(h: SubjectHandler): void {
     this.handlers.push(h);
@@ -58,19 +60,27 @@ export class Router {
     return null;
   }
 
-  /** Runs a connection's read; every connection it gave output to is flushed once after it. */
-  read(fn: () => void): void {
+  /**
+   * Runs a connection's read; every connection it gave output to is flushed once after it. With
+   * `more` (the read filled the socket's read buffer, so libuv reads the socket again in this loop
+   * turn), once after the turn's reads instead: one write then carries what they all gave.
+   * True when it gave output to a connection that is behind: the reader should slow down.
+   */
+  read(fn: () => void, more = false): boolean {
     if (this.inRead) {
       fn(); // within a read already: its end flushes
-      return;
+      return false;
     }
     this.inRead = true;
+    this.readFedBehind = false;
     try {
       fn();
     } finally {
       this.inRead = false;
     }
-    this.flushDirty();
+    if (more) this.flushSoon();
+    else this.flushDirty();
+    return this.readFedBehind;
   }
 
   subscribe(sub: Sub, queueValid = true): SubscribeResult {
@@ -133,18 +143,15 @@ export class Router {
     }
     const sub = this.ownSubscription(to, target);
     if (sub === null) return false;
-    this.deliverTo(sub, frameOf(Buffer.from(target, "latin1"), null, h, payload));
+    this.deliverTo(sub, frameOf(Buffer.from(target, "latin1"), null, h, payload), target);
     return true;
   }
 
   /** `c`'s first subscription matching a literal subject; a client has few, so no index. */
   private ownSubscription(c: Conn, subject: string): Sub | null {
-    let tokens: string[] | null = null;
     for (const sub of c.subs.values()) {
       if (sub.handler !== null) continue; // mailbox readers are not reply subscriptions
-      if (sub.subject === subject) return sub;
-      tokens ??= subject.split(".");
-      if (subjectMatches(sub.subject.split("."), tokens)) return sub;
+      if (patternMatches(sub.subject, subject)) return sub;
     }
     return null;
   }
@@ -158,7 +165,7 @@ export class Router {
     for (let i = 0; i < plain.length; i++) {
       const sub = plain[i]!;
       if (sub.noLocal && sub.conn === from) continue;
-      if (this.deliverTo(sub, f)) n++;
+      if (this.deliverTo(sub, f, subject)) n++;
     }
     const queues = r.queues;
     for (let q = 0; q < queues.length; q++) {
@@ -168,7 +175,7 @@ export class Router {
       for (let k = 0; k < members.length; k++) {
         const sub = members[(start + k) % members.length]!;
         if (sub.noLocal && sub.conn === from) continue;
-        if (!this.deliverTo(sub, f)) continue;
+        if (!this.deliverTo(sub, f, subject)) continue;
         n++;
         break;
       }
@@ -176,15 +183,26 @@ export class Router {
     return n;
   }
 
-  /** False if the subscriber's user may not receive that subject (see Conn.denyFilter). */
-  deliverTo(sub: Sub, f: Frame): boolean {
+  /**
+   * False if the subscriber's user may not receive that subject (see Conn.denyFilter).
+   * `subject`: the frame's subject as a string, if the caller has it.
+   */
+  deliverTo(sub: Sub, f: Frame, subject?: string): boolean {
     const deny = sub.conn.denyFilter;
-    if (deny != null && deny.deniesDelivery(f.args.toString("latin1", f.subjectStart, f.subjectEnd))) return false;
+    if (deny != null && deny.deniesDelivery(subject ?? f.args.toString("latin1", f.subjectStart, f.subjectEnd))) return false;
     this.stats.msgsOut++;
     this.stats.bytesOut += f.msgEnd - f.msgStart;
-    sub.conn.sendMsg(sub, f);
+    sub.conn.sendMsg(sub, f, subject);
     if (sub.max > 0 && ++sub.delivered >= sub.max) this.unsubscribe(sub);
     return true;
+  }
+
+  /**
+   * A connection given output has fallen so far behind that whoever feeds it should slow down
+   * (nats-server stalls a fast producer): the current read, if any, returns true.
+   */
+  behind(): void {
+    if (this.inRead) this.readFedBehind = true;
   }
 
   /** A stored mailbox message for a subscription the mq9 handler serves. */
@@ -202,7 +220,7 @@ export class Router {
     let sub = r.plain.find((s) => s.conn === from);
     if (sub === undefined) for (const members of r.queues) sub ??= members.find((s) => s.conn === from);
     if (sub === undefined) return;
-    this.deliverTo(sub, {
+    const status: Frame = {
       args: f.args,
       subjectStart: f.replyStart,
       subjectEnd: f.replyEnd,
@@ -212,7 +230,8 @@ export class Router {
       msg: NO_RESPONDERS_HEADER,
       msgStart: 0,
       msgEnd: NO_RESPONDERS_HEADER.length,
-    });
+    };
+    this.deliverTo(sub, status, reply);
   }
 
   /** A connection has output to flush: now after the current read, or soon otherwise. */
@@ -220,10 +239,14 @@ export class Router {
     if (c.dirty) return;
     c.dirty = true;
     this.dirty.push(c);
-    if (!this.inRead && !this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flushDirty());
-    }
+    if (!this.inRead) this.flushSoon();
+  }
+
+  /** Flushes once this loop turn's reads are done (setImmediate runs after the poll phase). */
+  private flushSoon(): void {
+    if (this.dirty.length === 0 || this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flushDirty());
   }
 
   flushDirty(): void {
