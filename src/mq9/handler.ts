@@ -54,8 +54,9 @@ export class Mq9Handler implements SubjectHandler {
     const headers = hdrLen > 0 ? Buffer.from(f.msg.subarray(f.msgStart, f.msgStart + hdrLen)) : null;
     const payload = Buffer.from(f.msg.subarray(f.msgStart + hdrLen, f.msgEnd));
     let result: Answer | Promise<Answer>;
+    const reads = cmd !== null && READS.has(cmd.kind);
     const writing = this.writes.get(client);
-    if (writing !== undefined && cmd !== null && READS.has(cmd.kind)) {
+    if (writing !== undefined && reads) {
       // Read your writes: a read waits for the writes this connection sent before it, as
       // a NATS client that pipelines (an uplink: DELETE, then the next FETCH) expects.
       result = writing.then(() => this.run(cmd, subject, replyTo, headers, payload));
@@ -71,7 +72,7 @@ export class Mq9Handler implements SubjectHandler {
       this.succeed(client, replyTo, result, done);
       return true;
     }
-    if (READS.has(cmd!.kind)) {
+    if (reads) {
       result.then(
         (r) => this.succeed(client, replyTo, r, done),
         (err: unknown) => this.fail(client, subject, replyTo, err, done),

@@ -62,10 +62,6 @@ export class SendReply {
     readonly duplicate: boolean,
   ) {}
 
-  toJSON(): Reply {
-    return this.duplicate ? { error: "", msg_id: this.msgId, duplicate: true } : { error: "", msg_id: this.msgId };
-  }
-
   text(): string {
     return this.duplicate ? `{"error":"","msg_id":${this.msgId},"duplicate":true}` : `{"error":"","msg_id":${this.msgId}}`;
   }

@@ -256,8 +256,6 @@ export class LmdbMailboxStore implements MailboxStore {
    * restart ids go on from the block's end: never reused, at most a block skipped.
    */
   private reservedMsgId = 1;
-  /** Mailboxes whose record must be written at the end of the running batch (their counters). */
-  private readonly dirty = new Set<string>();
   /**
    * Mailbox records written by the running batch, until it commits: reads outside the
    * transaction (getMailbox between the batch's callback and its commit) see them here.
@@ -772,7 +770,10 @@ export class LmdbMailboxStore implements MailboxStore {
   flushCounts(): Promise<void> {
     if (this.closed || this.closing || this.countsDirty.size === 0) return Promise.resolve();
     return this.write(0, () => {
-      for (const address of this.countsDirty) this.dirty.add(address);
+      for (const address of this.countsDirty) {
+        const box = this.boxes.get(address);
+        if (box) this.putMailbox(address, recordOf(box, this.mailboxRecord(address)));
+      }
       this.countsDirty.clear();
       this.countsStale = false;
       this.metaDb.put("counts", "exact");
@@ -869,7 +870,6 @@ export class LmdbMailboxStore implements MailboxStore {
     this.mailboxesDb.remove(address);
     this.unsettled.delete(address);
     this.boxes.delete(address);
-    this.dirty.delete(address);
     this.countsDirty.delete(address);
     return before;
   }
@@ -957,11 +957,6 @@ export class LmdbMailboxStore implements MailboxStore {
           (refusals ??= new Map()).set(i, error);
         }
       }
-      for (const address of this.dirty) {
-        const box = this.boxes.get(address);
-        if (box) this.putMailbox(address, recordOf(box, this.mailboxRecord(address)));
-      }
-      this.dirty.clear();
       if (this.countsDirty.size > 0 && !this.countsStale) {
         this.metaDb.put("counts", "stale");
         this.countsStale = true;
@@ -985,7 +980,6 @@ export class LmdbMailboxStore implements MailboxStore {
       },
       async (err: unknown) => {
         const error = await writeError(err);
-        this.dirty.clear();
         this.unsettled.clear();
         this.env.resetReadTxn();
         this.load(); // the in-memory records may hold changes that never reached the disk
