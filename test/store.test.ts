@@ -203,6 +203,39 @@ function conformance(name: string, factory: Factory): void {
       assert.equal(Buffer.from(store.getMessage("bin", r.msgId)!.headers!).toString(), "original");
     });
 
+    test("store - messages a read returned stay intact through later reads, appends and deletes", async () => {
+      const { store } = await fresh();
+      await store.createMailbox(box("keep"), at());
+      const sent = new Map<number, { headers: Buffer | null; payload: Buffer }>();
+      const add = async (i: number) => {
+        const payload = randomBytes(1 + ((i * 7919) % 3000));
+        const headers = i % 3 === 0 ? Buffer.from(`NATS/1.0\r\nn: ${i}\r\n\r\n`) : null;
+        const m = live(await store.append("keep", { priority: (i % 3) as PriorityRank, headers, payload }, at()));
+        sent.set(m.msgId, { headers, payload });
+      };
+      for (let i = 0; i < 600; i++) await add(i);
+      // Batches of 37 from a moving position, with writes in between: every message a read
+      // returned is kept and checked only at the end.
+      const kept: StoredMessage[] = [];
+      const position: [number, number, number] = [0, 0, 0];
+      for (let i = 600; ; i++) {
+        const batch = store.read("keep", { now: T0, limit: 37, after: position });
+        if (batch.length === 0) break;
+        for (const m of batch) position[m.priority] = m.msgId;
+        kept.push(...batch);
+        if (i >= 620) continue;
+        await add(i);
+        await store.deleteMessage("keep", kept[kept.length - 1]!.msgId);
+      }
+      assert.ok(kept.length >= 600);
+      for (const m of kept) {
+        const s = sent.get(m.msgId)!;
+        assert.ok(Buffer.from(m.payload).equals(s.payload), `payload of ${m.msgId}`);
+        if (s.headers === null) assert.equal(m.headers, null);
+        else assert.ok(m.headers !== null && Buffer.from(m.headers).equals(s.headers), `headers of ${m.msgId}`);
+      }
+    });
+
     test("store - an mq9-key replaces the older message with that key in the mailbox", async () => {
       const { store } = await fresh();
       await store.createMailbox(box("k"), at());

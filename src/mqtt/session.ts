@@ -337,7 +337,8 @@ export class MqttSession implements Conn {
     };
     const o: Outgoing = {
       topic: `$mq9/AI/MAILBOX/MSG/${m.address}/${PRIORITY_NAMES[m.priority]}`,
-      payload: Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.length),
+      // Kept until acknowledged: a copy of its own, not a view that would keep the store's read slab alive.
+      payload: keepCopy(m.payload),
       qos: 1,
       retain: false,
       props,

@@ -8,23 +8,30 @@ import { PRIORITY_NAMES, type PriorityRank, type StoredMessage } from "../store/
 import type { Dialect } from "../router/conn.js";
 import type { Frame } from "../router/frame.js";
 
+const SCRATCH_START = 64 * 1024;
+
 export class MailboxFrames {
   // The last frame built: a live message goes to every reader of its mailbox in a row,
-  // and the frame is only read (copied into each client's output), so they share it.
+  // and the frame is only read (copied into each client's output at once), so they share it.
   private last: { m: StoredMessage; dialect: Dialect; frame: Frame } | null = null;
+  // The one buffer every frame is built in: a frame lives only until the next is built
+  // (sendMsg copies it), so a replay of 100,000 allocates no buffer per message.
+  private scratch = Buffer.allocUnsafeSlow(SCRATCH_START);
   // Delivery subjects, per dialect, address and priority, as bytes.
   private readonly subjects = new Map<string, Buffer>();
   private lastSubject: { dialect: Dialect; address: string; rank: PriorityRank; bytes: Buffer } | null = null;
 
+  /** The frame of a delivery of `m`; valid until the next call. */
   frame(m: StoredMessage, dialect: Dialect): Frame {
     const last = this.last;
     if (last !== null && last.m === m && last.dialect === dialect) return last.frame;
     const subject = this.subjectBytes(dialect, m.address, m.priority);
-    // Headers and payload written straight into the frame: one buffer per message (a replay
-    // of 100,000 builds 100,000 of them).
     const { ours, rest } = deliveryHeaderParts(m.msgId, PRIORITY_NAMES[m.priority], m.address, m.headers);
     const hdrLen = ours.length + rest.length; // ours is latin1: a byte per character
-    const msg = Buffer.allocUnsafe(hdrLen + m.payload.length);
+    const size = hdrLen + m.payload.length;
+    let msg = this.scratch;
+    if (msg.length < size) msg = this.scratch = Buffer.allocUnsafeSlow(Math.max(size, msg.length * 2));
+    else if (msg.length > SCRATCH_START && size <= SCRATCH_START) msg = this.scratch = Buffer.allocUnsafeSlow(SCRATCH_START); // one large message passed
     msg.write(ours, 0, "latin1");
     msg.set(rest, ours.length);
     msg.set(m.payload, hdrLen);
@@ -37,7 +44,7 @@ export class MailboxFrames {
       hdrLen,
       msg,
       msgStart: 0,
-      msgEnd: msg.length,
+      msgEnd: size,
     };
     this.last = { m, dialect, frame };
     return frame;

@@ -35,6 +35,7 @@ export interface RecordInfo {
   tags: string[];
   originId: string | null;
   payloadOffset: number;
+  payloadEnd: number;
   size: number;
 }
 
@@ -85,11 +86,12 @@ export function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: n
   return buf;
 }
 
-export function decodeInfo(buf: Buffer): RecordInfo {
-  if (buf[0] !== REC_FORMAT) throw new Error(`unknown message record format ${buf[0]}`);
-  const flags = buf[1]!;
-  const createTime = buf.readUInt32LE(2);
-  let o = 6;
+/** The record in `buf[start, end)` (all of `buf` by default); offsets in the result are `buf`'s. */
+export function decodeInfo(buf: Buffer, start = 0, end = buf.length): RecordInfo {
+  if (buf[start] !== REC_FORMAT) throw new Error(`unknown message record format ${buf[start]}`);
+  const flags = buf[start + 1]!;
+  const createTime = buf.readUInt32LE(start + 2);
+  let o = start + 6;
   let expiresAt = 0;
   let visibleAt = 0;
   let headers: Uint8Array | null = null;
@@ -100,7 +102,7 @@ export function decodeInfo(buf: Buffer): RecordInfo {
   if (flags & F_DELAYED) (visibleAt = buf.readDoubleLE(o)), (o += 8);
   if (flags & F_HEADERS) {
     const n = buf.readUInt32LE(o);
-    headers = buf.subarray(o + 4, o + 4 + n);
+    headers = bytesAt(buf, o + 4, n);
     o += 4 + n;
   }
   if (flags & F_KEY) {
@@ -122,7 +124,12 @@ export function decodeInfo(buf: Buffer): RecordInfo {
     originId = buf.toString("utf8", o + 2, o + 2 + n);
     o += 2 + n;
   }
-  return { createTime, expiresAt, visibleAt, headers, key, tags, originId, payloadOffset: o, size: buf.length - o + (headers?.byteLength ?? 0) };
+  return { createTime, expiresAt, visibleAt, headers, key, tags, originId, payloadOffset: o, payloadEnd: end, size: end - o + (headers?.byteLength ?? 0) };
+}
+
+/** `n` bytes of `buf` from `at`, as a plain Uint8Array view (cheaper to make than a Buffer). */
+function bytesAt(buf: Uint8Array, at: number, n: number): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset + at, n);
 }
 
 /** The stored message of a record `encodeRecord` just made from `m`, without decoding it again. */
@@ -154,7 +161,7 @@ export function toMessage(address: string, priority: PriorityRank, msgId: number
     priority,
     createTime: info.createTime,
     headers: info.headers,
-    payload: buf.subarray(info.payloadOffset),
+    payload: bytesAt(buf, info.payloadOffset, info.payloadEnd - info.payloadOffset),
     key: info.key,
     tags: info.tags,
     expiresAt: info.expiresAt,
