@@ -42,19 +42,24 @@ export function headersObject(block: Uint8Array | null): Record<string, string |
 }
 
 /**
- * The header block of a mailbox delivery: mq9-msg-id, mq9-priority, mq9-mail-address,
- * then the publisher's own header lines, byte for byte. In two parts, so that a frame can be
- * written in one buffer: `ours` (latin1 text, status line and our three lines) and `rest`
- * (the publisher's lines and the closing blank line).
+ * The header block of a mailbox delivery: mq9-msg-id, mq9-priority, mq9-mail-address, then the
+ * publisher's own header lines, byte for byte. In pieces, so that a frame is written without
+ * building a string per message: DELIVERY_HEAD, the msgId in decimal, `deliveryHeadTail` (the
+ * same for every message of a mailbox's priority), then `publisherLines`.
  */
-export function deliveryHeaderParts(msgId: number, priority: PriorityName, address: string, publisher: Uint8Array | null): { ours: string; rest: Uint8Array } {
-  const ours = `${PREAMBLE}\r\nmq9-msg-id: ${msgId}\r\nmq9-priority: ${priority}\r\nmq9-mail-address: ${address}\r\n`;
-  if (publisher === null || publisher.length === 0) return { ours, rest: CRLF };
-  // Keep the publisher's lines after its status line; they end with the blank line.
+export const DELIVERY_HEAD = Buffer.from(`${PREAMBLE}\r\nmq9-msg-id: `, "latin1");
+
+export function deliveryHeadTail(priority: PriorityName, address: string): Buffer {
+  return Buffer.from(`\r\nmq9-priority: ${priority}\r\nmq9-mail-address: ${address}\r\n`, "latin1");
+}
+
+/** The publisher's header lines after its status line, with the closing blank line. */
+export function publisherLines(publisher: Uint8Array | null): Uint8Array {
+  if (publisher === null || publisher.length === 0) return CRLF;
   const pub = Buffer.from(publisher.buffer, publisher.byteOffset, publisher.length);
   const firstEol = pub.indexOf("\r\n");
   const rest = firstEol < 0 ? CRLF : pub.subarray(firstEol + 2);
-  return { ours, rest: rest.length === 0 ? CRLF : rest };
+  return rest.length === 0 ? CRLF : rest;
 }
 
 const CRLF = new Uint8Array([13, 10]);

@@ -2,72 +2,79 @@
 // (`$mq9.AI.MAILBOX.MSG.{address}.{priority}`, or the inbox dialect's) and a header
 // block with mq9-msg-id, mq9-priority and mq9-mail-address before the publisher's own.
 
-import { deliveryHeaderParts } from "../mq9/headers.js";
+import { DELIVERY_HEAD, deliveryHeadTail, publisherLines } from "../mq9/headers.js";
+import { put, writeInt } from "./bytes.js";
 import { MQ9_PREFIX } from "../mq9/subjects.js";
 import { PRIORITY_NAMES, type PriorityRank, type StoredMessage } from "../store/types.js";
 import type { Dialect } from "../router/conn.js";
 import type { Frame } from "../router/frame.js";
 
 const SCRATCH_START = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 export class MailboxFrames {
-  // The last frame built: a live message goes to every reader of its mailbox in a row,
-  // and the frame is only read (copied into each client's output at once), so they share it.
-  private last: { m: StoredMessage; dialect: Dialect; frame: Frame } | null = null;
-  // The one buffer every frame is built in: a frame lives only until the next is built
-  // (sendMsg copies it), so a replay of 100,000 allocates no buffer per message.
+  // Every frame is built in one scratch buffer and answered as one Frame object: a frame
+  // lives only until the next is built (sendMsg copies it at once), so a replay of 100,000
+  // allocates neither a buffer nor a frame per message. A live message goes to every reader of
+  // its mailbox in a row: the frame last built is answered again for the same message.
   private scratch = Buffer.allocUnsafeSlow(SCRATCH_START);
-  // Delivery subjects, per dialect, address and priority, as bytes.
-  private readonly subjects = new Map<string, Buffer>();
-  private lastSubject: { dialect: Dialect; address: string; rank: PriorityRank; bytes: Buffer } | null = null;
+  private readonly built: Frame = { args: EMPTY, subjectStart: 0, subjectEnd: 0, replyStart: -1, replyEnd: -1, hdrLen: 0, msg: EMPTY, msgStart: 0, msgEnd: 0 };
+  private builtFor: StoredMessage | null = null;
+  private builtDialect: Dialect = "push";
+  // Delivery subject and header tail, per dialect, address and priority.
+  private readonly targets = new Map<string, Target>();
+  private lastTarget: Target | null = null;
 
   /** The frame of a delivery of `m`; valid until the next call. */
   frame(m: StoredMessage, dialect: Dialect): Frame {
-    const last = this.last;
-    if (last !== null && last.m === m && last.dialect === dialect) return last.frame;
-    const subject = this.subjectBytes(dialect, m.address, m.priority);
-    const { ours, rest } = deliveryHeaderParts(m.msgId, PRIORITY_NAMES[m.priority], m.address, m.headers);
-    const hdrLen = ours.length + rest.length; // ours is latin1: a byte per character
-    const size = hdrLen + m.payload.length;
+    const f = this.built;
+    if (this.builtFor === m && this.builtDialect === dialect) return f;
+    const t = this.target(dialect, m.address, m.priority);
+    const rest = publisherLines(m.headers);
     let msg = this.scratch;
-    if (msg.length < size) msg = this.scratch = Buffer.allocUnsafeSlow(Math.max(size, msg.length * 2));
-    else if (msg.length > SCRATCH_START && size <= SCRATCH_START) msg = this.scratch = Buffer.allocUnsafeSlow(SCRATCH_START); // one large message passed
-    msg.write(ours, 0, "latin1");
-    msg.set(rest, ours.length);
-    msg.set(m.payload, hdrLen);
-    const frame: Frame = {
-      args: subject,
-      subjectStart: 0,
-      subjectEnd: subject.length,
-      replyStart: -1,
-      replyEnd: -1,
-      hdrLen,
-      msg,
-      msgStart: 0,
-      msgEnd: size,
-    };
-    this.last = { m, dialect, frame };
-    return frame;
+    const bound = DELIVERY_HEAD.length + 16 + t.tail.length + rest.length + m.payload.length; // 16: a safe integer's digits
+    if (msg.length < bound) msg = this.scratch = Buffer.allocUnsafeSlow(Math.max(bound, msg.length * 2));
+    else if (msg.length > SCRATCH_START && bound <= SCRATCH_START) msg = this.scratch = Buffer.allocUnsafeSlow(SCRATCH_START); // one large message passed
+    let p = put(msg, 0, DELIVERY_HEAD, 0, DELIVERY_HEAD.length);
+    p = m.msgId <= 0x7fffffff ? writeInt(msg, p, m.msgId) : p + msg.write(String(m.msgId), p, "latin1");
+    p = put(msg, p, t.tail, 0, t.tail.length);
+    p = put(msg, p, rest, 0, rest.length);
+    const hdrLen = p;
+    msg.set(m.payload, p);
+    f.args = t.subject;
+    f.subjectEnd = t.subject.length;
+    f.hdrLen = hdrLen;
+    f.msg = msg;
+    f.msgEnd = hdrLen + m.payload.length;
+    this.builtFor = m;
+    this.builtDialect = dialect;
+    return f;
   }
 
-  private subjectBytes(dialect: Dialect, address: string, rank: PriorityRank): Buffer {
-    // A replay asks for the same subject message after message.
-    const last = this.lastSubject;
-    if (last !== null && last.address === address && last.rank === rank && last.dialect === dialect) return last.bytes;
-    const bytes = this.cachedSubject(dialect, address, rank);
-    this.lastSubject = { dialect, address, rank, bytes };
-    return bytes;
-  }
-
-  private cachedSubject(dialect: Dialect, address: string, rank: PriorityRank): Buffer {
+  private target(dialect: Dialect, address: string, rank: PriorityRank): Target {
+    // A replay asks for the same one message after message.
+    const last = this.lastTarget;
+    if (last !== null && last.address === address && last.rank === rank && last.dialect === dialect) return last;
     const key = `${dialect}\n${address}\n${rank}`;
-    let b = this.subjects.get(key);
-    if (b === undefined) {
+    let t = this.targets.get(key);
+    if (t === undefined) {
       const base = dialect === "push" ? `${MQ9_PREFIX}MAILBOX.MSG.` : `${MQ9_PREFIX}INBOX.`;
-      b = Buffer.from(`${base}${address}.${PRIORITY_NAMES[rank]}`, "latin1");
-      if (this.subjects.size > 10_000) this.subjects.clear();
-      this.subjects.set(key, b);
+      const subject = Buffer.from(`${base}${address}.${PRIORITY_NAMES[rank]}`, "latin1");
+      t = { dialect, address, rank, subject, tail: deliveryHeadTail(PRIORITY_NAMES[rank], address) };
+      if (this.targets.size > 10_000) this.targets.clear();
+      this.targets.set(key, t);
     }
-    return b;
+    this.lastTarget = t;
+    return t;
   }
+}
+
+interface Target {
+  readonly dialect: Dialect;
+  readonly address: string;
+  readonly rank: PriorityRank;
+  /** The delivery subject. */
+  readonly subject: Buffer;
+  /** The header lines after mq9-msg-id (see deliveryHeadTail). */
+  readonly tail: Buffer;
 }

@@ -25,19 +25,6 @@ const F_EXPIRES = 8;
 const F_DELAYED = 16;
 const F_ORIGIN = 32;
 
-/** Fields of a record needed to remove it and to filter reads, without the payload. */
-export interface RecordInfo {
-  createTime: number;
-  expiresAt: number;
-  visibleAt: number;
-  headers: Uint8Array | null;
-  key: string | null;
-  tags: string[];
-  originId: string | null;
-  payloadOffset: number;
-  payloadEnd: number;
-  size: number;
-}
 
 export function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: number, visibleAt: number): Buffer {
   const keyBytes = m.key === null ? null : Buffer.from(m.key, "utf8");
@@ -86,8 +73,12 @@ export function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: n
   return buf;
 }
 
-/** The record in `buf[start, end)` (all of `buf` by default); offsets in the result are `buf`'s. */
-export function decodeInfo(buf: Buffer, start = 0, end = buf.length): RecordInfo {
+/**
+ * The message whose record is `buf[start, end)` (all of `buf` by default), stored under
+ * [address, priority, msgId]. Payload and headers are views of `buf`: one object and a view or
+ * two per message, which is what a replay of 100,000 allocates for each.
+ */
+export function decodeMessage(address: string, priority: PriorityRank, msgId: number, buf: Buffer, start = 0, end = buf.length): StoredMessage {
   if (buf[start] !== REC_FORMAT) throw new Error(`unknown message record format ${buf[start]}`);
   const flags = buf[start + 1]!;
   const createTime = buf.readUInt32LE(start + 2);
@@ -96,7 +87,7 @@ export function decodeInfo(buf: Buffer, start = 0, end = buf.length): RecordInfo
   let visibleAt = 0;
   let headers: Uint8Array | null = null;
   let key: string | null = null;
-  const tags: string[] = [];
+  let tags: readonly string[] = NO_TAGS;
   let originId: string | null = null;
   if (flags & F_EXPIRES) (expiresAt = buf.readDoubleLE(o)), (o += 8);
   if (flags & F_DELAYED) (visibleAt = buf.readDoubleLE(o)), (o += 8);
@@ -113,19 +104,25 @@ export function decodeInfo(buf: Buffer, start = 0, end = buf.length): RecordInfo
   if (flags & F_TAGS) {
     const count = buf.readUInt16LE(o);
     o += 2;
+    const list: string[] = [];
     for (let i = 0; i < count; i++) {
       const n = buf.readUInt16LE(o);
-      tags.push(buf.toString("utf8", o + 2, o + 2 + n));
+      list.push(buf.toString("utf8", o + 2, o + 2 + n));
       o += 2 + n;
     }
+    tags = list;
   }
   if (flags & F_ORIGIN) {
     const n = buf.readUInt16LE(o);
     originId = buf.toString("utf8", o + 2, o + 2 + n);
     o += 2 + n;
   }
-  return { createTime, expiresAt, visibleAt, headers, key, tags, originId, payloadOffset: o, payloadEnd: end, size: end - o + (headers?.byteLength ?? 0) };
+  // The same fields in the same order as encodedMessage's: one object shape for both.
+  return { msgId, address, priority, createTime, headers, payload: bytesAt(buf, o, end - o), key, tags, expiresAt, visibleAt, originId };
 }
+
+/** The tags of every record without any (read-only, like every message's tags). */
+const NO_TAGS: readonly string[] = Object.freeze([]);
 
 /** `n` bytes of `buf` from `at`, as a plain Uint8Array view (cheaper to make than a Buffer). */
 function bytesAt(buf: Uint8Array, at: number, n: number): Uint8Array {
@@ -151,22 +148,6 @@ export function encodedMessage(address: string, msgId: number, record: Buffer, m
     expiresAt,
     visibleAt,
     originId: m.originId,
-  };
-}
-
-export function toMessage(address: string, priority: PriorityRank, msgId: number, buf: Buffer, info = decodeInfo(buf)): StoredMessage {
-  return {
-    msgId,
-    address,
-    priority,
-    createTime: info.createTime,
-    headers: info.headers,
-    payload: bytesAt(buf, info.payloadOffset, info.payloadEnd - info.payloadOffset),
-    key: info.key,
-    tags: info.tags,
-    expiresAt: info.expiresAt,
-    visibleAt: info.visibleAt,
-    originId: info.originId,
   };
 }
 

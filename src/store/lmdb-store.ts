@@ -72,7 +72,7 @@ import {
   boxFromRecord,
   newBox,
   newRecord,
-  decodeInfo,
+  decodeMessage,
   encodeRecord,
   groupFromRecord,
   holdClass,
@@ -84,10 +84,9 @@ import {
   recordOf,
   recordOfGroup,
   recordOfOrigin,
-  toMessage,
   view,
 } from "./lmdb-record.js";
-import type { Box, Counts, GroupRecord, MailboxRecord, Origin, OriginRecord, RecordInfo } from "./lmdb-record.js";
+import type { Box, Counts, GroupRecord, MailboxRecord, Origin, OriginRecord } from "./lmdb-record.js";
 import { compactProgress, isDone, markDone, MailboxType, messageBytes, newGroupState, normalizeGroupState, PRIORITY_RANKS } from "./types.js";
 import type {
   AppendedMessage,
@@ -133,7 +132,7 @@ const BATCH_MAX_BYTES = 32 * 1024 * 1024;
 type Key = (string | number | Uint8Array)[];
 /** Slab size of `read`'s record copies: a message read keeps at most this much memory alive. */
 const SLAB_BYTES = 32 * 1024;
-const NOTHING_REPLACED: ReadonlyMap<number, { rank: PriorityRank; info: RecordInfo }> = new Map();
+const NOTHING_REPLACED: ReadonlyMap<number, { rank: PriorityRank; info: StoredMessage }> = new Map();
 /** Sorts after every string and number: `[address, KEY_MAX]` ends the range of keys under `[address, …]`. */
 const KEY_MAX = new Uint8Array([0xff]);
 
@@ -341,8 +340,8 @@ export class LmdbMailboxStore implements MailboxStore {
     if (this.metaDb.get("dueIndex") !== undefined) return;
     await this.metaDb.transaction(() => {
       for (const { key, value } of this.messagesDb.getRange()) {
-        const info = decodeInfo(value);
-        if (info.visibleAt !== 0) this.dueDb.put([info.visibleAt, key[0] as string, key[2] as number], 1);
+        const m = decodeMessage(key[0] as string, key[1] as PriorityRank, key[2] as number, value);
+        if (m.visibleAt !== 0) this.dueDb.put([m.visibleAt, m.address, m.msgId], 1);
       }
       this.metaDb.put("dueIndex", 1);
     });
@@ -370,7 +369,7 @@ export class LmdbMailboxStore implements MailboxStore {
         const box = boxes.get(key[0] as string);
         if (box === undefined) continue;
         const rank = key[1] as PriorityRank;
-        const size = decodeInfo(value).size;
+        const size = messageBytes(decodeMessage(key[0] as string, rank, key[2] as number, value));
         box.counts[rank]++;
         box.bytes[rank] += size;
         totalBytes += size;
@@ -471,28 +470,28 @@ export class LmdbMailboxStore implements MailboxStore {
           const dup = { duplicate: true as const, address, msgId: o.msgId, priority: o.rank };
           if (o.flags & O_GONE) return { ...dup, message: null };
           const buf = this.messagesDb.getBinary([address, o.rank, o.msgId]);
-          if (buf) return { ...dup, message: toMessage(address, o.rank, o.msgId, buf) };
+          if (buf) return { ...dup, message: decodeMessage(address, o.rank, o.msgId, buf) };
           // A live entry without its message cannot happen; were it to, it is overwritten.
         }
       }
       // What this append replaces: the same mq9-key, or everything of its priority in a `latest`
       // mailbox. Most appends replace nothing, and share one empty map.
-      let found: Map<number, { rank: PriorityRank; info: RecordInfo }> | null = null;
+      let found: Map<number, { rank: PriorityRank; info: StoredMessage }> | null = null;
       if (m.key !== null) {
         const hit = this.keysDb.get([address, m.key]);
         if (hit) {
           const buf = this.messagesDb.getBinary([address, hit[0], hit[1]]);
-          if (buf) (found ??= new Map()).set(hit[1], { rank: hit[0], info: decodeInfo(buf) });
+          if (buf) (found ??= new Map()).set(hit[1], { rank: hit[0], info: decodeMessage(address, hit[0], hit[1], buf) });
         }
       }
       if (box.type === MailboxType.latest) {
         for (const { key, value } of this.messagesDb.getRange({ start: [address, m.priority], end: [address, m.priority + 1] })) {
-          (found ??= new Map()).set(key[2] as number, { rank: m.priority, info: decodeInfo(value) });
+          (found ??= new Map()).set(key[2] as number, { rank: m.priority, info: decodeMessage(address, m.priority, key[2] as number, value) });
         }
       }
       const replaced = found ?? NOTHING_REPLACED;
       let removedBytes = 0;
-      for (const r of replaced.values()) removedBytes += r.info.size;
+      for (const r of replaced.values()) removedBytes += messageBytes(r.info);
       checkAppendLimits(
         address,
         { mailboxMessages: total(box.counts), mailboxBytes: total(box.bytes), storeBytes: this.totalBytes, removedMessages: replaced.size, removedBytes, size: m.size },
@@ -534,9 +533,8 @@ export class LmdbMailboxStore implements MailboxStore {
         const msgId = key[2] as number;
         if (opts.group && isDone(opts.group, rank, msgId)) continue;
         const slab = this.slab; // the record is its last `size` bytes up to slabUsed
-        const info = decodeInfo(slab, at, this.slabUsed);
-        if (!readable(info, opts.now, opts.key, opts.tags, opts.createdSince)) continue;
-        const m = toMessage(address, rank, msgId, slab, info);
+        const m = decodeMessage(address, rank, msgId, slab, at, this.slabUsed);
+        if (!readable(m, opts.now, opts.key, opts.tags, opts.createdSince)) continue;
         out.push(m);
         bytes += messageBytes(m);
         if (out.length >= limit || bytes >= maxBytes) return out;
@@ -562,7 +560,7 @@ export class LmdbMailboxStore implements MailboxStore {
     if (!this.boxes.has(address) || !Number.isSafeInteger(msgId)) return undefined;
     for (const rank of PRIORITY_RANKS) {
       const buf = this.messagesDb.getBinary([address, rank, msgId]);
-      if (buf) return toMessage(address, rank, msgId, buf);
+      if (buf) return decodeMessage(address, rank, msgId, buf);
     }
     return undefined;
   }
@@ -597,7 +595,7 @@ export class LmdbMailboxStore implements MailboxStore {
       for (const rank of PRIORITY_RANKS) {
         const buf = this.messagesDb.getBinary([address, rank, msgId]);
         if (!buf) continue;
-        this.removeMessage(box, rank, msgId, decodeInfo(buf), now);
+        this.removeMessage(box, rank, msgId, decodeMessage(address, rank, msgId, buf), now);
         return true;
       }
       return false;
@@ -622,7 +620,7 @@ export class LmdbMailboxStore implements MailboxStore {
           const box = this.boxes.get(address);
           const buf = box && this.messagesDb.getBinary([address, rank, msgId]);
           if (box && buf) {
-            this.removeMessage(box, rank, msgId, decodeInfo(buf), now);
+            this.removeMessage(box, rank, msgId, decodeMessage(address, rank, msgId, buf), now);
             messages++;
           } else this.expiryDb.remove(key);
         }
@@ -858,7 +856,7 @@ export class LmdbMailboxStore implements MailboxStore {
   }
 
   /** Removes a message; its origin id, if any, becomes a tombstone timed from `now`. */
-  private removeMessage(box: Box, rank: PriorityRank, msgId: number, info: RecordInfo, now: number): void {
+  private removeMessage(box: Box, rank: PriorityRank, msgId: number, info: StoredMessage, now: number): void {
     const address = box.address;
     this.messagesDb.remove([address, rank, msgId]);
     if (info.key !== null) {
@@ -872,9 +870,10 @@ export class LmdbMailboxStore implements MailboxStore {
     }
     if (info.expiresAt !== 0) this.expiryDb.remove([info.expiresAt, 1, address, rank, msgId]);
     if (info.visibleAt !== 0) this.dueDb.remove([info.visibleAt, address, msgId]);
+    const size = messageBytes(info);
     box.counts[rank]--;
-    box.bytes[rank] -= info.size;
-    this.totalBytes -= info.size;
+    box.bytes[rank] -= size;
+    this.totalBytes -= size;
     this.countsDirty.add(address);
   }
 
@@ -885,7 +884,7 @@ export class LmdbMailboxStore implements MailboxStore {
     const before = view(box, this.mailboxRecord(address));
     const messages = [...this.messagesDb.getRange({ start: [address, 0], end: [address, 3] })];
     for (const { key, value } of messages) {
-      const info = decodeInfo(value);
+      const info = decodeMessage(address, key[1] as PriorityRank, key[2] as number, value);
       this.messagesDb.remove(key);
       if (info.expiresAt !== 0) this.expiryDb.remove([info.expiresAt, 1, ...key]);
       if (info.visibleAt !== 0) this.dueDb.remove([info.visibleAt, address, key[2] as number]);
