@@ -6,7 +6,8 @@
 // writes OUT_DIR/app/mq9-edge.js (what runs at start) and OUT_DIR/app/lazy/{nats,prom-client}.js
 // (loaded on first use, see below). The native addons are not bundled: the code loads them from
 // OUT_DIR/native/ (lmdb.node, msgpackr-extract.node, sd_notify-linux-<arch>.node), which
-// scripts/package.sh fills with the target architecture's files and pkg embeds as assets.
+// scripts/package.sh fills with the target architecture's files; build/sea-main.mjs then puts
+// all of them into the executable's one script.
 //
 // Native addons: lmdb and msgpackr-extract find theirs through node-gyp-build-optional-packages,
 // which looks for an @lmdb/lmdb-<platform>-<arch> package next to the caller at run time; in a
@@ -42,8 +43,8 @@ const nativeAddons = {
       loader: "js",
       contents: `module.exports = () => require("../native/${args.path}.node");\n`,
     }));
-    // Left as a require of a file next to the bundle: pkg embeds it and, at run time, copies
-    // it out to $PKG_NATIVE_CACHE_PATH before dlopen.
+    // Left as a require of a file next to the bundle: the executable carries it and, at run
+    // time, writes it out to $PKG_NATIVE_CACHE_PATH before dlopen (build/sea-loader.js).
     build.onResolve({ filter: /\.node$/ }, (args) => ({ path: args.path, external: true }));
   },
 };

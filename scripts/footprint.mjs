@@ -1,6 +1,6 @@
 // `npm run footprint`: size, start-to-ready time and idle memory of the single executable,
-// against the same code run by plain Node. Needs `npm run package` first (it uses the Node 24
-// that the package step fetched, .build-cache/node/v<ver>-linux-<arch>/node).
+// against the same code run by plain Node. Needs `npm run package` first (it uses the Node that
+// the package step fetched for the executable, .build-cache/node/v<ver>-linux-<arch>/node).
 //
 //   node scripts/footprint.mjs [--runs N] [--idle SECONDS] [--check] [--json FILE]
 //
@@ -8,8 +8,8 @@
 // --mqtt-port -1` (MQTT on, any port):
 //   exe       out/mq9-edge-linux-<host arch>
 //   exe-no-mqtt  the same with --mqtt-port 0 (what the MQTT listener costs)
-//   node24    <that Node 24> dist/main.js            (the same code, as `npm start` runs it)
-//   node24-b  <that Node 24> <the bundle pkg embeds>  (what the bundling alone does)
+//   node-exe    <the executable's Node> dist/main.js  (the same code, as `npm start` runs it)
+//   node-exe-b  <the executable's Node> <the bundle>  (what the bundling alone does)
 //   node      this machine's `node` dist/main.js      (for reference, Node 20 here)
 // Rounds are interleaved so that load on the machine hits all alike. Per start: wall time from
 // spawn to the `"msg":"ready"` log line, CPU time (user+sys) the process had used by then, and
@@ -23,8 +23,8 @@
 // binary is dropped from the page cache first (dd iflag=nocache) and run once unmeasured: all
 // are measured in the same state, the one a device is in after a reboot.
 //
-// Targets (issues): exe idle RSS <= 1.25 x node24's; exe start to ready < 150 ms (x64); the MQTT
-// listener <= +3 MiB idle RSS (exe over exe-no-mqtt).
+// Targets (issues): exe idle RSS <= 55 MiB (issue 12, x64) and <= 1.25 x node-exe's; exe start
+// to ready < 150 ms (x64); the MQTT listener <= +3 MiB idle RSS (exe over exe-no-mqtt).
 // --check exits 1 when one is missed; without it the figures are only reported.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -43,6 +43,7 @@ const IDLE_MS = Number(opt("--idle", "3")) * 1000;
 const CHECK = args.includes("--check");
 const JSON_OUT = opt("--json", undefined);
 const RSS_RATIO_TARGET = 1.25;
+const RSS_TARGET_MIB = 55;
 const READY_TARGET_MS = 150;
 const MQTT_RSS_TARGET_MIB = 3;
 
@@ -54,9 +55,9 @@ if (!existsSync(exe)) {
 const tmp = mkdtempSync(path.join(tmpdir(), "mq9-footprint-"));
 const version = spawnSync(exe, ["--version"], { encoding: "utf8", env: { ...process.env, PKG_NATIVE_CACHE_PATH: path.join(tmp, "v") } }).stdout;
 const nodeVersion = /\(node ([\d.]+)\)/.exec(version)?.[1];
-const node24 = path.join(root, ".build-cache", "node", `v${nodeVersion}-linux-${arch()}`, "node");
+const nodeExe = path.join(root, ".build-cache", "node", `v${nodeVersion}-linux-${arch()}`, "node");
 const bundle = path.join(root, ".build-cache", "stage", arch(), "app", "mq9-edge.js");
-for (const f of [node24, bundle, path.join(root, "dist", "main.js")]) {
+for (const f of [nodeExe, bundle, path.join(root, "dist", "main.js")]) {
   if (!existsSync(f)) {
     console.error(`footprint: no ${path.relative(root, f)}; run \`npm run package\` first`);
     process.exit(2);
@@ -68,8 +69,8 @@ const machineNodeVersion = spawnSync(machineNode, ["--version"], { encoding: "ut
 const subjects = [
   { name: "exe", label: `out/mq9-edge-linux-${arch()} (node ${nodeVersion})`, cmd: [exe], files: [exe] },
   { name: "exe-no-mqtt", label: "the same, --mqtt-port 0 (MQTT off)", cmd: [exe], files: [exe], extra: ["--mqtt-port", "0"] },
-  { name: "node24", label: `node ${nodeVersion} dist/main.js`, cmd: [node24, path.join(root, "dist", "main.js")], files: [node24] },
-  { name: "node24-b", label: `node ${nodeVersion} bundle (pkg's input)`, cmd: [node24, bundle], files: [node24, bundle] },
+  { name: "node-exe", label: `node ${nodeVersion} dist/main.js`, cmd: [nodeExe, path.join(root, "dist", "main.js")], files: [nodeExe] },
+  { name: "node-exe-b", label: `node ${nodeVersion} bundle (the executable's app/mq9-edge.js)`, cmd: [nodeExe, bundle], files: [nodeExe, bundle] },
   { name: "node", label: `node ${machineNodeVersion.slice(1)} dist/main.js (this machine's)`, cmd: [machineNode, path.join(root, "dist", "main.js")], files: [machineNode] },
 ];
 
@@ -77,6 +78,10 @@ const clkTck = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).st
 const nativeCache = path.join(tmp, "native-cache"); // shared: the addon is copied out once, as on a device
 
 function evict(file) {
+  // A page still dirty (a file just written: pkg's output, a copied binary) is not dropped, so
+  // everything is written back first: without it node 22 running the bundle measured 60.3 MiB
+  // (file 46.1) right after a copy, 57.0 (file 42.9) after a sync.
+  spawnSync("sync");
   spawnSync("dd", [`if=${file}`, "iflag=nocache", "count=0", "status=none"]);
 }
 
@@ -150,11 +155,12 @@ try {
   console.log("");
   for (const s of sizes) console.log(`size ${s.file}: ${(s.bytes / 1048576).toFixed(1)} MiB (${s.bytes} bytes)`);
   const ex = rows.find((r) => r.name === "exe");
-  const plain = rows.find((r) => r.name === "node24");
+  const plain = rows.find((r) => r.name === "node-exe");
   const ratio = ex.rssMiB / plain.rssMiB;
-  const rssOk = ratio <= RSS_RATIO_TARGET;
+  const rssOk = ratio <= RSS_RATIO_TARGET && (arch() !== "x64" || ex.rssMiB <= RSS_TARGET_MIB);
   const readyOk = ex.readyMs < READY_TARGET_MS;
-  console.log(`idle RSS exe / node ${nodeVersion}: ${ratio.toFixed(2)} (target <= ${RSS_RATIO_TARGET}) ${rssOk ? "ok" : "MISSED"}`);
+  console.log(`idle RSS exe: ${ex.rssMiB.toFixed(1)} MiB (target <= ${RSS_TARGET_MIB} MiB on x64) ${ex.rssMiB <= RSS_TARGET_MIB ? "ok" : "MISSED"}`);
+  console.log(`idle RSS exe / node ${nodeVersion}: ${ratio.toFixed(2)} (target <= ${RSS_RATIO_TARGET}) ${ratio <= RSS_RATIO_TARGET ? "ok" : "MISSED"}`);
   console.log(`start to ready, exe: ${ex.readyMs.toFixed(0)} ms median (target < ${READY_TARGET_MS} ms) ${readyOk ? "ok" : "MISSED"}`);
   const mqttMiB = ex.rssMiB - rows.find((r) => r.name === "exe-no-mqtt").rssMiB;
   const mqttOk = mqttMiB <= MQTT_RSS_TARGET_MIB;

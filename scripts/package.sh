@@ -13,19 +13,24 @@
 #    a folder of this build's own, so pkg never asks nodejs.org;
 #  - pkg runs under that same Node (x64 on this machine): SEA blobs are Node-version specific.
 #
-# What goes in: the esbuild bundle of dist/ and its JavaScript dependencies (build/bundle.mjs:
-# app/mq9-edge.js, plus nats and prom-client in app/lazy/, loaded on first use) and that
-# architecture's native addons (lmdb, msgpackr-extract, sd_notify), taken from a dependency tree
-# installed for that architecture with --ignore-scripts (no locally compiled addon can slip in),
-# each checked to be an ELF of that machine and stripped. No node_modules folder goes in: pkg's
-# virtual file system holding one is what cost the earlier trial ~12 MiB of RSS.
+# What goes in: one JavaScript file (build/sea-main.mjs) holding the esbuild bundle of dist/ and
+# its JavaScript dependencies (build/bundle.mjs: app/mq9-edge.js, plus nats and prom-client in
+# app/lazy/, run on first use) and that architecture's native addons (lmdb, msgpackr-extract,
+# sd_notify), taken from a dependency tree installed for that architecture with --ignore-scripts
+# (no locally compiled addon can slip in), each checked to be an ELF of that machine and stripped.
+# pkg gets that one file and no package.json: its simple SEA mode, where the file is Node's SEA main
+# script as it is. With a package.json pkg adds its bootstrap and virtual file system, which cost
+# ~11 MiB of idle RSS (build/sea-main.mjs, docs/benchmarks.md); the check below fails the build if
+# pkg ever takes that path.
 #
 # Everything fetched or built on the way lives in .build-cache/ (git-ignored); a second run
 # reuses it. Debian packages it needs are installed by scripts/install-package-deps.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-NODE_VERSION=${MQ9_NODE_VERSION:-24.21.0}
+# Node 22 (LTS): 6 MiB less idle RSS than Node 24.21.0 in the same executable, same throughput
+# (docs/benchmarks.md, "Idle RSS of the x64 executable").
+NODE_VERSION=${MQ9_NODE_VERSION:-22.23.5}
 CACHE=$ROOT/.build-cache
 OUT=$ROOT/out
 archs=("$@")
@@ -130,7 +135,6 @@ for arch in "${archs[@]}"; do
   say "stage linux-$arch"
   rm -rf "$stage" && mkdir -p "$stage/native"
   cp -R "$CACHE/stage/bundle/app" "$stage/app"
-  cp build/pkg.json "$stage/package.json"
   f=$(addon "$deps" "@lmdb/lmdb-linux-$arch")
   cp "$f" "$stage/native/lmdb.node"
   # msgpackr-extract is optional: without it msgpackr decodes in JavaScript, as plain Node does
@@ -149,27 +153,32 @@ for arch in "${archs[@]}"; do
   for f in "$stage"/native/*.node; do
     m=$(elf_machine "$f")
     [ "$m" = "$arch" ] || { echo "package: $f is $m, not $arch" >&2; exit 1; }
-    # lmdb's prebuilt addon carries debug info (3.5 MB → 0.7 MB): pkg reads and hashes each
-    # addon at every start before it copies it out, so smaller is faster.
+    # lmdb's prebuilt addon carries debug info (3.5 MB → 0.7 MB): the executable carries each
+    # addon compressed in its script and hashes the copied-out one at every start.
     "$(strip_tool "$arch")" --strip-unneeded "$f"
   done
   (cd "$stage" && find . -type f -printf '  %P  %s bytes\n' | sort)
+
+  # The one file pkg gets, alone in its folder: no package.json or .pkgrc beside it.
+  main=$CACHE/stage/$arch-sea/mq9-edge.js
+  rm -rf "$(dirname "$main")" && mkdir -p "$(dirname "$main")"
+  node build/sea-main.mjs "$stage" "$main"
 
   say "pkg → out/mq9-edge-linux-$arch"
   exe=$OUT/mq9-edge-linux-$arch
   rm -f "$exe"
   # pkg writes only under its HOME and a temporary folder; its log goes to a file, kept on failure.
-  if ! HOME=$PKG_HOME "$RUNNER" node_modules/@yao-pkg/pkg/lib-es5/bin.js "$stage" --sea \
+  if ! HOME=$PKG_HOME "$RUNNER" node_modules/@yao-pkg/pkg/lib-es5/bin.js "$main" --sea \
     -t "node$NODE_VERSION-linux-$arch" -o "$exe" >"$CACHE/pkg-$arch.log" 2>&1; then
     cat "$CACHE/pkg-$arch.log" >&2
     exit 1
   fi
-  # (the missing optional msgpackr-extract addon was reported above)
-  grep -i -E 'warn|error' "$CACHE/pkg-$arch.log" | grep -v 'msgpackr-extract\.node' >&2 || true
-  # A file the code requires but pkg did not find would fail at run time; only the optional
-  # msgpackr-extract addon may be missing.
-  if grep 'Cannot find module' "$CACHE/pkg-$arch.log" | grep -v -q 'msgpackr-extract\.node'; then
-    echo "package: pkg could not find a module the code requires (above)" >&2
+  grep -i -E 'warn|error' "$CACHE/pkg-$arch.log" >&2 || true
+  # Simple SEA mode only: pkg walks dependencies (and adds its virtual file system) only in the
+  # other one.
+  if grep -q -i 'walking dependencies' "$CACHE/pkg-$arch.log"; then
+    cat "$CACHE/pkg-$arch.log" >&2
+    echo "package: pkg took its enhanced SEA mode (virtual file system) for $main; expected the simple one" >&2
     exit 1
   fi
 done
