@@ -15,6 +15,8 @@ interface RawSubscriber {
   closed: () => boolean;
   /** PONGs read so far (one answers the PING sent with the SUB). */
   pongs: () => number;
+  /** What it read, for a timeout's message: bytes, and ms since the last read. */
+  reading: () => string;
 }
 
 /** A raw NATS subscriber whose reading can be paused; collects mq9-msg-ids. `subject` null: connected, not subscribed. */
@@ -25,8 +27,12 @@ async function rawSubscriber(port: number, subject: string | null, queue: string
   let tail = "";
   let closed = false;
   let pongs = 0;
+  let bytes = 0;
+  let lastRead = Date.now();
   socket.on("close", () => (closed = true));
   socket.on("data", (d: Buffer) => {
+    bytes += d.length;
+    lastRead = Date.now();
     const text = tail + d.toString("latin1");
     const re = /mq9-msg-id: (\d+)\r\n/g;
     let m: RegExpExecArray | null;
@@ -41,7 +47,8 @@ async function rawSubscriber(port: number, subject: string | null, queue: string
     tail = text.slice(Math.max(last, text.length - 64)); // a header split across reads
   });
   socket.write(`CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n${subject === null ? "" : `SUB ${subject} ${queue ?? ""} 1\r\n`}PING\r\n`);
-  return { ids, socket, closed: () => closed, pongs: () => pongs };
+  const reading = () => `${bytes} bytes read, the last ${Date.now() - lastRead} ms ago, ${ids.length} messages, ${pongs} PONGs, socket ${socket.isPaused() ? "paused" : "reading"}`;
+  return { ids, socket, closed: () => closed, pongs: () => pongs, reading };
 }
 
 /** UNSUB, then read to the PONG after it: everything the broker gave this member has been read. */
@@ -49,7 +56,7 @@ async function leaveCleanly(s: RawSubscriber): Promise<void> {
   const before = s.pongs();
   s.socket.resume();
   s.socket.write("UNSUB 1\r\nPING\r\n");
-  await waitFor(() => s.pongs() > before || s.closed(), 10_000, "the PONG after UNSUB");
+  await waitFor(() => s.pongs() > before || s.closed(), 10_000, () => `the PONG after UNSUB (${s.reading()})`);
   s.socket.destroy();
 }
 
