@@ -12,14 +12,19 @@ export function put(out: Buffer, p: number, src: Uint8Array, start: number, end:
   return p + n;
 }
 
-/** Writes a non-negative integer in decimal; returns the new position. */
+/** Writes a non-negative safe integer in decimal; returns the new position. */
 export function writeInt(out: Buffer, p: number, v: number): number {
-  // Integer steps (`| 0`), not Math.floor of a float division: sizes stay below 2^31
-  // (max_payload is at most 64 MiB).
   let digits = 1;
   for (let limit = 10; limit <= v; limit *= 10) digits++;
   let q = p + digits;
   let t = v;
+  // Integer steps (`| 0`) below 2^31 (every size: max_payload is at most 64 MiB), float steps
+  // above it (msgIds may pass it).
+  while (t >= 0x80000000) {
+    const r = t % 10; // exact for any safe integer, as is (t - r) / 10
+    out[--q] = 48 + r;
+    t = (t - r) / 10;
+  }
   do {
     const d = (t / 10) | 0;
     out[--q] = 48 + t - d * 10;

@@ -36,7 +36,7 @@ export class MailboxFrames {
     if (msg.length < bound) msg = this.scratch = Buffer.allocUnsafeSlow(Math.max(bound, msg.length * 2));
     else if (msg.length > SCRATCH_START && bound <= SCRATCH_START) msg = this.scratch = Buffer.allocUnsafeSlow(SCRATCH_START); // one large message passed
     let p = put(msg, 0, DELIVERY_HEAD, 0, DELIVERY_HEAD.length);
-    p = m.msgId <= 0x7fffffff ? writeInt(msg, p, m.msgId) : p + msg.write(String(m.msgId), p, "latin1");
+    p = writeInt(msg, p, m.msgId);
     p = put(msg, p, t.tail, 0, t.tail.length);
     p = put(msg, p, rest, 0, rest.length);
     const hdrLen = p;

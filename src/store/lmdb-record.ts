@@ -25,7 +25,6 @@ const F_EXPIRES = 8;
 const F_DELAYED = 16;
 const F_ORIGIN = 32;
 
-
 export function encodeRecord(m: CheckedMessage, createTime: number, expiresAt: number, visibleAt: number): Buffer {
   const keyBytes = m.key === null ? null : Buffer.from(m.key, "utf8");
   const tagBytes = m.tags.map((t) => Buffer.from(t, "utf8"));

@@ -532,8 +532,8 @@ export class LmdbMailboxStore implements MailboxStore {
       for (const { key, value: at } of this.messagesByCopy.getRange({ start: [address, rank, from + 1], end: [address, rank + 1] })) {
         const msgId = key[2] as number;
         if (opts.group && isDone(opts.group, rank, msgId)) continue;
-        const slab = this.slab; // the record is its last `size` bytes up to slabUsed
-        const m = decodeMessage(address, rank, msgId, slab, at, this.slabUsed);
+        // copyToSlab has just put the record at [at, slabUsed) of the current slab.
+        const m = decodeMessage(address, rank, msgId, this.slab, at, this.slabUsed);
         if (!readable(m, opts.now, opts.key, opts.tags, opts.createdSince)) continue;
         out.push(m);
         bytes += messageBytes(m);
