@@ -18,9 +18,10 @@
 //                       $PKG_NATIVE_CACHE_PATH/mq9-edge/<sha256 prefix>/<name>.node (default
 //                       ~/.cache/mq9-edge/...), checked against its sha256 at every start, and
 //                       loaded from there (dlopen needs a file).
-// Anything else is "not found", as for a bundle with no node_modules beside it: code that probes
-// for an optional file (mqtt-packet's require.resolve in dist/mqtt/packet.js) then takes its
-// bundled path. The variable keeps the name pkg's own runtime read, so installed systemd units
+// The bundle is compiled with a V8 code cache that the first start writes beside the addons
+// (withCodeCache below). Anything else is "not found", as for a bundle with no node_modules beside
+// it: code that probes for an optional file (mqtt-packet's require.resolve in dist/mqtt/packet.js)
+// then takes its bundled path. The variable keeps the name pkg's own runtime read, so installed systemd units
 // (build/mq9-edge.service) stay valid.
 /* global FILES */
 const fs = require("node:fs");
@@ -66,15 +67,35 @@ function source(key) {
 
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
 
+/** Where files of the stage are written out: $PKG_NATIVE_CACHE_PATH/mq9-edge/<sha256 prefix of the file>/. */
+function cacheDir(key) {
+  const base = process.env.PKG_NATIVE_CACHE_PATH || path.join(os.homedir(), ".cache");
+  return path.join(base, "mq9-edge", FILES[key][1].slice(0, 16));
+}
+
+/**
+ * Writes `file` under another name, then renames it: a start that runs beside this one, or a
+ * crash midway, never leaves a partial file under the final name.
+ */
+function writeOut(file, bytes, mode) {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    fs.writeFileSync(tmp, bytes, { mode });
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true }); // a full disk: no partial file left behind
+    throw err;
+  }
+}
+
 /** Loads native/<name>, writing it out first unless a copy with the same sha256 is there. */
 function addon(name) {
   const key = `native/${name}`;
   if (loaded.has(key)) return loaded.get(key);
   const entry = FILES[key];
   if (entry === undefined) throw notFound(`../native/${name}`, "the executable");
-  const base = process.env.PKG_NATIVE_CACHE_PATH || path.join(os.homedir(), ".cache");
-  const dir = path.join(base, "mq9-edge", entry[1].slice(0, 16));
-  const file = path.join(dir, name);
+  const file = path.join(cacheDir(key), name);
   let same = false;
   try {
     same = sha256(fs.readFileSync(file)) === entry[1];
@@ -82,12 +103,7 @@ function addon(name) {
   if (!same) {
     const bytes = read(key);
     if (sha256(bytes) !== entry[1]) throw new Error(`mq9-edge: ${key} in the executable is damaged (sha256)`);
-    // Written under another name, then renamed: a start that runs beside this one, or a crash
-    // midway, never leaves a partial file under the final name.
-    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-    const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, bytes, { mode: 0o755 });
-    fs.renameSync(tmp, file);
+    writeOut(file, bytes, 0o755);
   }
   const m = { exports: {} };
   process.dlopen(m, file);
@@ -96,6 +112,57 @@ function addon(name) {
 }
 
 let mainModule;
+
+const MAIN = "app/mq9-edge.js";
+/** How long after start the code cache is made: the broker is ready by then, its start code compiled. */
+const CODE_CACHE_AFTER_MS = 3000;
+
+/**
+ * Compiles the bundle with the V8 code cache a previous start left, and leaves one when there
+ * was none or V8 refused it. Compiling the bundle from source, then each function run at start on
+ * its first call, took ~35 ms of a ~200 ms start to ready (x64, Node 22; docs/benchmarks.md).
+ * The cache holds what was compiled by CODE_CACHE_AFTER_MS, so it is made once per build (its
+ * folder is the bundle's sha256), Node version and architecture, beside the addons. V8 refuses a
+ * cache made for other source, another V8 or other V8 flags (then it is made again); it checks no
+ * checksum in a release build, so the file starts with a sha256 of the rest, checked here: a
+ * damaged file is only a slower start.
+ */
+function withCodeCache(key, filename) {
+  const file = path.join(cacheDir(key), `${path.basename(key)}.${process.arch}-${process.version}.v8cache`);
+  let cachedData;
+  try {
+    const bytes = fs.readFileSync(file);
+    const data = bytes.subarray(32);
+    if (createHash("sha256").update(data).digest().equals(bytes.subarray(0, 32))) cachedData = data;
+  } catch {}
+  const script = new vm.Script(source(key), { filename, cachedData });
+  if (cachedData === undefined || script.cachedDataRejected) {
+    const make = () => {
+      try {
+        const data = script.createCachedData();
+        writeOut(file, Buffer.concat([createHash("sha256").update(data).digest(), data]), 0o644);
+        dropOtherCodeCaches(file);
+      } catch {} // an unwritable folder: the next start compiles from source, as this one did
+    };
+    setTimeout(make, CODE_CACHE_AFTER_MS).unref();
+  }
+  return script;
+}
+
+/** Removes the code caches of other builds or Node versions (~0.5 MB each, left by an upgrade). */
+function dropOtherCodeCaches(keep) {
+  const root = path.dirname(path.dirname(keep));
+  for (const dir of fs.readdirSync(root)) {
+    let names = [];
+    try {
+      names = fs.readdirSync(path.join(root, dir));
+    } catch {}
+    for (const name of names) {
+      const f = path.join(root, dir, name);
+      if (f !== keep && name.endsWith(".v8cache")) fs.rmSync(f, { force: true });
+    }
+  }
+}
 
 /** Runs the file `key` of the stage (a CommonJS file of the bundle) once; its module.exports. */
 function run(key) {
@@ -121,8 +188,8 @@ function run(key) {
   localRequire.main = mainModule;
   loaded.set(key, module.exports); // (a cycle sees the exports so far, as with require)
   try {
-    const fn = vm.compileFunction(source(key), ["exports", "require", "module", "__filename", "__dirname"], { filename });
-    fn.call(module.exports, module.exports, localRequire, module, filename, dirname);
+    const script = key === MAIN ? withCodeCache(key, filename) : new vm.Script(source(key), { filename });
+    script.runInThisContext().call(module.exports, module.exports, localRequire, module, filename, dirname);
   } catch (err) {
     loaded.delete(key);
     throw err;
@@ -132,4 +199,4 @@ function run(key) {
   return module.exports;
 }
 
-run("app/mq9-edge.js");
+run(MAIN);

@@ -33,8 +33,13 @@ if (!stage || !out) {
   process.exit(2);
 }
 
-const files = [["app/mq9-edge.js", Buffer.from(readFileSync(path.join(stage, "app", "mq9-edge.js"), "utf8").replace(/^#!.*\n/, ""))]];
-for (const f of readdirSync(path.join(stage, "app", "lazy")).sort()) files.push([`app/lazy/${f}`, readFileSync(path.join(stage, "app", "lazy", f))]);
+// Each JavaScript file goes in as a CommonJS function expression, its wrapper on the first line (line
+// numbers stay those of the file): the loader compiles the bundle's own text as a vm.Script,
+// which can carry a V8 code cache (see build/sea-loader.js), with no copy of it to wrap it.
+const wrapped = (text) => Buffer.from(`(function (exports, require, module, __filename, __dirname) {${text}\n})`);
+const js = (file) => wrapped(readFileSync(file, "utf8").replace(/^#!.*\n/, ""));
+const files = [["app/mq9-edge.js", js(path.join(stage, "app", "mq9-edge.js"))]];
+for (const f of readdirSync(path.join(stage, "app", "lazy")).sort()) files.push([`app/lazy/${f}`, js(path.join(stage, "app", "lazy", f))]);
 for (const f of readdirSync(path.join(stage, "native")).sort()) files.push([`native/${f}`, readFileSync(path.join(stage, "native", f))]);
 
 const brotli = (bytes) =>

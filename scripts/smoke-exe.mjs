@@ -9,11 +9,14 @@
 // message and, subscribed, gets the critical one first. The broker is killed with SIGKILL,
 // started again on the same folder, and must still list and replay both, in order; then SIGTERM
 // must stop it with exit code 0. The lmdb addon must have been copied out to the
-// $PKG_NATIVE_CACHE_PATH the test gives it. Ends with "N passed, N failed".
+// $PKG_NATIVE_CACHE_PATH the test gives it, and the bundle's V8 code cache written there by the
+// first start, used by the second (not made again), and replaced when damaged (a third start).
+// Ends with "N passed, N failed".
 import { execFile, spawn, spawnSync } from "node:child_process";
 import { connect as netConnect, createServer } from "node:net";
 import { promisify } from "node:util";
-import { closeSync, existsSync, mkdtempSync, openSync, readSync, readdirSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { arch as hostArchOf, tmpdir } from "node:os";
 import * as path from "node:path";
@@ -153,6 +156,32 @@ async function smokeMqtt(port) {
   check(closed, "MQTT publish with a topic that is not UTF-8 closes that connection");
 }
 
+/** The bundle's V8 code cache under `nativeCache` (build/sea-loader.js), or undefined. */
+function codeCache(nativeCache) {
+  if (!existsSync(nativeCache)) return undefined;
+  const f = readdirSync(nativeCache, { recursive: true }).map(String).find((n) => n.endsWith(".v8cache"));
+  if (f === undefined) return undefined;
+  const file = path.join(nativeCache, f);
+  const bytes = readFileSync(file);
+  const st = statSync(file);
+  // The loader's format: a sha256 of the rest, then V8's data.
+  return { file, id: `${st.ino}/${st.mtimeMs}`, intact: bytes.length > 32 && createHash("sha256").update(bytes.subarray(32)).digest().equals(bytes.subarray(0, 32)) };
+}
+
+/** Polls `probe` until it answers something truthy or `ms` pass; its last answer. */
+async function until(probe, ms) {
+  const t0 = Date.now();
+  let v = probe();
+  while (!v && Date.now() - t0 < ms) {
+    await new Promise((r) => setTimeout(r, 100));
+    v = probe();
+  }
+  return v;
+}
+
+/** The loader makes the code cache this long after start (CODE_CACHE_AFTER_MS), plus margin. */
+const CODE_CACHE_WAIT_MS = 3000 + 2000;
+
 async function smoke(exe) {
   console.log(`# ${exe}`);
   if (!check(existsSync(exe), `${exe} exists`, "run `npm run package` first")) return;
@@ -183,12 +212,15 @@ async function smoke(exe) {
     await nc.close();
     nc = undefined;
     await smokeMqtt(broker.mqttPort);
+    const cache = await until(() => codeCache(nativeCache), CODE_CACHE_WAIT_MS + READY_TIMEOUT_MS);
+    check(cache?.intact === true, "the bundle's V8 code cache is written to $PKG_NATIVE_CACHE_PATH", JSON.stringify(cache));
 
     broker.child.kill("SIGKILL");
     const killed = await exited(broker.child, 10_000);
     check(killed.signal === "SIGKILL", "killed with SIGKILL", JSON.stringify(killed));
 
     const httpPort = await freePort();
+    const restarted = Date.now();
     broker = await start(cmd, dataDir, env, ["--http-port", String(httpPort), "--mqtt-port", "-1"]);
     check(true, "starts again on the same data folder");
     nc = await connect({ servers: `127.0.0.1:${broker.port}`, timeout: REPLY_TIMEOUT_MS });
@@ -217,9 +249,27 @@ async function smoke(exe) {
     const metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text());
     check(/^mq9_edge_/m.test(metrics), "/metrics answers (prom-client)", metrics.slice(0, 200));
 
+    // Had V8 refused the cache, the loader would have made it again by now.
+    await new Promise((r) => setTimeout(r, Math.max(0, restarted + CODE_CACHE_WAIT_MS - Date.now())));
+    check(codeCache(nativeCache)?.id === cache?.id, "the second start used that code cache (V8 accepted it; not made again)", JSON.stringify([cache, codeCache(nativeCache)]));
+
     broker.child.kill("SIGTERM");
     const stopped = await exited(broker.child, 15_000);
     check(stopped.code === 0, "SIGTERM stops it with exit code 0", JSON.stringify(stopped));
+
+    // A damaged cache (a bad SD card block) costs a slower start, nothing more: it is replaced.
+    const bytes = readFileSync(cache.file);
+    bytes[bytes.length >> 1] ^= 0xff;
+    writeFileSync(cache.file, bytes);
+    broker = await start(cmd, dataDir, env, ["--mqtt-port", "-1"]);
+    check(true, "starts with a damaged code cache");
+    const replaced = await until(() => {
+      const c = codeCache(nativeCache);
+      return c?.intact ? c : undefined;
+    }, CODE_CACHE_WAIT_MS + READY_TIMEOUT_MS);
+    check(replaced !== undefined, "the damaged code cache is replaced by an intact one", JSON.stringify(codeCache(nativeCache)));
+    broker.child.kill("SIGTERM");
+    check((await exited(broker.child, 15_000)).code === 0, "and stops with exit code 0");
   } catch (err) {
     check(false, `${exe} smoke`, err instanceof Error ? err.message : String(err));
     if (broker) process.stderr.write(broker.log());

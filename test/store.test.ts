@@ -1041,6 +1041,14 @@ describe("store (lmdb only)", () => {
     raw.openDB({ name: "meta" }).putSync("format", 2);
     await raw.close();
     await refused(newer);
+    // ... and left as it is, even when it lacks databases this build would create.
+    const sparse = newDir();
+    const rawSparse = lmdb.open({ path: sparse });
+    rawSparse.openDB({ name: "meta" }).putSync("format", 2);
+    await rawSparse.close();
+    const sparseBefore = fingerprint(path.join(sparse, "data.mdb"));
+    await refused(sparse);
+    assert.deepEqual(fingerprint(path.join(sparse, "data.mdb")), sparseBefore);
   });
 
   test("store - a mailbox's details (kept in LMDB, not the heap) read the same before its commit, after it and after a reopen", async () => {

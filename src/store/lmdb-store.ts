@@ -207,10 +207,16 @@ export async function openLmdbStore(options: LmdbStoreOptions): Promise<LmdbMail
     if (foreign.length > 0 || (names.length > 0 && !names.includes("meta"))) {
       throw openFailed(`${dir} is an LMDB env but not an mq9 store (databases: ${names.join(", ")}); it was left untouched`);
     }
-    const store = new LmdbMailboxStore(env, dir, limits);
-    const format = store.storedFormat();
-    if (format !== undefined && format !== FORMAT) throw openFailed(`${dir} holds store format ${String(format)}; this build reads format ${FORMAT}`);
-    if (format === undefined) await store.initialise();
+    // One transaction: lmdb-js commits once per openDB otherwise (ten commits at a first start),
+    // and a new store's format marker commits with its databases. A refusal aborts it: nothing
+    // is created in a store of another format.
+    const store = env.transactionSync(() => {
+      const s = new LmdbMailboxStore(env, dir, limits);
+      const format = s.storedFormat();
+      if (format !== undefined && format !== FORMAT) throw openFailed(`${dir} holds store format ${String(format)}; this build reads format ${FORMAT}`);
+      if (format === undefined) s.initialise();
+      return s;
+    });
     store.load();
     await store.indexDue();
     await store.flushCounts(); // counters recounted after a crash are written at once
@@ -327,12 +333,11 @@ export class LmdbMailboxStore implements MailboxStore {
     return this.metaDb.get("format");
   }
 
-  /** Writes the format marker of a new store. */
-  async initialise(): Promise<void> {
-    await this.metaDb.transaction(() => {
-      this.metaDb.put("format", FORMAT);
-      this.metaDb.put("nextMsgId", 1);
-    });
+  /** Writes the format marker of a new store, inside the open's transaction (a new store has nothing to index). */
+  initialise(): void {
+    this.metaDb.putSync("format", FORMAT);
+    this.metaDb.putSync("nextMsgId", 1);
+    this.metaDb.putSync("dueIndex", 1);
   }
 
   /** Builds the due index of a store written before it existed (once; the meta key marks it). */
