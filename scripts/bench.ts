@@ -10,7 +10,8 @@
  * loaded concurrently; repetitions are interleaved (A, B, A, B, ...). The load generators
  * (scripts/loadgen/loadgen.c for NATS, scripts/loadgen/mqttgen.c for MQTT 3.1.1, both including
  * scripts/loadgen/common.h) are compiled at run time into .bench/ (git-ignored), as is durable-seq's
- * bare LMDB-commit loop (scripts/loadgen/commitloop.c). A scenario runs against the servers of --servers that
+ * bare LMDB-commit loop (scripts/loadgen/commitloop.c), run before the servers with lmdb-js and the
+ * store alone (scripts/bench/commit-floor-child.ts). A scenario runs against the servers of --servers that
  * speak its protocol (Scenario.peers); the summary prints one table per protocol.
  * --server-cpus / --client-cpus pin the servers / the load generators with taskset (one-core runs).
  *

@@ -78,7 +78,8 @@ export const USAGE = `usage: npm run bench -- [options]
                        forwarder), e.g. 1
  durable mailboxes (mq9-edge) vs JetStream file store (nats-server):
   --durable-requests N sequential durable sends, one in flight, in durable-seq, and iterations of its
-                       bare LMDB-commit loop (no server; scripts/loadgen/commitloop.c) (default 2000)
+                       bare LMDB-commit loop and lmdb-js / store floors (no server; scripts/loadgen/commitloop.c,
+                       scripts/bench/commit-floor-child.ts) (default 2000)
   --durable-warmup N   untimed durable sends (and bare-loop iterations) before durable-seq / durable-pipelined (default 200)
   --pipelined-requests N  durable sends in durable-pipelined (default 50000)
   --window K           requests in flight in durable-pipelined, replay's fill and rss-stored, and

@@ -1,7 +1,8 @@
 import { durableTarget } from "../durable.js";
 import { buildGenerator, COMMITLOOP, GenProc, type GenResult, num, preq, preqFailures } from "../loadgen.js";
 import { diskMeter } from "../measure.js";
-import { mkTemp, rmTemp } from "../proc.js";
+import * as path from "node:path";
+import { mkTemp, onCpus, Proc, rmTemp } from "../proc.js";
 import { fig, fmtInt } from "../results.js";
 import { latencyFigs, type Serverless, serverScenario } from "../scenario.js";
 
@@ -23,19 +24,33 @@ const BARE_PAGES = 256;
 /** The target: mq9-edge's durable send p50 at most this many times the bare loop's p50. */
 const BARE_TARGET = 1.5;
 
+/** What commit-floor-child prints: p50/p99 of each step. */
+type FloorResult = Record<"put" | "child" | "store", { p50_us: number; p99_us: number }>;
+
+/** The steps of commit-floor-child, from lmdb-js alone to the store. */
+const FLOOR_STEPS = [
+  ["put", "lmdb-js put, awaited"],
+  ["child", "lmdb-js put in childTransaction (the store's way)"],
+  ["store", "the store's append, awaited (no NATS)"],
+] as const;
+
 /**
- * The floor under a durable send that is answered once its LMDB commit is on disk: the bare loop
- * of what one commit must do (scripts/loadgen/commitloop.c), as many iterations as durable sends,
- * in a temp dir of the bench, on the file system of the servers' data dirs, on the servers' CPUs.
- * It runs before the servers, so the device-wide disk counter of their runs does not see it.
+ * The floors under a durable send that is answered once its LMDB commit is on disk, each as many
+ * iterations as durable sends, in a temp dir of the bench (the file system of the servers' data
+ * dirs), on the servers' CPUs: the bare loop of what one commit must do
+ * (scripts/loadgen/commitloop.c), then lmdb-js and the store without the broker
+ * (commit-floor-child.ts). They run before the servers, so the device-wide disk counter of the
+ * servers' runs does not see them. The ratios to the bare loop show where a send's time goes.
  */
-const bareLoop: Serverless = {
-  label: "bare loop",
-  title: "no server: the bare loop of what one LMDB commit must do (scripts/loadgen/commitloop.c)",
+const commitFloors: Serverless = {
+  label: "commit floors",
+  title: "no server: the bare loop of what one LMDB commit must do, then lmdb-js and the store alone",
   note: (cfg) =>
-    `Per iteration: a 4 KiB data page pwrite + fdatasync, then a 4 KiB meta page pwrite through an O_DSYNC fd of the same file ` +
-    `(data.mdb in a temp dir beside the servers' data dirs; its ${2 + BARE_PAGES} pages are written beforehand, so the file does not grow); ` +
-    `${fmtInt(cfg.durableRequests)} timed iterations after ${fmtInt(cfg.durableWarmup)} warm-up, before each repetition's servers. ` +
+    `Bare loop, per iteration: a 4 KiB data page pwrite + fdatasync, then a 4 KiB meta page pwrite through an O_DSYNC fd of the same file ` +
+    `(data.mdb in a temp dir beside the servers' data dirs; its ${2 + BARE_PAGES} pages are written beforehand, so the file does not grow). ` +
+    `Then, in a Node process (scripts/bench/commit-floor-child.ts), each in a new env opened with the store's options: a ${cfg.size}-byte put ` +
+    `awaited, the same put inside childTransaction, and the product's store appending a ${cfg.size}-byte message to a mailbox. ` +
+    `${fmtInt(cfg.durableRequests)} timed iterations each after ${fmtInt(cfg.durableWarmup)} warm-up, before each repetition's servers. ` +
     `Target: mq9-edge's durable send p50 ≤ ${BARE_TARGET} × the loop's p50.`,
   prepare: () => buildGenerator(COMMITLOOP),
   async run(ctx) {
@@ -45,10 +60,12 @@ const bareLoop: Serverless = {
       const args = { dir, count: cfg.durableRequests, warmup: cfg.durableWarmup, pages: BARE_PAGES };
       const r = await new GenProc<CommitLoopResult>(COMMITLOOP, "run", args, false, cfg.serverCpus).result();
       ctx.log(
-        `p50 ${r.p50_us} µs (data page + fdatasync ${r.data_p50_us}, O_DSYNC meta page ${r.meta_p50_us}), p90 ${r.p90_us}, p99 ${r.p99_us}, ` +
+        `bare loop p50 ${r.p50_us} µs (data page + fdatasync ${r.data_p50_us}, O_DSYNC meta page ${r.meta_p50_us}), p90 ${r.p90_us}, p99 ${r.p99_us}, ` +
           `max ${r.max_us} (${r.count} iterations in ${num(r.elapsed_s, "elapsed_s").toFixed(3)} s after ${r.warmup} warm-up)`,
       );
-      return latencyFigs("dseq.bare", "bare LMDB-commit loop", r);
+      const floors = await floorChild(path.join(dir, "lmdb"), cfg.durableRequests, cfg.durableWarmup, cfg.size, cfg.serverCpus);
+      ctx.log(FLOOR_STEPS.map(([k, what]) => `${what}: p50 ${floors[k].p50_us.toFixed(1)} µs, p99 ${floors[k].p99_us.toFixed(1)}`).join("; "));
+      return [...latencyFigs("dseq.bare", "bare LMDB-commit loop", r), ...FLOOR_STEPS.flatMap(([k, what]) => latencyFigs(`dseq.floor.${k}`, what, floors[k]))];
     } finally {
       rmTemp(dir);
     }
@@ -56,7 +73,11 @@ const bareLoop: Serverless = {
   derive(median, servers) {
     const bare = median("dseq.bare.p50", "");
     if (bare === undefined || bare <= 0) return [];
-    return servers
+    const steps = FLOOR_STEPS.flatMap(([k, what]) => {
+      const p50 = median(`dseq.floor.${k}.p50`, "");
+      return p50 === undefined ? [] : [fig(`dseq.floor.${k}.ratio`, `${what} p50 / bare loop p50`, "×", p50 / bare, "lower", "f2")];
+    });
+    const sends = servers
       .filter((s) => s.kind === "mq9-edge")
       .flatMap((s) => {
         const p50 = median("dseq.p50", s.label);
@@ -64,14 +85,25 @@ const bareLoop: Serverless = {
         const id = `dseq.bare.ratio${s.label === "mq9-edge" ? "" : `.${s.label}`}`;
         return [fig(id, `${s.label} durable send p50 / bare loop p50 (target ≤ ${BARE_TARGET})`, "×", p50 / bare, "lower", "f2")];
       });
+    return [...steps, ...sends];
   },
 };
+
+/** One run of commit-floor-child.js on `cpus`; its RESULT. */
+async function floorChild(dir: string, count: number, warmup: number, size: number, cpus: string | null): Promise<FloorResult> {
+  const [cmd, args] = onCpus(cpus, process.execPath, [path.join(__dirname, "..", "commit-floor-child.js"), dir, String(count), String(warmup), String(size)]);
+  const p = new Proc("commit floors", cmd, args);
+  await p.waitExit(600_000);
+  const line = p.out.find((l) => l.startsWith("RESULT "));
+  if (line === undefined) throw new Error(`commit-floor-child gave no result (${p.describeExit()})${p.tail()}`);
+  return JSON.parse(line.slice(7)) as FloorResult;
+}
 
 export const durableSeq = serverScenario({
   name: "durable-seq",
   title: "durable sends, one request in flight (mq9 mailbox vs JetStream file stream; reply = stored)",
   serverOptions: () => ({ jetstream: true }),
-  serverless: bareLoop,
+  serverless: commitFloors,
   async run(ctx, s) {
     const { cfg } = ctx;
     const t = await durableTarget(s, "durable");
