@@ -10,7 +10,7 @@
  *           awaited, as the broker does for a send, without NATS
  *
  * Each in a new env in its own folder under <dir>, opened with the store's options; `size`-byte
- * payloads; `warmup` untimed, then `count` timed, one at a time.
+ * payloads; `warmup` untimed rounds, then `count` timed, each round one of each in turn.
  *
  *   node commit-floor-child.js <dir> <count> <warmup> <size>
  *
@@ -27,14 +27,8 @@ interface Latency {
   p99_us: number;
 }
 
-async function timed(count: number, warmup: number, once: (i: number) => Promise<unknown>): Promise<Latency> {
-  for (let i = 0; i < warmup; i++) await once(i);
-  const us: number[] = [];
-  for (let i = warmup; i < warmup + count; i++) {
-    const t0 = process.hrtime.bigint();
-    await once(i);
-    us.push(Number(process.hrtime.bigint() - t0) / 1000);
-  }
+/** p50 and p99 of latencies in µs. */
+function latency(us: number[]): Latency {
   us.sort((a, b) => a - b);
   const at = (q: number): number => us[Math.min(us.length - 1, Math.floor(q * us.length))]!;
   return { p50_us: at(0.5), p99_us: at(0.99) };
@@ -55,20 +49,30 @@ async function main(): Promise<void> {
   const payload = Buffer.alloc(size, 0x61);
 
   const a = lmdbEnv(path.join(dir, "put"));
-  const put = await timed(count, warmup, (i) => a.db.put(["bench.box", 2, i + 1], payload));
-  await a.env.close();
-
   const b = lmdbEnv(path.join(dir, "child"));
-  const child = await timed(count, warmup, (i) => b.env.childTransaction(() => b.db.put(["bench.box", 2, i + 1], payload)));
-  await b.env.close();
-
   const { openLmdbStore } = (await import(path.join(ROOT, "dist", "store", "lmdb-store.js"))) as StoreModule;
   const store = await openLmdbStore({ path: path.join(dir, "store") });
   const now = (): { now: number; wallMs: number } => ({ now: performance.now(), wallMs: Date.now() });
   await store.createMailbox({ address: "bench.box", type: "standard", public: false, desc: "", ttlSec: 0 }, now());
   const msg = { payload, headers: null, priority: 2 as const };
-  const appended = await timed(count, warmup, () => store.append("bench.box", msg, now()));
-  await store.close();
+  // The three in turn, each awaited: the disk's speed drifts by tens of % within seconds here,
+  // and in turn each step sees the same drift.
+  let i = 0;
+  const steps: Array<() => Promise<unknown>> = [
+    () => a.db.put(["bench.box", 2, i + 1], payload),
+    () => b.env.childTransaction(() => b.db.put(["bench.box", 2, i + 1], payload)),
+    () => store.append("bench.box", msg, now()),
+  ];
+  const us: number[][] = [[], [], []];
+  for (; i < warmup + count; i++) {
+    for (let k = 0; k < steps.length; k++) {
+      const t0 = process.hrtime.bigint();
+      await steps[k]!();
+      if (i >= warmup) us[k]!.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+  }
+  await Promise.all([a.env.close(), b.env.close(), store.close()]);
+  const [put, child, appended] = us.map(latency);
 
   console.log(`RESULT ${JSON.stringify({ put, child, store: appended })}`);
 }

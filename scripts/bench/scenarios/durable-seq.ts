@@ -49,8 +49,8 @@ const commitFloors: Serverless = {
     `Bare loop, per iteration: a 4 KiB data page pwrite + fdatasync, then a 4 KiB meta page pwrite through an O_DSYNC fd of the same file ` +
     `(data.mdb in a temp dir beside the servers' data dirs; its ${2 + BARE_PAGES} pages are written beforehand, so the file does not grow). ` +
     `Then, in a Node process (scripts/bench/commit-floor-child.ts), each in a new env opened with the store's options: a ${cfg.size}-byte put ` +
-    `awaited, the same put inside childTransaction, and the product's store appending a ${cfg.size}-byte message to a mailbox. ` +
-    `${fmtInt(cfg.durableRequests)} timed iterations each after ${fmtInt(cfg.durableWarmup)} warm-up, before each repetition's servers. ` +
+    `awaited, the same put inside childTransaction, and the product's store appending a ${cfg.size}-byte message to a mailbox, one of each in turn. ` +
+    `${fmtInt(cfg.durableRequests)} timed iterations after ${fmtInt(cfg.durableWarmup)} warm-up, before each repetition's servers. ` +
     `Target: mq9-edge's durable send p50 ≤ ${BARE_TARGET} × the loop's p50.`,
   prepare: () => buildGenerator(COMMITLOOP),
   async run(ctx) {
