@@ -4,6 +4,7 @@
 // Datagrams go out from this process through a small addon (src/ops/native); where
 // the addon is missing, through the systemd-notify command (needs NotifyAccess=all).
 
+import { spawn } from "node:child_process";
 import path from "node:path";
 import type { Logger } from "pino";
 
@@ -41,8 +42,6 @@ export class SystemdNotifier {
       );
     }
     log.info("the sd_notify addon is not there; notifying systemd through systemd-notify (unit needs NotifyAccess=all)");
-    // Required only here: loading node:child_process took ~4 ms of every start.
-    const { spawn } = require("node:child_process") as typeof import("node:child_process");
     return new SystemdNotifier(
       (message) => {
         const child = spawn("systemd-notify", message.split("\n"), { stdio: "ignore" });
