@@ -21,8 +21,8 @@
 // The bundle is compiled with a V8 code cache that the first start writes beside the addons
 // (withCodeCache below). Anything else is "not found", as for a bundle with no node_modules beside
 // it: code that probes for an optional file (mqtt-packet's require.resolve in dist/mqtt/packet.js)
-// then takes its bundled path. The variable keeps the name pkg's own runtime read, so installed systemd units
-// (build/mq9-edge.service) stay valid.
+// then takes its bundled path. The variable keeps the name pkg's own runtime read, so installed
+// systemd units (build/mq9-edge.service) stay valid.
 /* global FILES */
 const fs = require("node:fs");
 const os = require("node:os");
@@ -119,8 +119,9 @@ const CODE_CACHE_AFTER_MS = 3000;
 
 /**
  * Compiles the bundle with the V8 code cache a previous start left, and leaves one when there
- * was none or V8 refused it. Compiling the bundle from source, then each function run at start on
- * its first call, took ~35 ms of a ~200 ms start to ready (x64, Node 22; docs/benchmarks.md).
+ * was none or V8 refused it. Without it V8 parses the bundle, then compiles each function run at
+ * start on its first call: start to ready was 174-179 ms with that, 154-157 with the cache (x64,
+ * Node 22; docs/benchmarks.md).
  * The cache holds what was compiled by CODE_CACHE_AFTER_MS, so it is made once per build (its
  * folder is the bundle's sha256), Node version and architecture, beside the addons. V8 refuses a
  * cache made for other source, another V8 or other V8 flags (then it is made again); it checks no
