@@ -134,14 +134,14 @@ function withCodeCache(key, filename) {
   try {
     const bytes = fs.readFileSync(file);
     const data = bytes.subarray(32);
-    if (createHash("sha256").update(data).digest().equals(bytes.subarray(0, 32))) cachedData = data;
+    if (sha256(data) === bytes.toString("hex", 0, 32)) cachedData = data;
   } catch {}
   const script = new vm.Script(source(key), { filename, cachedData });
   if (cachedData === undefined || script.cachedDataRejected) {
     const make = () => {
       try {
         const data = script.createCachedData();
-        writeOut(file, Buffer.concat([createHash("sha256").update(data).digest(), data]), 0o644);
+        writeOut(file, Buffer.concat([Buffer.from(sha256(data), "hex"), data]), 0o644);
         dropOtherCodeCaches(file);
       } catch {} // an unwritable folder: the next start compiles from source, as this one did
     };

@@ -135,11 +135,8 @@ export class GenProc<R extends GenResult> {
   ready(timeoutMs = 15_000): Promise<string> {
     return this.proc.waitLine((l) => (l.startsWith("READY") ? l : undefined), timeoutMs);
   }
-  async result(timeoutMs = 300_000): Promise<R> {
-    await this.proc.waitExit(timeoutMs);
-    const line = this.proc.out.find((l) => l.startsWith("RESULT "));
-    if (!line) throw new Error(`${this.proc.name} produced no result (${this.proc.describeExit()})${this.proc.tail()}`);
-    return JSON.parse(line.slice(7)) as R;
+  result(timeoutMs = 300_000): Promise<R> {
+    return this.proc.result<R>(timeoutMs);
   }
   send(text: string): void {
     this.proc.child.stdin?.write(text);

@@ -259,6 +259,14 @@ export class Proc {
     }
   }
 
+  /** Waits for the exit, then answers the JSON of its `RESULT {json}` line (loadgen and the bench's child scripts print one). */
+  async result<R>(timeoutMs: number): Promise<R> {
+    await this.waitExit(timeoutMs);
+    const line = this.out.find((l) => l.startsWith("RESULT "));
+    if (line === undefined) throw new Error(`${this.name} produced no result (${this.describeExit()})${this.tail()}`);
+    return JSON.parse(line.slice(7)) as R;
+  }
+
   describeExit(): string {
     const e = this.exitInfo;
     return e ? (e.signal ? `signal ${e.signal}` : `code ${e.code}`) : "running";

@@ -90,13 +90,9 @@ const commitFloors: Serverless = {
 };
 
 /** One run of commit-floor-child.js on `cpus`; its RESULT. */
-async function floorChild(dir: string, count: number, warmup: number, size: number, cpus: string | null): Promise<FloorResult> {
+function floorChild(dir: string, count: number, warmup: number, size: number, cpus: string | null): Promise<FloorResult> {
   const [cmd, args] = onCpus(cpus, process.execPath, [path.join(__dirname, "..", "commit-floor-child.js"), dir, String(count), String(warmup), String(size)]);
-  const p = new Proc("commit floors", cmd, args);
-  await p.waitExit(600_000);
-  const line = p.out.find((l) => l.startsWith("RESULT "));
-  if (line === undefined) throw new Error(`commit-floor-child gave no result (${p.describeExit()})${p.tail()}`);
-  return JSON.parse(line.slice(7)) as FloorResult;
+  return new Proc("commit floors", cmd, args).result(600_000);
 }
 
 export const durableSeq = serverScenario({

@@ -7,13 +7,9 @@ import type { Scenario } from "../scenario.js";
 const TARGET_BYTES = 512;
 
 /** One run of scripts/bench/mailbox-heap-child.ts; its RESULT. */
-async function child(mode: "fill" | "reopen", dir: string, n: number): Promise<{ heapPerMailbox: number; heapMiB: number }> {
+function child(mode: "fill" | "reopen", dir: string, n: number): Promise<{ heapPerMailbox: number; heapMiB: number }> {
   const script = path.join(__dirname, "..", "mailbox-heap-child.js");
-  const p = new Proc(`mailbox-heap ${mode}`, process.execPath, ["--expose-gc", script, mode, dir, String(n)]);
-  await p.waitExit(600_000);
-  const line = p.out.find((l) => l.startsWith("RESULT "));
-  if (line === undefined) throw new Error(`mailbox-heap ${mode} gave no result (${p.describeExit()})${p.tail()}`);
-  return JSON.parse(line.slice(7)) as { heapPerMailbox: number; heapMiB: number };
+  return new Proc(`mailbox-heap ${mode}`, process.execPath, ["--expose-gc", script, mode, dir, String(n)]).result(600_000);
 }
 
 /**
